@@ -1,0 +1,42 @@
+# The README's two commands: `make demo` and `make test`. Each creates .venv when it is missing.
+# TORCH=<pip requirement> chooses the torch to install (e.g. TORCH=torch==2.5.1); by default a wheel
+# already on this machine is used, else the CPU build where there is no NVIDIA GPU, else PyPI's torch.
+PYTHON ?= python3
+VENV ?= .venv
+TORCH ?=
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.mct-installed
+
+.PHONY: demo test bench venv clean
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	@$(BIN)/python -m pip install -q --upgrade pip >/dev/null 2>&1 || true
+	@if [ -n "$(TORCH)" ]; then \
+		$(BIN)/pip install -q "$(TORCH)"; \
+	elif $(BIN)/python -c "import torch" 2>/dev/null; then \
+		true; \
+	elif $(BIN)/pip install -q --no-index torch 2>/dev/null; then \
+		echo "torch: installed the wheel found on this machine"; \
+	elif ! command -v nvidia-smi >/dev/null 2>&1; then \
+		echo "torch: no NVIDIA GPU found, installing the CPU build"; \
+		$(BIN)/pip install -q --index-url https://download.pytorch.org/whl/cpu torch || $(BIN)/pip install -q torch; \
+	else \
+		$(BIN)/pip install -q torch; \
+	fi
+	$(BIN)/pip install -q -e ".[dev]"
+	@touch $(STAMP)
+
+demo: venv
+	$(BIN)/mct demo
+
+test: venv
+	$(BIN)/python -m pytest
+
+bench: venv
+	$(BIN)/python benchmarks/run_all.py
+
+clean:
+	rm -rf $(VENV) build *.egg-info

@@ -1,0 +1,341 @@
+"""Validated configuration: `[model]`, `[data]`, `[train]` and `[generate]` tables of a TOML file.
+
+Layers, later wins: field defaults < TOML file < `MCT_*` environment variables (nested with `__`,
+e.g. `MCT_TRAIN__DEVICE=cuda`) < CLI flags. Every mistake becomes one `MctError` line naming where the
+bad value came from (file, variable or flag), the key, and what is allowed.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Any, Literal, Mapping
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from mct.errors import MctError
+from mct.tokenizer import DEFAULT_VOCAB
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - exercised only on Python 3.10
+    import tomli as tomllib
+
+ENV_PREFIX = "MCT_"
+TASKS = ("add", "sub", "mul", "mod")
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class ModelConfig(_Section):
+    """The whole description of a model: a checkpoint rebuilds its model from this alone."""
+
+    vocab_size: int = Field(len(DEFAULT_VOCAB), ge=3, description="number of tokens (set from the tokenizer)")
+    d_model: int = Field(256, ge=1, description="width of the residual stream")
+    num_layers: int = Field(6, ge=1, description="number of transformer blocks")
+    num_heads: int = Field(8, ge=1, description="attention heads per block; must divide d_model")
+    d_ff: int = Field(1024, ge=1, description="hidden width of the feed-forward layer (also for gated FFNs)")
+    max_seq_len: int = Field(512, ge=2, description="longest sequence (prompt + target) the model accepts")
+    dropout: float = Field(0.0, ge=0.0, lt=1.0, description="dropout probability")
+    ffn_type: Literal["gelu", "geglu", "swiglu"] = Field("gelu", description="feed-forward type")
+    use_rope: bool = Field(True, description="rotary position embeddings in attention")
+    rope_base: float = Field(10000.0, gt=0, description="RoPE frequency base")
+    absolute_positions: Literal["learned", "none"] = Field(
+        "learned", description="position scheme when use_rope is false: learned embeddings or none (NoPE)"
+    )
+    norm_type: Literal["layernorm", "rmsnorm"] = Field("layernorm", description="pre-norm type")
+    tie_weights: bool = Field(True, description="share the input embedding and output projection")
+
+    @model_validator(mode="after")
+    def _check_heads(self):
+        if self.d_model % self.num_heads:
+            raise ValueError(
+                f"d_model ({self.d_model}) must be divisible by num_heads ({self.num_heads})"
+            )
+        head_dim = self.d_model // self.num_heads
+        if self.use_rope and head_dim % 2:
+            raise ValueError(
+                f"RoPE needs an even head size, but d_model/num_heads = {head_dim}; "
+                "change d_model or num_heads, or set use_rope = false"
+            )
+        return self
+
+    @property
+    def head_dim(self) -> int:
+        return self.d_model // self.num_heads
+
+
+class DataConfig(_Section):
+    """Which problems, in which text format, and how the loss is masked."""
+
+    task: Literal["add", "sub", "mul", "mod"] = Field("add", description="arithmetic task")
+    min_digits: int = Field(1, ge=1, le=40, description="shortest operand, in digits")
+    max_digits: int = Field(3, ge=1, le=40, description="longest operand, in digits")
+    use_steps: bool = Field(False, description="targets hold the step-by-step trace before the answer")
+    answer_order: Literal["reversed", "plain"] = Field(
+        "reversed", description="answer digits least significant first (reversed) or as written (plain)"
+    )
+    modulus: int = Field(113, ge=2, description="modulus P of the mod task")
+    train_fraction: float = Field(0.3, gt=0.0, lt=1.0, description="mod task: share of all P*P pairs used for training")
+    step_masking_mode: Literal["none", "mask_steps", "mask_answer"] = Field(
+        "mask_steps",
+        description="loss on every token (none), the answer only (mask_steps) or the steps only (mask_answer)",
+    )
+    max_seq_len: int = Field(512, ge=2, description="longest example; longer ones are counted and dropped")
+    train_path: Path | None = Field(None, description="training JSONL; none = generate problems on the fly")
+    val_path: Path | None = Field(None, description="validation JSONL; none = generated, disjoint from test")
+    test_path: Path | None = Field(None, description="test JSONL; none = generated, disjoint from training")
+    n_train: int = Field(100_000, ge=1, description="training records written by `mct gen`")
+    n_val: int = Field(1_000, ge=1, description="validation records")
+    n_test: int = Field(2_000, ge=1, description="test records")
+    ood_digits: tuple[int, int] | None = Field(
+        None, description="operand lengths [C, D] of an extra out-of-distribution test split"
+    )
+    seed: int = Field(0, description="seed of data generation")
+
+    @model_validator(mode="after")
+    def _check_ranges(self):
+        if self.min_digits > self.max_digits:
+            raise ValueError(f"min_digits ({self.min_digits}) is larger than max_digits ({self.max_digits})")
+        if self.step_masking_mode == "mask_answer" and not self.use_steps:
+            raise ValueError("step_masking_mode 'mask_answer' trains on the steps only, so it needs use_steps = true")
+        if self.ood_digits is not None and self.ood_digits[0] > self.ood_digits[1]:
+            raise ValueError(f"ood_digits {list(self.ood_digits)} must be [shortest, longest]")
+        return self
+
+
+class TrainConfig(_Section):
+    """Optimisation, evaluation cadence, hardware and where results go."""
+
+    batch_size: int = Field(64, ge=1, description="examples per optimizer step (the global batch)")
+    grad_accum_steps: int = Field(1, ge=1, description="micro-batches per optimizer step")
+    lr: float = Field(1e-3, gt=0, description="peak learning rate")
+    min_lr_ratio: float = Field(0.1, ge=0, le=1, description="cosine decay floor, as a share of lr")
+    lr_schedule: Literal["cosine", "constant"] = Field("cosine", description="after warmup: cosine decay or constant")
+    warmup_steps: int = Field(100, ge=0, description="linear warmup steps")
+    max_steps: int = Field(5_000, ge=1, description="optimizer steps at most")
+    weight_decay: float = Field(0.1, ge=0, description="AdamW decay, applied to matrices only")
+    beta1: float = Field(0.9, ge=0, lt=1, description="AdamW beta1")
+    beta2: float = Field(0.99, ge=0, lt=1, description="AdamW beta2")
+    grad_clip: float = Field(1.0, ge=0, description="clip the gradient norm to this (0 = off)")
+    eval_every: int = Field(250, ge=1, description="steps between evaluations")
+    eval_samples: int = Field(500, ge=1, description="validation problems decoded at each evaluation")
+    target_accuracy: float | None = Field(
+        None, gt=0, le=1, description="stop early once validation exact-match reaches this"
+    )
+    save_every: int = Field(500, ge=1, description="steps between rewrites of last.pt")
+    log_every: int = Field(10, ge=1, description="steps between metric lines")
+    device: str = Field("auto", description="auto, cpu, cuda, cuda:N or mps")
+    seed: int = Field(0, description="seed of initialisation and data order")
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = Field(
+        "auto", description="auto = bf16 on GPUs that support it, fp16 on others, fp32 on CPU"
+    )
+    compile: bool = Field(False, description="torch.compile the model")
+    num_threads: int | None = Field(None, ge=1, description="CPU threads for torch (none = torch's choice)")
+    out_dir: Path | None = Field(None, description="run folder; none = a new folder under runs/")
+
+
+class GenConfig(_Section):
+    """Decoding defaults for `mct generate`."""
+
+    temperature: float = Field(0.0, ge=0, description="0 = greedy")
+    top_k: int | None = Field(None, ge=1, description="sample among the k most likely tokens")
+    max_new_tokens: int | None = Field(None, ge=1, description="none = until <eos> or the context is full")
+
+
+class Config(_Section):
+    """The root: one object per TOML table."""
+
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    data: DataConfig = Field(default_factory=DataConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    generate: GenConfig = Field(default_factory=GenConfig)
+
+    @model_validator(mode="after")
+    def _check_lengths(self):
+        if self.data.max_seq_len > self.model.max_seq_len:
+            raise ValueError(
+                f"data.max_seq_len ({self.data.max_seq_len}) exceeds model.max_seq_len ({self.model.max_seq_len})"
+            )
+        return self
+
+    def to_toml_dict(self) -> dict:
+        """Plain data that TOML can hold (paths as strings, None values left out)."""
+        return _drop_none(self.model_dump(mode="json"))
+
+
+class _EnvLayer(BaseSettings):
+    """Reads the `MCT_*` environment into nested dicts; validation happens on the merged layers."""
+
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, env_nested_delimiter="__", extra="ignore")
+    model: dict[str, Any] = {}
+    data: dict[str, Any] = {}
+    train: dict[str, Any] = {}
+    generate: dict[str, Any] = {}
+
+
+def _drop_none(value):
+    if isinstance(value, dict):
+        return {k: _drop_none(v) for k, v in value.items() if v is not None}
+    return value
+
+
+def deep_merge(base: dict, update: Mapping) -> dict:
+    """A copy of `base` with `update` laid over it, table by table."""
+    merged = dict(base)
+    for key, value in update.items():
+        if isinstance(value, Mapping) and isinstance(merged.get(key), Mapping):
+            merged[key] = deep_merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def read_toml(path: str | Path) -> dict:
+    """The tables of a TOML file; a missing or malformed file is an MctError naming it."""
+    path = Path(path)
+    if not path.is_file():
+        raise MctError(f"config file {path} does not exist; pass an existing TOML file (see configs/)")
+    try:
+        with path.open("rb") as handle:
+            return tomllib.load(handle)
+    except tomllib.TOMLDecodeError as exc:
+        raise MctError(f"config file {path} is not valid TOML: {exc}") from None
+
+
+def env_layer(environ: Mapping[str, str] | None = None) -> dict:
+    """The `MCT_*` variables as nested tables (strings; pydantic converts them on validation)."""
+    environ = os.environ if environ is None else environ
+    unknown = sorted(
+        k for k in environ
+        if k.upper().startswith(ENV_PREFIX) and k.upper()[len(ENV_PREFIX):].split("__")[0].lower() not in Config.model_fields
+        and "__" in k
+    )
+    if unknown:
+        raise MctError(
+            f"environment variable {unknown[0]} names no config table; use MCT_<TABLE>__<KEY> with TABLE one of "
+            f"{', '.join(t.upper() for t in Config.model_fields)}"
+        )
+    if environ is os.environ:
+        layer = _EnvLayer()
+    else:  # tests pass their own environment
+        saved = dict(os.environ)
+        try:
+            os.environ.clear()
+            os.environ.update(environ)
+            layer = _EnvLayer()
+        finally:
+            os.environ.clear()
+            os.environ.update(saved)
+    return {k: v for k, v in layer.model_dump().items() if v}
+
+
+def _lookup(layer: Mapping, loc: tuple) -> bool:
+    node: Any = layer
+    for key in loc:
+        if not isinstance(node, Mapping) or key not in node:
+            return False
+        node = node[key]
+    return True
+
+
+def _describe_source(loc: tuple, path: Path | None, env: dict, cli: dict) -> str:
+    if loc and _lookup(cli, loc):
+        return f"command-line flag for {'.'.join(map(str, loc))}"
+    if loc and _lookup(env, loc):
+        return f"environment variable {ENV_PREFIX}{'__'.join(str(k).upper() for k in loc)}"
+    if path is not None:
+        return f"config file {path}"
+    return "the configuration"
+
+
+def _allowed_keys(loc: tuple) -> str:
+    section = Config
+    for key in loc[:-1]:
+        field = section.model_fields.get(key) if hasattr(section, "model_fields") else None
+        if field is None:
+            return ""
+        section = field.annotation
+    fields = getattr(section, "model_fields", None)
+    return ", ".join(fields) if fields else ""
+
+
+def format_validation_error(exc: ValidationError, path: Path | None = None,
+                            env: dict | None = None, cli: dict | None = None) -> str:
+    """One line per problem, joined with '; ', each naming its source and key."""
+    parts = []
+    for error in exc.errors():
+        loc = tuple(k for k in error["loc"] if not isinstance(k, int))
+        source = _describe_source(loc, path, env or {}, cli or {})
+        key = ".".join(map(str, loc)) or "(root)"
+        if loc and len(loc) == 1 and loc[0] in Config.model_fields and error["type"] == "model_type":
+            message = f"[{loc[0]}] must be a table"
+        elif error["type"] == "extra_forbidden":
+            message = f"unknown key '{key}' (allowed: {_allowed_keys(loc)})"
+        else:
+            message = error["msg"].removeprefix("Value error, ")
+            if "input" in error and error["type"] not in ("value_error", "missing") and not isinstance(
+                error["input"], (dict, list)
+            ):
+                message += f" (got {error['input']!r})"
+            message = f"{key}: {message}"
+        parts.append(f"{source}: {message}")
+    return "; ".join(parts)
+
+
+def validate_config(data: Mapping, source: str = "the configuration") -> Config:
+    """A Config from plain data (e.g. a checkpoint's), with errors as one MctError line."""
+    try:
+        return Config.model_validate(dict(data))
+    except ValidationError as exc:
+        raise MctError(f"{source}: {format_validation_error(exc)}") from None
+
+
+def load_config(path: str | Path | None = None, overrides: Mapping | None = None,
+                environ: Mapping[str, str] | None = None) -> Config:
+    """Defaults < TOML file `path` < `MCT_*` environment < `overrides` (CLI flags as nested tables).
+
+    `overrides` values that are None are ignored, so a CLI can pass every flag it has.
+    """
+    path = Path(path) if path is not None else None
+    file_layer = read_toml(path) if path is not None else {}
+    env = env_layer(environ)
+    cli = _drop_none(dict(overrides or {}))
+    merged = deep_merge(deep_merge(file_layer, env), cli)
+    try:
+        return Config.model_validate(merged)
+    except ValidationError as exc:
+        raise MctError(format_validation_error(exc, path, env, cli)) from None
+
+
+def save_config_toml(config: Config, path: str | Path) -> None:
+    """Write the fully resolved config as TOML (atomically)."""
+    from mct.fileio import atomic_write_text
+
+    atomic_write_text(Path(path), to_toml(config.to_toml_dict()))
+
+
+def _toml_value(value) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    if isinstance(value, str):
+        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    raise TypeError(f"cannot write {type(value).__name__} to TOML")
+
+
+def to_toml(tables: Mapping[str, Mapping]) -> str:
+    """TOML text of one level of tables of scalars and lists (all a Config holds)."""
+    lines = []
+    for table, values in tables.items():
+        lines.append(f"[{table}]")
+        lines.extend(f"{key} = {_toml_value(value)}" for key, value in values.items())
+        lines.append("")
+    return "\n".join(lines)

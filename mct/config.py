@@ -7,6 +7,7 @@ bad value came from (file, variable or flag), the key, and what is allowed.
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 from pathlib import Path
@@ -24,6 +25,8 @@ else:  # pragma: no cover - exercised only on Python 3.10
     import tomli as tomllib
 
 ENV_PREFIX = "MCT_"
+CONFIGS_DIR = Path(__file__).resolve().parent.parent / "configs"
+DEFAULT_CONFIG_PATH = CONFIGS_DIR / "default.toml"
 TASKS = ("add", "sub", "mul", "mod")
 
 
@@ -231,7 +234,18 @@ def env_layer(environ: Mapping[str, str] | None = None) -> dict:
         finally:
             os.environ.clear()
             os.environ.update(saved)
-    return {k: v for k, v in layer.model_dump().items() if v}
+    return {table: {key: _parse_env_value(value) for key, value in values.items()}
+            for table, values in layer.model_dump().items() if values}
+
+
+def _parse_env_value(value):
+    """Lists (e.g. `MCT_DATA__OOD_DIGITS='[4, 6]'`) arrive as JSON text; scalars stay strings for pydantic."""
+    if isinstance(value, str) and value.strip().startswith("["):
+        try:
+            return json.loads(value)
+        except json.JSONDecodeError:
+            return value
+    return value
 
 
 def _lookup(layer: Mapping, loc: tuple) -> bool:
@@ -295,11 +309,17 @@ def validate_config(data: Mapping, source: str = "the configuration") -> Config:
         raise MctError(f"{source}: {format_validation_error(exc)}") from None
 
 
+def default_config_path() -> Path | None:
+    """`configs/default.toml` of this checkout, or None when the package was installed without it."""
+    return DEFAULT_CONFIG_PATH if DEFAULT_CONFIG_PATH.is_file() else None
+
+
 def load_config(path: str | Path | None = None, overrides: Mapping | None = None,
                 environ: Mapping[str, str] | None = None) -> Config:
     """Defaults < TOML file `path` < `MCT_*` environment < `overrides` (CLI flags as nested tables).
 
-    `overrides` values that are None are ignored, so a CLI can pass every flag it has.
+    `overrides` values that are None are ignored, so a CLI can pass every flag it has. `path` None
+    means no file (the field defaults); the CLI passes `default_config_path()` when it wants the default.
     """
     path = Path(path) if path is not None else None
     file_layer = read_toml(path) if path is not None else {}

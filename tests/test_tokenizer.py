@@ -1,0 +1,64 @@
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from mct.errors import MctError
+from mct.tokenizer import ANSWER_MARK, DEFAULT_CHARS, EOS, PAD, STEP_SEP, Tokenizer
+
+tokenizer = Tokenizer()
+pieces = st.sampled_from(list(DEFAULT_CHARS) + [EOS, PAD])
+
+
+@given(st.lists(pieces, max_size=60))
+def test_encode_decode_round_trip(tokens):
+    text = "".join(tokens)
+    ids = tokenizer.encode(text)
+    assert len(ids) == len(tokens)
+    assert tokenizer.decode(ids, skip_pad=False) == text
+
+
+@given(st.text(alphabet="0123456789+-*%=|#", max_size=40))
+def test_one_id_per_character(text):
+    assert len(tokenizer.encode(text)) == len(text)
+
+
+def test_specials_and_markers_are_in_the_vocabulary():
+    assert tokenizer.pad_id == 0 and tokenizer.eos_id == 1
+    for token in (STEP_SEP, ANSWER_MARK, "+", "-", "*", "%", "="):
+        assert token in tokenizer.vocab
+
+
+def test_decode_skips_padding_by_default():
+    ids = tokenizer.encode("12+3=") + [tokenizer.pad_id] * 3
+    assert tokenizer.decode(ids) == "12+3="
+
+
+def test_unknown_character_names_character_position_and_vocabulary():
+    with pytest.raises(MctError) as info:
+        tokenizer.encode("12+3x=")
+    message = str(info.value)
+    assert "'x'" in message and "position 4" in message and "0123456789" in message
+
+
+def test_lone_angle_bracket_is_unknown():
+    with pytest.raises(MctError, match="'<' at position 0"):
+        tokenizer.encode("<eo")
+
+
+def test_serialises_to_plain_data():
+    data = tokenizer.to_dict()
+    assert data["vocab"] == list(tokenizer.vocab)
+    assert Tokenizer.from_dict(data) == tokenizer
+
+
+@pytest.mark.parametrize("bad", [None, {}, {"type": "bpe", "vocab": []}, {"type": "char"}])
+def test_from_dict_refuses_foreign_data(bad):
+    with pytest.raises(MctError):
+        Tokenizer.from_dict(bad)
+
+
+def test_vocabulary_must_hold_specials_and_single_characters():
+    with pytest.raises(MctError, match="special"):
+        Tokenizer(("a", "b"))
+    with pytest.raises(MctError, match="single character"):
+        Tokenizer((PAD, EOS, "ab"))

@@ -33,9 +33,80 @@ def _not_built(command: str) -> None:
 
 
 @app.command()
-def gen() -> None:
-    """Generate an arithmetic data set (not built yet)."""
-    _not_built("gen")
+def gen(
+    task: Annotated[str, typer.Argument(help="Task: add, sub, mul or mod.")],
+    instances: Annotated[Optional[int], typer.Option("--instances", "-n", help="Training records (default 100000; mod: set by --train-fraction).")] = None,
+    val: Annotated[Optional[int], typer.Option("--val", help="Validation records (default 1000).")] = None,
+    test: Annotated[Optional[int], typer.Option("--test", help="Test records (default 2000; also the size of test_ood).")] = None,
+    min_digits: Annotated[Optional[int], typer.Option("--min-digits", help="Shortest operand in digits (default 1).")] = None,
+    max_digits: Annotated[Optional[int], typer.Option("--max-digits", help="Longest operand in digits (default 3).")] = None,
+    steps: Annotated[Optional[bool], typer.Option("--steps/--no-steps", help="Write step-by-step traces before the answer.")] = None,
+    answer_order: Annotated[Optional[str], typer.Option("--answer-order", help="reversed (least significant digit first) or plain.")] = None,
+    modulus: Annotated[Optional[int], typer.Option("--modulus", help="Modulus P of the mod task (default 113).")] = None,
+    train_fraction: Annotated[Optional[float], typer.Option("--train-fraction", help="mod: share of all P*P pairs used for training (default 0.3).")] = None,
+    ood_digits: Annotated[Optional[str], typer.Option("--ood-digits", help="Extra test_ood.jsonl with operand lengths C-D, longer than --max-digits (e.g. 4-5).")] = None,
+    seed: Annotated[Optional[int], typer.Option("--seed", help="Seed; the same arguments and seed give byte-identical files.")] = None,
+    out: Annotated[Optional[Path], typer.Option("--out", "--output-dir", "-o", help="Output folder (default data/TASK).")] = None,
+    force: Annotated[bool, typer.Option("--force", help="Overwrite a data set already in the folder.")] = False,
+    config: Annotated[Optional[Path], typer.Option("--config", help="TOML config whose [data] table gives defaults; flags win.")] = None,
+    json_out: Annotated[bool, typer.Option("--json", help="Print the manifest as JSON on stdout.")] = False,
+) -> None:
+    """Generate an arithmetic data set: train/val/test JSONL (disjoint, balanced) and manifest.json.
+
+    Sampling is balanced over operand lengths and (add/sub) carry counts; records hold prompt, answer,
+    target, steps and meta (see docs/data-format.md).
+
+    Example: mct gen add --steps --instances 50000 --max-digits 4 --ood-digits 5-6 --out data/add4
+    """
+    from mct.config import load_config
+    from mct.data.generate import write_dataset
+
+    if task not in ("add", "sub", "mul", "mod"):
+        raise MctError(f"unknown task {task!r}; use add, sub, mul or mod")
+    if task == "mod" and instances is not None:
+        raise MctError("the mod task uses every P*P pair; set its training share with --train-fraction, not --instances")
+    if answer_order is not None and answer_order not in ("reversed", "plain"):
+        raise MctError(f"--answer-order must be reversed or plain, got {answer_order!r}")
+    ood = None
+    if ood_digits is not None:
+        parts = ood_digits.replace(",", "-").split("-")
+        if len(parts) == 1:
+            parts = parts * 2
+        if len(parts) != 2 or not all(p.strip().isdigit() for p in parts):
+            raise MctError(f"--ood-digits must look like C-D (e.g. 4-5), got {ood_digits!r}")
+        ood = [int(p) for p in parts]
+    data_flags = {
+        "task": task, "n_train": instances, "n_val": val, "n_test": test, "min_digits": min_digits,
+        "max_digits": max_digits, "use_steps": steps, "answer_order": answer_order, "modulus": modulus,
+        "train_fraction": train_fraction, "ood_digits": ood, "seed": seed,
+    }
+    data_config = load_config(config, {"data": data_flags}).data
+    out_dir = out if out is not None else Path("data") / task
+    total = (data_config.modulus**2 if task == "mod"
+             else data_config.n_train + data_config.n_val + data_config.n_test * (2 if ood else 1))
+
+    if total >= 200_000 and err_console.is_terminal:
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+        with Progress(TextColumn(f"writing {out_dir}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                      console=err_console, transient=True) as bar:
+            bar_task = bar.add_task("gen", total=total)
+            manifest = write_dataset(data_config, out_dir, force=force,
+                                     progress=lambda done, all_: bar.update(bar_task, completed=done, total=all_))
+    else:
+        manifest = write_dataset(data_config, out_dir, force=force)
+
+    if json_out:
+        print(json.dumps(manifest, indent=2))
+    fmt = manifest["format"]
+    digits = (f"mod {manifest['modulus']}, train fraction {manifest['train_fraction']}" if task == "mod"
+              else f"{manifest['min_digits']}-{manifest['max_digits']} digits")
+    err_console.print(f"[bold green]wrote[/] {out_dir}: {task}, {digits}, "
+                      f"{'steps' if fmt['use_steps'] else 'no steps'}, {fmt['answer_order']} answers, seed {manifest['seed']}",
+                      highlight=False)
+    for name, filename in manifest["files"].items():
+        err_console.print(f"  {filename:<16} {manifest['counts'][name]:>10,} records", highlight=False)
+    err_console.print(f"  {'manifest.json':<16} splits disjoint, sha256 of each file", highlight=False)
 
 
 @app.command()

@@ -1,0 +1,283 @@
+"""Records on disk, examples in memory, padded batches, and an endless source of training problems.
+
+    Record      one JSONL line: prompt, answer (natural order), target, steps, meta
+    Example     token ids of prompt + target and the role of each token (0 prompt, 1 step, 2 answer)
+    collate_fn  examples -> input_ids / attention_mask / labels [batch, seq] for the model
+    ProblemStream  balanced problems forever, never a held-out one (when no train file is given)
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from mct.errors import MctError
+from mct.tokenizer import ANSWER_MARK, EOS
+
+ROLE_PROMPT, ROLE_STEP, ROLE_ANSWER = 0, 1, 2
+STEP_MASKING_MODES = ("none", "mask_steps", "mask_answer")
+IGNORE_INDEX = -100
+
+
+@dataclass
+class Record:
+    """One problem as stored in a JSONL file. `target` is None for external test sets."""
+
+    prompt: str
+    answer: str
+    target: str | None = None
+    steps: list[str] = field(default_factory=list)
+    meta: dict = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        return {"prompt": self.prompt, "answer": self.answer, "target": self.target,
+                "steps": list(self.steps), "meta": dict(self.meta)}
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict())
+
+
+def _read_line(data, where: str, require_target: bool) -> Record:
+    if not isinstance(data, dict):
+        raise MctError(f"{where}: a record must be a JSON object, got {type(data).__name__}")
+    for key in ("prompt", "answer") + (("target",) if require_target else ()):
+        if data.get(key) is None:
+            raise MctError(f"{where}: the record has no '{key}' field (records need prompt, answer"
+                           f"{', target' if require_target else ''}); fix the line or regenerate with `mct gen`")
+    prompt, answer, target = data["prompt"], data["answer"], data.get("target")
+    if isinstance(answer, int) and not isinstance(answer, bool):
+        answer = str(answer)
+    if not isinstance(prompt, str) or not isinstance(answer, str):
+        raise MctError(f"{where}: 'prompt' and 'answer' must be strings")
+    if target is not None and not isinstance(target, str):
+        raise MctError(f"{where}: 'target' must be a string")
+    if target is not None and ANSWER_MARK not in target:
+        raise MctError(f"{where}: target {target!r} has no answer marker '{ANSWER_MARK}'")
+    steps = data.get("steps") or []
+    if not isinstance(steps, list) or not all(isinstance(s, str) for s in steps):
+        raise MctError(f"{where}: 'steps' must be a list of strings")
+    meta = data.get("meta") or {}
+    if not isinstance(meta, dict):
+        raise MctError(f"{where}: 'meta' must be an object")
+    return Record(prompt, answer, target, steps, meta)
+
+
+def read_records(path: str | Path, tokenizer=None, require_target: bool = False) -> list[Record]:
+    """Records of a JSONL file (blank lines skipped). Errors name the file and line number: a line that
+    is not JSON, a missing field, or (with `tokenizer`) a character outside its vocabulary."""
+    path = Path(path)
+    if not path.is_file():
+        raise MctError(f"data file {path} does not exist; create it with `mct gen` or fix the path")
+    records = []
+    with path.open(encoding="utf-8") as handle:
+        for number, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            where = f"{path}:{number}"
+            try:
+                data = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise MctError(f"{where}: not valid JSON ({exc.msg} at column {exc.colno})") from None
+            record = _read_line(data, where, require_target)
+            if tokenizer is not None:
+                for name in ("prompt", "target"):
+                    text = getattr(record, name)
+                    if text is None:
+                        continue
+                    try:
+                        tokenizer.encode(text)
+                    except MctError as exc:
+                        raise MctError(f"{where}: {name}: {exc}") from None
+            records.append(record)
+    if not records:
+        raise MctError(f"data file {path} holds no records")
+    return records
+
+
+@dataclass
+class Example:
+    """Token ids of prompt + target, and each token's role: 0 prompt, 1 step (incl. '|'), 2 answer
+    ('#', the answer characters and <eos>)."""
+
+    input_ids: list[int]
+    roles: list[int]
+
+    def __len__(self) -> int:
+        return len(self.input_ids)
+
+
+class _FastEncoder:
+    """Character -> id without the tokenizer's per-character special-token check (targets end in <eos>)."""
+
+    def __init__(self, tokenizer):
+        self.tokenizer = tokenizer
+        self.ids = {tok: i for i, tok in enumerate(tokenizer.vocab) if len(tok) == 1}
+        self.mark = tokenizer.token_to_id.get(ANSWER_MARK)
+        self.eos = tokenizer.eos_id
+
+    def chars(self, text: str) -> list[int]:
+        try:
+            return [self.ids[ch] for ch in text]
+        except KeyError:
+            return self.tokenizer.encode(text)  # raises MctError naming the character
+
+    def example(self, prompt: str, steps_text: str, ordered_answer: str) -> Example:
+        """Example of prompt + steps_text + '#' + ordered_answer + '<eos>'."""
+        p = self.chars(prompt)
+        s = self.chars(steps_text)
+        a = self.chars(ANSWER_MARK + ordered_answer)
+        a.append(self.eos)
+        return Example(p + s + a, [ROLE_PROMPT] * len(p) + [ROLE_STEP] * len(s) + [ROLE_ANSWER] * len(a))
+
+
+_ENCODERS: dict[int, _FastEncoder] = {}
+
+
+def _encoder(tokenizer) -> _FastEncoder:
+    enc = _ENCODERS.get(id(tokenizer))
+    if enc is None or enc.tokenizer is not tokenizer:
+        enc = _ENCODERS[id(tokenizer)] = _FastEncoder(tokenizer)
+    return enc
+
+
+def encode_example(record, tokenizer) -> Example:
+    """Example of a Record (with a target) or of a (prompt, target) pair; MctError when there is no target,
+    no answer marker, or a character outside the vocabulary."""
+    if isinstance(record, Record):
+        prompt, target = record.prompt, record.target
+    else:
+        prompt, target = record
+    if not target:
+        raise MctError(f"record {prompt!r} has no target, so it cannot be trained on; regenerate it with `mct gen`")
+    mark = target.find(ANSWER_MARK)
+    if mark < 0:
+        raise MctError(f"target {target!r} of {prompt!r} has no answer marker '{ANSWER_MARK}'")
+    enc = _encoder(tokenizer)
+    p = enc.chars(prompt)
+    s = enc.chars(target[:mark])
+    a = tokenizer.encode(target[mark:])
+    return Example(p + s + a, [ROLE_PROMPT] * len(p) + [ROLE_STEP] * len(s) + [ROLE_ANSWER] * len(a))
+
+
+def collate_fn(examples: list[Example], pad_id: int = 0, step_masking_mode: str = "mask_steps",
+               max_seq_len: int | None = None) -> dict:
+    """Right-padded batch of examples.
+
+    Returns `input_ids [B, T] long`, `attention_mask [B, T] bool` (True = attend, False = pad),
+    `labels [B, T] long` aligned with input_ids (the model shifts): the token id where loss is taken,
+    -100 elsewhere. `step_masking_mode`: "none" = every real token, "mask_steps" = the answer only
+    ('#', answer, <eos>), "mask_answer" = the steps only. Examples longer than `max_seq_len` are dropped
+    (never cut) and counted in `num_truncated`; MctError when none is left.
+    """
+    if step_masking_mode not in STEP_MASKING_MODES:
+        raise MctError(f"unknown step_masking_mode {step_masking_mode!r}; use one of {', '.join(STEP_MASKING_MODES)}")
+    kept = examples if max_seq_len is None else [e for e in examples if len(e.input_ids) <= max_seq_len]
+    num_truncated = len(examples) - len(kept)
+    if not kept:
+        raise MctError(f"all {len(examples)} examples of the batch are longer than max_seq_len={max_seq_len}; "
+                       "raise data.max_seq_len (and model.max_seq_len) or use shorter problems")
+    import torch  # here, so that `mct gen` does not pay for importing torch
+
+    width = max(len(e.input_ids) for e in kept)
+    ids_rows, label_rows, mask_rows = [], [], []
+    for e in kept:
+        pad = width - len(e.input_ids)
+        ids_rows.append(e.input_ids + [pad_id] * pad)
+        mask_rows.append([True] * len(e.input_ids) + [False] * pad)
+        if step_masking_mode == "none":
+            labels = list(e.input_ids)
+        else:
+            wanted = ROLE_ANSWER if step_masking_mode == "mask_steps" else ROLE_STEP
+            labels = [t if r == wanted else IGNORE_INDEX for t, r in zip(e.input_ids, e.roles)]
+        label_rows.append(labels + [IGNORE_INDEX] * pad)
+    return {
+        "input_ids": torch.tensor(ids_rows, dtype=torch.long),
+        "attention_mask": torch.tensor(mask_rows, dtype=torch.bool),
+        "labels": torch.tensor(label_rows, dtype=torch.long),
+        "num_truncated": num_truncated,
+    }
+
+
+class ProblemStream:
+    """Endless training examples generated from `data_config`, balanced like `mct gen`'s training set.
+
+    Never yields a problem in `exclude` (a set of (a, b) operand tuples, e.g. the val/test problems);
+    for the mod task only the training share of all pairs (`train_fraction`, partition fixed by
+    `data_config.seed`) is used. Deterministic from `seed`; `state_dict()` / `load_state_dict()` (plain
+    data) resume at the same position.
+    """
+
+    MAX_TRIES = 10_000
+
+    def __init__(self, data_config, tokenizer, exclude: set | frozenset | None = None, seed: int = 0):
+        from mct.data import sampling
+        from mct.data.format import DataFormat, order_answer
+        from mct.data.tasks import tracer
+
+        self.format = DataFormat.from_config(data_config)
+        self.exclude = frozenset(exclude or ())
+        self.seed = seed
+        self._rng = random.Random(f"mct-stream:{seed}")
+        self._count = 0
+        self._encoder = _encoder(tokenizer)
+        self._trace = tracer(self.format.task, self.format.modulus)
+        self._order = lambda natural: order_answer(natural, self.format.answer_order)
+        self._use_steps = self.format.use_steps
+        self._op = self.format.operator
+        self._pool = None
+        if self.format.task == "mod":
+            train, _, _ = sampling.mod_partition(data_config.modulus, data_config.train_fraction, data_config.seed)
+            self._pool = [p for p in train if p not in self.exclude]
+            if not self._pool:
+                raise MctError("every training pair of the mod task is held out; lower n_val/n_test")
+            return
+        buckets = sampling.space_buckets(
+            self.format.task, sampling.length_pairs(data_config.min_digits, data_config.max_digits))
+        total = min(sampling.capacity(buckets), data_config.n_train + data_config.n_val + data_config.n_test)
+        weights = sampling.allocate(buckets, total)
+        self._buckets = [b for group, qs in zip(buckets, weights) for b, q in zip(group, qs) if q > 0]
+        cum, running = [], 0
+        for group, qs in zip(buckets, weights):
+            for q in qs:
+                if q > 0:
+                    running += q
+                    cum.append(running)
+        self._cum_weights = cum
+
+    def _problem(self) -> tuple[int, int]:
+        rng = self._rng
+        if self._pool is not None:
+            return self._pool[rng.randrange(len(self._pool))]
+        for _ in range(self.MAX_TRIES):
+            bucket = rng.choices(self._buckets, cum_weights=self._cum_weights)[0]
+            problem = bucket.unrank(rng.randrange(bucket.index_space))
+            if problem is not None and problem not in self.exclude:
+                return problem
+        raise MctError("the problem stream found only held-out problems; widen the digit range or hold out fewer")
+
+    def next_problems(self, n: int) -> list[tuple[int, int]]:
+        """The next n operand pairs."""
+        problems = [self._problem() for _ in range(n)]
+        self._count += n
+        return problems
+
+    def next_batch(self, batch_size: int) -> list[Example]:
+        """The next `batch_size` training examples."""
+        examples = []
+        for a, b in self.next_problems(batch_size):
+            answer, steps, _, _ = self._trace(a, b)
+            steps_text = "".join(s + "|" for s in steps) if self._use_steps else ""
+            examples.append(self._encoder.example(f"{a}{self._op}{b}=", steps_text, self._order(answer)))
+        return examples
+
+    def state_dict(self) -> dict:
+        version, internal, gauss = self._rng.getstate()
+        return {"seed": self.seed, "count": self._count, "rng": [version, list(internal), gauss]}
+
+    def load_state_dict(self, state: dict) -> None:
+        version, internal, gauss = state["rng"]
+        self._rng.setstate((version, tuple(internal), gauss))
+        self.seed = state.get("seed", self.seed)
+        self._count = state.get("count", 0)

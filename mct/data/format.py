@@ -1,0 +1,170 @@
+"""The text format shared by data generation, training, evaluation and generation.
+
+    prompt  "12+34="
+    target  "".join(step + "|" for step in steps) + "#" + ordered_answer + "<eos>"
+
+The answer marker `#` is always present. `answer_order="reversed"` writes the sign (if any) first and
+then the digits least significant first ("46" -> "64", "-123" -> "-321"); "plain" writes the natural
+answer. A `DataFormat` is stored in every checkpoint (`to_dict()`), so a model's format never depends
+on the code's defaults.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import asdict, dataclass, field
+
+from mct.data import tasks
+from mct.errors import MctError
+from mct.tokenizer import ANSWER_MARK, EOS, PAD, STEP_SEP
+
+ANSWER_ORDERS = ("reversed", "plain")
+_PROMPT = re.compile(r"^(\d+)([+\-*])(\d+)=$")
+_NUMBER = re.compile(r"^-?\d+$")
+
+
+def order_answer(natural: str, answer_order: str) -> str:
+    """The answer as the model writes it: reversed = sign first, then digits least significant first."""
+    if answer_order == "plain":
+        return natural
+    if natural.startswith("-"):
+        return "-" + natural[:0:-1]
+    return natural[::-1]
+
+
+def natural_answer(ordered: str, answer_order: str) -> str:
+    """Inverse of `order_answer` (reversing is its own inverse)."""
+    return order_answer(ordered, answer_order)
+
+
+def build_target(steps: list[str], ordered_answer: str) -> str:
+    """`"".join(step + "|" for step in steps) + "#" + ordered_answer + "<eos>"`."""
+    if steps:
+        return STEP_SEP.join(steps) + STEP_SEP + ANSWER_MARK + ordered_answer + EOS
+    return ANSWER_MARK + ordered_answer + EOS
+
+
+@dataclass(frozen=True)
+class ParsedCompletion:
+    """What a model wrote after a prompt: the answer in natural order (None when there is none), the
+    steps before the answer marker, and why the text is malformed (None when it is well formed)."""
+
+    answer: str | None
+    steps: list[str] = field(default_factory=list)
+    malformed: str | None = None
+
+
+@dataclass(frozen=True)
+class DataFormat:
+    """Task and text format of a data set or model. `modulus` is used by the mod task only (None else)."""
+
+    task: str = "add"
+    answer_order: str = "reversed"
+    use_steps: bool = False
+    modulus: int | None = None
+
+    def __post_init__(self):
+        if self.task not in tasks.TASKS:
+            raise MctError(f"unknown task {self.task!r}; use one of {', '.join(tasks.TASKS)}")
+        if self.answer_order not in ANSWER_ORDERS:
+            raise MctError(f"unknown answer order {self.answer_order!r}; use reversed or plain")
+        if self.task == "mod" and (not isinstance(self.modulus, int) or self.modulus < 2):
+            raise MctError(f"the mod task needs a modulus of at least 2, got {self.modulus!r}")
+        if self.task != "mod" and self.modulus is not None:
+            object.__setattr__(self, "modulus", None)
+
+    # --- conversions -----------------------------------------------------------------------------
+    def to_dict(self) -> dict:
+        """Plain data (stored in checkpoints under "data_format" and in manifests under "format")."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "DataFormat":
+        if not isinstance(data, dict) or "task" not in data:
+            raise MctError("data format must be a table with at least a 'task' entry")
+        known = {k: data[k] for k in ("task", "answer_order", "use_steps", "modulus") if k in data}
+        return cls(**known)
+
+    @classmethod
+    def from_config(cls, data_config) -> "DataFormat":
+        """The format a `DataConfig` describes."""
+        return cls(
+            task=data_config.task,
+            answer_order=data_config.answer_order,
+            use_steps=bool(data_config.use_steps),
+            modulus=data_config.modulus if data_config.task == "mod" else None,
+        )
+
+    # --- problems -> text ------------------------------------------------------------------------
+    @property
+    def operator(self) -> str:
+        return tasks.OPERATOR[self.task]
+
+    def prompt(self, operands: tuple[int, int]) -> str:
+        a, b = operands
+        return f"{a}{self.operator}{b}="
+
+    def solve(self, operands: tuple[int, int]) -> str:
+        """The natural-order answer ("46", "-8")."""
+        return tasks.solve(self.task, operands[0], operands[1], self.modulus)
+
+    def answer(self, operands: tuple[int, int]) -> str:
+        """The natural-order answer (same as `solve`)."""
+        return self.solve(operands)
+
+    def steps(self, operands: tuple[int, int]) -> list[str]:
+        """The step trace (also when this format does not train on steps)."""
+        return tasks.steps(self.task, operands[0], operands[1], self.modulus)
+
+    def order_answer(self, natural: str) -> str:
+        return order_answer(natural, self.answer_order)
+
+    def target(self, operands: tuple[int, int]) -> str:
+        """Exactly what the model is trained to write after the prompt."""
+        answer, steps, _, _ = tasks.trace(self.task, operands[0], operands[1], self.modulus)
+        return build_target(steps if self.use_steps else [], self.order_answer(answer))
+
+    def carry_stats(self, operands: tuple[int, int]) -> tuple[int, int]:
+        """(carries, max_carry_chain): carry/borrow columns and the longest run of them (see tasks.py)."""
+        return tasks.carry_stats(self.task, operands[0], operands[1], self.modulus)
+
+    # --- text -> problems ------------------------------------------------------------------------
+    def operands_from_prompt(self, prompt: str) -> tuple[int, int]:
+        """(a, b) of a prompt such as "12+34="; MctError when it is not a problem of this task."""
+        match = _PROMPT.match(prompt.strip())
+        if match is None or match.group(2) != self.operator:
+            raise MctError(
+                f"prompt {prompt!r} is not a {self.task} problem; write it like "
+                f"'12{self.operator}34=' (non-negative whole numbers)"
+            )
+        return int(match.group(1)), int(match.group(3))
+
+    def parse_completion(self, text: str) -> ParsedCompletion:
+        """Steps and natural-order answer of the text a model generated after the prompt.
+
+        Pads are ignored and the text ends at the first `<eos>`. Malformed reasons: "no <eos>",
+        "no answer marker", "more than one answer marker", "unfinished step", "empty answer",
+        "answer is not a number".
+        """
+        text = text.replace(PAD, "")
+        end = text.find(EOS)
+        malformed = None
+        if end >= 0:
+            text = text[:end]
+        else:
+            malformed = "no <eos>"
+        mark = text.find(ANSWER_MARK)
+        if mark < 0:
+            pieces = text.split(STEP_SEP)
+            return ParsedCompletion(None, pieces[:-1], "no answer marker")
+        steps_text, ordered = text[:mark], text[mark + 1:]
+        steps = steps_text.split(STEP_SEP)[:-1] if steps_text else []
+        if ANSWER_MARK in ordered:
+            return ParsedCompletion(None, steps, "more than one answer marker")
+        if steps_text and not steps_text.endswith(STEP_SEP):
+            malformed = malformed or "unfinished step"
+        if not ordered:
+            return ParsedCompletion(None, steps, "empty answer")
+        if not _NUMBER.match(ordered):
+            return ParsedCompletion(None, steps, "answer is not a number")
+        return ParsedCompletion(natural_answer(ordered, self.answer_order), steps, malformed)

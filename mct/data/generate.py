@@ -1,0 +1,311 @@
+"""`mct gen`: balanced, disjoint train / val / test splits written as JSONL with a manifest.
+
+One draw of distinct problems (see sampling.py) is shuffled and cut into val, test and train, so the
+splits are disjoint by construction. The optional OOD split uses only length pairs with an operand
+longer than `max_digits`, so it is disjoint from the rest as well. Same config => byte-identical files.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from contextlib import ExitStack
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from mct.data import sampling
+from mct.data.dataset import Record
+from mct.data.format import DataFormat, build_target, order_answer
+from mct.data.tasks import tracer
+from mct.errors import MctError
+from mct.fileio import atomic_path
+
+SPLITS = ("train", "val", "test", "test_ood")
+MANIFEST = "manifest.json"
+MANIFEST_VERSION = 1
+CHUNK = 20_000  # records formatted and written per progress update
+
+Progress = Callable[[int, int], None]
+
+
+# --- which problems ---------------------------------------------------------------------------------
+def _digit_text(data_config) -> str:
+    return f"{data_config.min_digits}-{data_config.max_digits} digit"
+
+
+def _ood_range(data_config) -> tuple[int, int] | None:
+    if data_config.ood_digits is None:
+        return None
+    low, high = data_config.ood_digits
+    if data_config.task == "mod":
+        raise MctError("the mod task has no OOD split (its operands are all residues below the modulus); drop --ood-digits")
+    if high <= data_config.max_digits:
+        raise MctError(f"--ood-digits {low}-{high} must reach past --max-digits {data_config.max_digits} "
+                       f"(OOD operands are longer than the training ones); e.g. --ood-digits "
+                       f"{data_config.max_digits + 1}-{data_config.max_digits + 2}")
+    return low, high
+
+
+def plan_splits(data_config) -> dict[str, tuple[list, list]]:
+    """Operands of each split: {"train": (a list, b list), "val": ..., "test": ..., ["test_ood": ...]}."""
+    task, seed = data_config.task, data_config.seed
+    if task == "mod":
+        train, val, test = sampling.mod_partition(data_config.modulus, data_config.train_fraction, seed)
+        return {name: ([p[0] for p in part], [p[1] for p in part])
+                for name, part in (("train", train), ("val", val), ("test", test))}
+    ood = _ood_range(data_config)
+    buckets = sampling.space_buckets(task, sampling.length_pairs(data_config.min_digits, data_config.max_digits))
+    n_val, n_test = data_config.n_val, data_config.n_test
+    total = data_config.n_train + n_val + n_test
+    a, b = sampling.draw(sampling.make_rng(seed, f"{task}:splits"), buckets, total,
+                         f"{task} with {_digit_text(data_config)} operands")
+    splits = {
+        "val": (a[:n_val], b[:n_val]),
+        "test": (a[n_val:n_val + n_test], b[n_val:n_val + n_test]),
+        "train": (a[n_val + n_test:], b[n_val + n_test:]),
+    }
+    if ood is not None:
+        ood_buckets = sampling.space_buckets(
+            task, sampling.length_pairs(ood[0], ood[1], longer_than=data_config.max_digits))
+        splits["test_ood"] = sampling.draw(sampling.make_rng(seed, f"{task}:ood"), ood_buckets, n_test,
+                                           f"{task} OOD split with {ood[0]}-{ood[1]} digit operands")
+    return {name: splits[name] for name in SPLITS if name in splits}
+
+
+# --- records -----------------------------------------------------------------------------------------
+def make_record(fmt: DataFormat, a: int, b: int) -> Record:
+    """The record of problem (a, b) in format `fmt` (the reference for the fast line writer)."""
+    answer, steps, carries, chain = tracer(fmt.task, fmt.modulus)(a, b)
+    steps = steps if fmt.use_steps else []
+    meta = {"task": fmt.task, "digits": [len(str(a)), len(str(b))], "carries": carries, "max_carry_chain": chain}
+    if fmt.task == "mod":
+        meta["modulus"] = fmt.modulus
+    return Record(fmt.prompt((a, b)), answer, build_target(steps, fmt.order_answer(answer)), steps, meta)
+
+
+# Column steps of add / sub indexed by carry_in * 100 + digit_a * 10 + digit_b (object arrays of str).
+_ADD_STEPS = np.array([f"{x}+{y}+{c}={(x + y + c) // 10}{(x + y + c) % 10}"
+                       for c in (0, 1) for x in range(10) for y in range(10)], dtype=object)
+_SUB_STEPS = np.array([f"{x}-{y}-{c}={int(x - y - c < 0)}{(x - y - c) % 10}"
+                       for c in (0, 1) for x in range(10) for y in range(10)], dtype=object)
+_POW10 = [10**i for i in range(19)]
+_VECTOR_LIMIT = 10**17  # operands below this are traced with numpy int64
+
+
+def _column_traces(task: str, a: np.ndarray, b: np.ndarray):
+    """Vectorised add/sub traces of int64 operands with the same column count.
+
+    Returns (steps joined by '|' [N] object, carries [N], max_carry_chain [N]).
+    """
+    if task == "sub":
+        a, b = np.maximum(a, b), np.minimum(a, b)
+        table = _SUB_STEPS
+    else:
+        table = _ADD_STEPS
+    columns = len(str(int(max(a.max(), b.max()))))
+    carry = np.zeros(len(a), dtype=np.int64)
+    carries = np.zeros(len(a), dtype=np.int64)
+    run = np.zeros(len(a), dtype=np.int64)
+    chain = np.zeros(len(a), dtype=np.int64)
+    joined = None
+    for i in range(columns):
+        da = (a // _POW10[i]) % 10
+        db = (b // _POW10[i]) % 10
+        step = table[carry * 100 + da * 10 + db]
+        joined = step if joined is None else joined + "|" + step
+        carry = (da + db + carry >= 10) if task == "add" else (da - db - carry < 0)
+        carry = carry.astype(np.int64)
+        carries += carry
+        run = (run + 1) * carry
+        np.maximum(chain, run, out=chain)
+    return joined, carries, chain
+
+
+def _vector_lines(fmt: DataFormat, a_list: list, b_list: list) -> list[str] | None:
+    """JSONL lines of add/sub problems traced with numpy; None when operands are too long for int64."""
+    if not a_list or max(max(a_list), max(b_list)) >= _VECTOR_LIMIT:
+        return None
+    a_all = np.array(a_list, dtype=np.int64)
+    b_all = np.array(b_list, dtype=np.int64)
+    # group by column count = digits of the longer operand (largest |operand| for sub's x)
+    width = np.searchsorted(np.array(_POW10[1:18], dtype=np.int64), np.maximum(a_all, b_all), side="right") + 1
+    out = np.empty(len(a_list), dtype=object)
+    op, task = fmt.operator, fmt.task
+    reverse, use_steps = fmt.answer_order == "reversed", fmt.use_steps
+    for columns in np.unique(width).tolist():
+        sel = np.nonzero(width == columns)[0]
+        a, b = a_all[sel], b_all[sel]
+        joined, carries, chain = _column_traces(task, a, b)
+        answers = (a + b if task == "add" else a - b).tolist()
+        lines = []
+        append = lines.append
+        for x, y, ans, steps, car, ch in zip(a.tolist(), b.tolist(), answers, joined.tolist(),
+                                             carries.tolist(), chain.tolist()):
+            sa, sb, answer = str(x), str(y), str(ans)
+            if reverse:
+                ordered = "-" + answer[:0:-1] if ans < 0 else answer[::-1]
+            else:
+                ordered = answer
+            if use_steps:
+                steps_json = '"' + steps.replace("|", '", "') + '"'
+                target = steps + "|#" + ordered + "<eos>"
+            else:
+                steps_json = ""
+                target = "#" + ordered + "<eos>"
+            append(f'{{"prompt": "{sa}{op}{sb}=", "answer": "{answer}", "target": "{target}", '
+                   f'"steps": [{steps_json}], "meta": {{"task": "{task}", "digits": [{len(sa)}, {len(sb)}], '
+                   f'"carries": {car}, "max_carry_chain": {ch}}}}}\n')
+        out[sel] = lines
+    return out.tolist()
+
+
+def _line_formatter(fmt: DataFormat) -> Callable[[list, list], str]:
+    """(a list, b list) -> their JSONL text. Every character is a digit, an operator, '|', '#', or part of
+    '<eos>', so plain string formatting gives exactly `json.dumps(record.to_dict())` (a test checks it).
+    add and sub are traced column by column with numpy (the hot path of `mct gen`); the rest, and
+    operands too long for int64, with `tasks.trace`."""
+    trace = tracer(fmt.task, fmt.modulus)
+    op, task = fmt.operator, fmt.task
+    reverse = fmt.answer_order == "reversed"
+    use_steps = fmt.use_steps
+    tail = f', "modulus": {fmt.modulus}}}}}\n' if task == "mod" else "}}\n"
+
+    def lines(a_list: list, b_list: list) -> str:
+        if task in ("add", "sub"):
+            fast = _vector_lines(fmt, a_list, b_list)
+            if fast is not None:
+                return "".join(fast)
+        out = []
+        append = out.append
+        for a, b in zip(a_list, b_list):
+            answer, steps, carries, chain = trace(a, b)
+            if reverse:
+                ordered = "-" + answer[:0:-1] if answer[0] == "-" else answer[::-1]
+            else:
+                ordered = answer
+            sa, sb = str(a), str(b)
+            if use_steps:
+                steps_json = '"' + '", "'.join(steps) + '"'
+                target = "|".join(steps) + "|#" + ordered + "<eos>"
+            else:
+                steps_json = ""
+                target = "#" + ordered + "<eos>"
+            append(f'{{"prompt": "{sa}{op}{sb}=", "answer": "{answer}", "target": "{target}", '
+                   f'"steps": [{steps_json}], "meta": {{"task": "{task}", "digits": [{len(sa)}, {len(sb)}], '
+                   f'"carries": {carries}, "max_carry_chain": {chain}{tail}')
+        return "".join(out)
+
+    return lines
+
+
+def generate_splits(data_config) -> dict[str, list[Record]]:
+    """Records of every split ("train", "val", "test", and "test_ood" when ood_digits is set), disjoint."""
+    fmt = DataFormat.from_config(data_config)
+    return {name: [make_record(fmt, a, b) for a, b in zip(*operands)]
+            for name, operands in plan_splits(data_config).items()}
+
+
+def sample_heldout(data_config, n_val: int, n_test: int, seed: int) -> tuple[list[Record], list[Record]]:
+    """Disjoint val and test records for on-the-fly training, balanced like `mct gen`'s.
+
+    For mod they come from the non-training pairs of the partition fixed by `data_config.seed`
+    (val from its first half, test from its second, at most n_val / n_test of each).
+    """
+    fmt = DataFormat.from_config(data_config)
+    if data_config.task == "mod":
+        _, val, test = sampling.mod_partition(data_config.modulus, data_config.train_fraction, data_config.seed)
+        return ([make_record(fmt, a, b) for a, b in val[:n_val]],
+                [make_record(fmt, a, b) for a, b in test[:n_test]])
+    buckets = sampling.space_buckets(
+        data_config.task, sampling.length_pairs(data_config.min_digits, data_config.max_digits))
+    a, b = sampling.draw(sampling.make_rng(seed, f"{data_config.task}:heldout"), buckets, n_val + n_test,
+                         f"held-out {data_config.task} problems with {_digit_text(data_config)} operands")
+    records = [make_record(fmt, x, y) for x, y in zip(a, b)]
+    return records[:n_val], records[n_val:]
+
+
+# --- files ---------------------------------------------------------------------------------------------
+def existing_dataset(out_dir: Path) -> list[str]:
+    """Names of data set files already in `out_dir`."""
+    names = [MANIFEST] + [f"{s}.jsonl" for s in SPLITS]
+    return [n for n in names if (out_dir / n).exists()]
+
+
+def write_dataset(data_config, out_dir: str | Path, force: bool = False, progress: Progress | None = None) -> dict:
+    """Write `{split}.jsonl` files and `manifest.json` into `out_dir`; returns the manifest.
+
+    Refuses (MctError) when `out_dir` already holds a data set, unless `force`. All files are written to
+    temporary names first and renamed only when every one is complete (the manifest last), so an
+    interrupted run leaves the folder as it was. `progress(done, total)` counts records.
+    """
+    out_dir = Path(out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise MctError(f"{out_dir} is a file, not a folder; choose another --out")
+    found = existing_dataset(out_dir) if out_dir.is_dir() else []
+    if found and not force:
+        raise MctError(f"{out_dir} already holds a data set ({', '.join(found)}); pass --force to overwrite it "
+                       "or choose another --out")
+    fmt = DataFormat.from_config(data_config)
+    splits = plan_splits(data_config)
+    total = sum(len(a) for a, _ in splits.values())
+    done = 0
+    if progress is not None:
+        progress(0, total)
+    lines = _line_formatter(fmt)
+    files, hashes, counts = {}, {}, {}
+    with ExitStack() as stack:
+        manifest_tmp = stack.enter_context(atomic_path(out_dir / MANIFEST))  # renamed last
+        for name, (a_list, b_list) in splits.items():
+            filename = f"{name}.jsonl"
+            tmp = stack.enter_context(atomic_path(out_dir / filename))
+            digest = hashlib.sha256()
+            with open(tmp, "wb") as handle:
+                for start in range(0, len(a_list), CHUNK):
+                    data = lines(a_list[start:start + CHUNK], b_list[start:start + CHUNK]).encode("ascii")
+                    handle.write(data)
+                    digest.update(data)
+                    done += min(CHUNK, len(a_list) - start)
+                    if progress is not None:
+                        progress(done, total)
+            files[name], hashes[name], counts[name] = filename, digest.hexdigest(), len(a_list)
+        manifest = _manifest(data_config, fmt, files, counts, hashes)
+        manifest_tmp.write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
+    if "test_ood" not in splits and (out_dir / "test_ood.jsonl").exists():
+        (out_dir / "test_ood.jsonl").unlink()  # a stale OOD split of the data set this one replaced
+    return manifest
+
+
+def _manifest(data_config, fmt: DataFormat, files: dict, counts: dict, hashes: dict) -> dict:
+    manifest = {
+        "mct_dataset": MANIFEST_VERSION,
+        "task": fmt.task,
+        "format": fmt.to_dict(),
+        "seed": data_config.seed,
+        "min_digits": data_config.min_digits,
+        "max_digits": data_config.max_digits,
+        "ood_digits": list(data_config.ood_digits) if data_config.ood_digits else None,
+        "counts": counts,
+        "files": files,
+        "sha256": hashes,
+        "disjoint": True,
+        "sampling": ("all modulus**2 pairs, shuffled; train_fraction for training, the rest halved into val/test"
+                     if fmt.task == "mod" else
+                     "balanced over operand-length pairs" + (" and carry counts" if fmt.task in ("add", "sub") else "")),
+    }
+    if fmt.task == "mod":
+        manifest["modulus"] = fmt.modulus
+        manifest["train_fraction"] = data_config.train_fraction
+    return manifest
+
+
+def read_manifest(out_dir: str | Path) -> dict:
+    """The manifest of a data set folder (MctError when missing or broken)."""
+    path = Path(out_dir) / MANIFEST
+    if not path.is_file():
+        raise MctError(f"{path} does not exist; is {out_dir} a folder written by `mct gen`?")
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise MctError(f"{path} is not valid JSON ({exc.msg}); regenerate the data set") from None

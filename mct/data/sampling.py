@@ -1,0 +1,342 @@
+"""Balanced sampling of distinct problems, by construction.
+
+The problem space of a task over a digit range is cut into buckets: one per operand-length pair and,
+for add/sub, per carry (borrow) count. A bucket knows its exact size (a small dynamic program over
+columns) and can *unrank*: map an index in `range(size)` to its problem in O(columns). Drawing
+distinct indices per bucket therefore gives distinct problems without rejection, and different
+buckets never share a problem, so splits cut from one draw are disjoint by construction.
+
+Counts are spread by water filling: every length pair gets an equal share, capped at its size (small
+spaces are taken whole instead of over-sampled), and within a pair every carry count gets an equal
+share of the pair's quota, capped likewise.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+from dataclasses import dataclass
+
+import numpy as np
+
+from mct.errors import MctError
+
+INT64_SAFE = 2**62  # index spaces below this are drawn and unranked with numpy
+
+
+def length_range(length: int) -> tuple[int, int]:
+    """(smallest, count) of the numbers with `length` digits; one digit includes 0."""
+    if length == 1:
+        return 0, 10
+    return 10 ** (length - 1), 9 * 10 ** (length - 1)
+
+
+class _ColumnDP:
+    """Problems x (lx digits) op y (ly <= lx digits) with x >= y for sub, grouped by carry count.
+
+    Column i (least significant first) chooses digits (x_i, y_i); `op` gives the carry out. For sub the
+    final borrow must be 0 (that is x >= y).
+    """
+
+    def __init__(self, task: str, lx: int, ly: int):
+        assert lx >= ly
+        self.n = lx
+        sub = task == "sub"
+        # groups[i][c_in][c_out] = [(x_i * 10^i, y_i * 10^i), ...]
+        self.groups = []
+        for i in range(lx):
+            xs = range(1, 10) if (i == lx - 1 and lx > 1) else range(10)
+            ys = (range(1, 10) if (i == ly - 1 and ly > 1) else range(10)) if i < ly else (0,)
+            scale = 10**i
+            col = [[[], []], [[], []]]
+            for c in (0, 1):
+                for x in xs:
+                    for y in ys:
+                        out = int(x - y - c < 0) if sub else int(x + y + c >= 10)
+                        col[c][out].append((x * scale, y * scale))
+            self.groups.append(col)
+        # ways[i][c][r]: completions of columns i.. from carry-in c with exactly r more carries
+        n = lx
+        ways = [[[0] * (n + 2) for _ in (0, 1)] for _ in range(n + 1)]
+        ways[n][0][0] = 1
+        if not sub:
+            ways[n][1][0] = 1
+        for i in range(n - 1, -1, -1):
+            for c in (0, 1):
+                for r in range(n + 1):
+                    total = len(self.groups[i][c][0]) * ways[i + 1][0][r]
+                    if r:
+                        total += len(self.groups[i][c][1]) * ways[i + 1][1][r - 1]
+                    ways[i][c][r] = total
+        self.ways = ways
+        # blocks[i][c][r] = [(block size, completions each, options, carry out), ...] (non-empty only)
+        self.blocks = []
+        for i in range(n):
+            per_c = []
+            for c in (0, 1):
+                per_r = []
+                for r in range(n + 1):
+                    entries = []
+                    for out in (0, 1):
+                        if r - out < 0:
+                            continue
+                        each = ways[i + 1][out][r - out]
+                        options = self.groups[i][c][out]
+                        if each and options:
+                            entries.append((each * len(options), each, options, out))
+                    per_r.append(entries)
+                per_c.append(per_r)
+            self.blocks.append(per_c)
+        self._tables = None
+
+    def _numpy_tables(self):
+        """Per column: first-block size, completions per option of each block, and option values."""
+        if self._tables is None:
+            n = self.n
+            tables = []
+            for i in range(n):
+                first = np.zeros((2, n + 1), dtype=np.int64)
+                each = np.ones((2, 2, n + 1), dtype=np.int64)
+                width = max(len(self.groups[i][c][o]) for c in (0, 1) for o in (0, 1))
+                opt_x = np.zeros((2, 2, max(width, 1)), dtype=np.int64)
+                opt_y = np.zeros((2, 2, max(width, 1)), dtype=np.int64)
+                for c in (0, 1):
+                    for o in (0, 1):
+                        for q, (dx, dy) in enumerate(self.groups[i][c][o]):
+                            opt_x[c, o, q], opt_y[c, o, q] = dx, dy
+                    for r in range(n + 1):
+                        for size, count_each, _, out in self.blocks[i][c][r]:
+                            each[c, out, r] = count_each
+                            if out == 0:
+                                first[c, r] = size
+                tables.append((first, each, opt_x, opt_y))
+            self._tables = tables
+        return self._tables
+
+    def unrank_many(self, index: np.ndarray, carries: int) -> tuple[np.ndarray, np.ndarray]:
+        """Vectorised `unrank` (index space below 2**62): index [N] int64 -> x [N], y [N]."""
+        index = index.astype(np.int64, copy=True)
+        c = np.zeros(len(index), dtype=np.int64)
+        r = np.full(len(index), carries, dtype=np.int64)
+        x = np.zeros(len(index), dtype=np.int64)
+        y = np.zeros(len(index), dtype=np.int64)
+        for first, each, opt_x, opt_y in self._numpy_tables():
+            size0 = first[c, r]
+            out = (index >= size0).astype(np.int64)
+            index -= size0 * out
+            per = each[c, out, r]
+            q = index // per
+            index -= q * per
+            x += opt_x[c, out, q]
+            y += opt_y[c, out, q]
+            c = out
+            r = r - out
+        return x, y
+
+    def count(self, carries: int) -> int:
+        return self.ways[0][0][carries] if carries <= self.n else 0
+
+    def unrank(self, index: int, carries: int) -> tuple[int, int]:
+        """The `index`-th (x, y) with exactly `carries` carry columns."""
+        c, r, x, y = 0, carries, 0, 0
+        for column in self.blocks:
+            for size, each, options, out in column[c][r]:
+                if index < size:
+                    q, index = divmod(index, each)
+                    dx, dy = options[q]
+                    x += dx
+                    y += dy
+                    c = out
+                    r -= out
+                    break
+                index -= size
+        return x, y
+
+
+@dataclass
+class Bucket:
+    """Problems of one length pair (and carry count for add/sub). `index_space` >= `size`: indices of
+    sub's swapped-equal pairs (a == b counted twice) are invalid and unrank to None."""
+
+    task: str
+    digits: tuple[int, int]
+    carries: int | None
+    size: int
+    index_space: int
+    _unrank: object = None
+    _unrank_many: object = None
+
+    def unrank(self, index: int) -> tuple[int, int] | None:
+        return self._unrank(index)
+
+    def unrank_many(self, index: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        """Vectorised unrank (index_space < 2**62): (a [N], b [N], valid [N] bool or None when all valid)."""
+        return self._unrank_many(index)
+
+
+def _grid_unrank(la: int, lb: int):
+    lo_a, _ = length_range(la)
+    lo_b, nb = length_range(lb)
+    return (lambda i: (lo_a + i // nb, lo_b + i % nb),
+            lambda i: (lo_a + i // nb, lo_b + i % nb, None))
+
+
+def _pair_buckets(task: str, la: int, lb: int) -> list[Bucket]:
+    if task not in ("add", "sub"):
+        space = length_range(la)[1] * length_range(lb)[1]
+        return [Bucket(task, (la, lb), None, space, space, *_grid_unrank(la, lb))]
+    swap = la < lb
+    lx, ly = (lb, la) if swap else (la, lb)
+    dp = _ColumnDP(task, lx, ly)
+    buckets = []
+    for k in range(lx + 1):
+        count = dp.count(k)
+        if not count:
+            continue
+        if task == "add" or la != lb:
+            if swap:
+                unrank = (lambda dp, k: lambda i: dp.unrank(i, k)[::-1])(dp, k)
+                many = (lambda dp, k: lambda i: dp.unrank_many(i, k)[::-1] + (None,))(dp, k)
+            else:
+                unrank = (lambda dp, k: lambda i: dp.unrank(i, k))(dp, k)
+                many = (lambda dp, k: lambda i: dp.unrank_many(i, k) + (None,))(dp, k)
+            buckets.append(Bucket(task, (la, lb), k, count, count, unrank, many))
+        else:  # sub, equal lengths: (x, y) with x >= y, and its swap (y, x) unless x == y
+            equal = length_range(la)[1] if k == 0 else 0
+
+            def unrank(i, dp=dp, k=k, count=count):
+                if i < count:
+                    return dp.unrank(i, k)
+                x, y = dp.unrank(i - count, k)
+                return None if x == y else (y, x)
+
+            def many(i, dp=dp, k=k, count=count):
+                swapped = i >= count
+                x, y = dp.unrank_many(np.where(swapped, i - count, i), k)
+                return np.where(swapped, y, x), np.where(swapped, x, y), ~(swapped & (x == y))
+
+            buckets.append(Bucket(task, (la, lb), k, 2 * count - equal, 2 * count, unrank, many))
+    return buckets
+
+
+def length_pairs(min_digits: int, max_digits: int, longer_than: int | None = None) -> list[tuple[int, int]]:
+    """Operand-length pairs in the range; `longer_than` keeps pairs with an operand longer than it."""
+    pairs = [(la, lb) for la in range(min_digits, max_digits + 1) for lb in range(min_digits, max_digits + 1)]
+    if longer_than is not None:
+        pairs = [p for p in pairs if max(p) > longer_than]
+    return pairs
+
+
+def space_buckets(task: str, pairs: list[tuple[int, int]]) -> list[list[Bucket]]:
+    """Buckets of each length pair, in a fixed order."""
+    return [_pair_buckets(task, la, lb) for la, lb in pairs]
+
+
+def water_fill(capacities: list[int], total: int) -> list[int]:
+    """Split `total` as evenly as the capacities allow (smallest first, ties by position)."""
+    quotas = [0] * len(capacities)
+    order = sorted(range(len(capacities)), key=lambda i: (capacities[i], i))
+    remaining = total
+    for position, i in enumerate(order):
+        left = len(order) - position
+        quotas[i] = min(capacities[i], -(-remaining // left))
+        remaining -= quotas[i]
+    if remaining:
+        raise ValueError("water_fill: capacities too small")  # callers check capacity first
+    return quotas
+
+
+def allocate(buckets: list[list[Bucket]], total: int) -> list[list[int]]:
+    """Quota of every bucket: equal over length pairs, then equal over carry counts within a pair."""
+    pair_caps = [sum(b.size for b in group) for group in buckets]
+    pair_quotas = water_fill(pair_caps, total)
+    return [water_fill([b.size for b in group], q) for group, q in zip(buckets, pair_quotas)]
+
+
+def capacity(buckets: list[list[Bucket]]) -> int:
+    return sum(b.size for group in buckets for b in group)
+
+
+def make_rng(seed: int, purpose: str) -> np.random.Generator:
+    """A numpy generator determined by (seed, purpose); any integer seed, negative included."""
+    digest = hashlib.sha256(f"mct:{seed}:{purpose}".encode()).digest()
+    return np.random.default_rng(int.from_bytes(digest[:16], "little"))
+
+
+def _distinct_indices(rng: np.random.Generator, space: int, k: int):
+    """k distinct indices from range(space) in random order: int64 array, or a list for huge spaces."""
+    if space < INT64_SAFE:
+        return rng.choice(space, size=k, replace=False, shuffle=True)
+    py = random.Random(int(rng.integers(2**62)))
+    seen: set[int] = set()
+    out = []
+    while len(out) < k:
+        i = py.randrange(space)
+        if i not in seen:
+            seen.add(i)
+            out.append(i)
+    return out
+
+
+def _unrank_indices(bucket: Bucket, indices) -> tuple[np.ndarray, np.ndarray]:
+    """Operands (a [N], b [N]) of the valid indices, in order: int64 arrays, object arrays for huge spaces."""
+    if isinstance(indices, np.ndarray):
+        a, b, valid = bucket.unrank_many(indices)
+        if valid is not None:
+            a, b = a[valid], b[valid]
+        return a, b
+    pairs = [p for p in map(bucket.unrank, indices) if p is not None]
+    a = np.empty(len(pairs), dtype=object)
+    b = np.empty(len(pairs), dtype=object)
+    a[:] = [p[0] for p in pairs]
+    b[:] = [p[1] for p in pairs]
+    return a, b
+
+
+def draw_bucket(rng: np.random.Generator, bucket: Bucket, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """k distinct problems of `bucket`, uniformly at random: (a [k], b [k])."""
+    if k <= 0:
+        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
+    if bucket.index_space == bucket.size:
+        return _unrank_indices(bucket, _distinct_indices(rng, bucket.size, k))
+    take = k
+    while True:  # a few indices are invalid (sub's a == b swapped); draw a little more and drop them
+        take = min(bucket.index_space, take + max(16, take // 4))
+        a, b = _unrank_indices(bucket, _distinct_indices(rng, bucket.index_space, take))
+        if len(a) >= k or take == bucket.index_space:
+            return a[:k], b[:k]
+
+
+def check_capacity(buckets: list[list[Bucket]], total: int, what: str) -> None:
+    available = capacity(buckets)
+    if total > available:
+        raise MctError(f"{what}: asked for {total:,} distinct problems but only {available:,} exist; "
+                       f"ask for at most {available:,} (fewer --instances/--val/--test) or widen the digit range")
+
+
+def draw(rng: np.random.Generator, buckets: list[list[Bucket]], total: int, what: str) -> tuple[list, list]:
+    """`total` distinct problems spread over the buckets, shuffled: (list of a, list of b).
+
+    `what` names the request in the too-many-problems error."""
+    check_capacity(buckets, total, what)
+    parts_a, parts_b = [], []
+    for group, quotas in zip(buckets, allocate(buckets, total)):
+        for bucket, quota in zip(group, quotas):
+            a, b = draw_bucket(rng, bucket, quota)
+            parts_a.append(a)
+            parts_b.append(b)
+    if any(p.dtype == object for p in parts_a):
+        parts_a = [p.astype(object) for p in parts_a]
+        parts_b = [p.astype(object) for p in parts_b]
+    order = rng.permutation(total)
+    return np.concatenate(parts_a)[order].tolist(), np.concatenate(parts_b)[order].tolist()
+
+
+def mod_partition(modulus: int, train_fraction: float, seed: int) -> tuple[list, list, list]:
+    """All modulus**2 pairs, shuffled with `seed`: (train, val, test); the rest after training is halved."""
+    pairs = [(a, b) for a in range(modulus) for b in range(modulus)]
+    random.Random(f"mct-mod:{modulus}:{seed}").shuffle(pairs)
+    n_train = min(len(pairs) - 2, max(1, round(train_fraction * len(pairs))))
+    rest = pairs[n_train:]
+    half = len(rest) // 2
+    return pairs[:n_train], rest[:half], rest[half:]

@@ -1,0 +1,145 @@
+"""The arithmetic of every task: natural answers, step traces and carry statistics.
+
+Operands are non-negative integers. Each `trace_*` function returns `(answer, steps, carries,
+max_carry_chain)` in one pass, because generation calls it once per record and must be fast.
+
+Step formats (documented with examples in docs/data-format.md):
+- add: one step per column, least significant first: `"{a_i}+{b_i}+{carry_in}={carry_out}{digit}"`
+  (7+5 with carry 1 -> `"7+5+1=13"`); a missing digit of the shorter operand is 0.
+- sub: the same on |larger| - |smaller| with borrows: `"{x_i}-{y_i}-{borrow_in}={borrow_out}{digit}"`
+  (3-5 with borrow 0 -> `"3-5-0=18"`: borrow 1, digit 8); the answer gets "-" when a < b.
+- mul: for each digit b_j of b, least significant first, the partial product `"{a}*{b_j}={a*b_j}"`
+  and, from the second digit on, the running sum `"{sum}+{a*b_j*10^j}={new sum}"`.
+- mod: `"{a}+{b}={a+b}"` then `"{a+b}%{P}={(a+b) mod P}"`.
+
+`carries` counts the carry (borrow) columns and `max_carry_chain` is the longest run of consecutive
+carry columns. For mul they are summed / maximised over the running-sum additions; for mod they
+describe the addition a+b before the reduction.
+"""
+
+from __future__ import annotations
+
+TASKS = ("add", "sub", "mul", "mod")
+OPERATOR = {"add": "+", "sub": "-", "mul": "*", "mod": "+"}
+
+# Column tables keyed by carry-in, then by the two digit characters "xy":
+# value (step text, carry out).
+_ADD: list[dict[str, tuple[str, int]]] = [{}, {}]
+_SUB: list[dict[str, tuple[str, int]]] = [{}, {}]
+for _c in (0, 1):
+    for _x in range(10):
+        for _y in range(10):
+            _s = _x + _y + _c
+            _ADD[_c][f"{_x}{_y}"] = (f"{_x}+{_y}+{_c}={_s // 10}{_s % 10}", _s // 10)
+            _d = _x - _y - _c
+            _borrow = int(_d < 0)
+            _SUB[_c][f"{_x}{_y}"] = (f"{_x}-{_y}-{_c}={_borrow}{_d + 10 * _borrow}", _borrow)
+del _c, _x, _y, _s, _d, _borrow
+
+
+def _columns(table, x: int, y: int) -> tuple[list[str], int, int]:
+    """Steps, carry count and longest carry run of the column-wise operation `table` on x and y."""
+    rx = str(x)[::-1]
+    ry = str(y)[::-1]
+    if len(rx) != len(ry):
+        width = max(len(rx), len(ry))
+        rx, ry = rx.ljust(width, "0"), ry.ljust(width, "0")
+    carry = carries = run = chain = 0
+    steps = []
+    for pair in map(str.__add__, rx, ry):
+        step, carry = table[carry][pair]
+        steps.append(step)
+        if carry:
+            carries += 1
+            run += 1
+            if run > chain:
+                chain = run
+        else:
+            run = 0
+    return steps, carries, chain
+
+
+def trace_add(a: int, b: int) -> tuple[str, list[str], int, int]:
+    steps, carries, chain = _columns(_ADD, a, b)
+    return str(a + b), steps, carries, chain
+
+
+def trace_sub(a: int, b: int) -> tuple[str, list[str], int, int]:
+    x, y = (a, b) if a >= b else (b, a)
+    steps, carries, chain = _columns(_SUB, x, y)
+    return str(a - b), steps, carries, chain
+
+
+def add_carry_stats(x: int, y: int) -> tuple[int, int]:
+    """(carries, max_carry_chain) of the column addition x + y."""
+    _, carries, chain = _columns(_ADD, x, y)
+    return carries, chain
+
+
+def trace_mul(a: int, b: int) -> tuple[str, list[str], int, int]:
+    steps: list[str] = []
+    total = carries = chain = 0
+    for j, ch in enumerate(reversed(str(b))):
+        partial = a * (ord(ch) - 48)
+        steps.append(f"{a}*{ch}={partial}")
+        if j == 0:
+            total = partial
+            continue
+        shifted = partial * 10**j
+        c, run = add_carry_stats(total, shifted)
+        carries += c
+        chain = max(chain, run)
+        steps.append(f"{total}+{shifted}={total + shifted}")
+        total += shifted
+    return str(a * b), steps, carries, chain
+
+
+def trace_mod(a: int, b: int, modulus: int) -> tuple[str, list[str], int, int]:
+    total = a + b
+    carries, chain = add_carry_stats(a, b)
+    return str(total % modulus), [f"{a}+{b}={total}", f"{total}%{modulus}={total % modulus}"], carries, chain
+
+
+def trace(task: str, a: int, b: int, modulus: int | None = None) -> tuple[str, list[str], int, int]:
+    """(natural answer, steps, carries, max_carry_chain) of the problem (a, b) of `task`."""
+    if task == "add":
+        return trace_add(a, b)
+    if task == "sub":
+        return trace_sub(a, b)
+    if task == "mul":
+        return trace_mul(a, b)
+    if task == "mod":
+        if modulus is None:
+            raise ValueError("the mod task needs a modulus")
+        return trace_mod(a, b, modulus)
+    raise ValueError(f"unknown task {task!r}")
+
+
+def tracer(task: str, modulus: int | None = None):
+    """The `(a, b) -> (answer, steps, carries, max_carry_chain)` function of `task` (for hot loops)."""
+    if task == "mod":
+        return lambda a, b: trace_mod(a, b, modulus)
+    return {"add": trace_add, "sub": trace_sub, "mul": trace_mul}[task]
+
+
+def solve(task: str, a: int, b: int, modulus: int | None = None) -> str:
+    """The natural-order answer ("46", "-8")."""
+    if task == "add":
+        return str(a + b)
+    if task == "sub":
+        return str(a - b)
+    if task == "mul":
+        return str(a * b)
+    if task == "mod":
+        return str((a + b) % modulus)
+    raise ValueError(f"unknown task {task!r}")
+
+
+def steps(task: str, a: int, b: int, modulus: int | None = None) -> list[str]:
+    return trace(task, a, b, modulus)[1]
+
+
+def carry_stats(task: str, a: int, b: int, modulus: int | None = None) -> tuple[int, int]:
+    """(carries, max_carry_chain) as written in a record's meta."""
+    _, _, carries, chain = trace(task, a, b, modulus)
+    return carries, chain

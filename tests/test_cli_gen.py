@@ -1,0 +1,75 @@
+import json
+
+import pytest
+
+from mct.cli import main
+
+
+def run(argv, capsys):
+    with pytest.raises(SystemExit) as info:
+        main(argv)
+    captured = capsys.readouterr()
+    return info.value.code, captured.out, captured.err
+
+
+def test_gen_add_steps_alone_gives_a_three_digit_set(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    code, out, err = run(["gen", "add", "--steps"], capsys)
+    assert code == 0 and out == ""
+    manifest = json.loads((tmp_path / "data/add/manifest.json").read_text())
+    assert manifest["counts"] == {"train": 100000, "val": 1000, "test": 2000}
+    assert (manifest["min_digits"], manifest["max_digits"]) == (1, 3) and manifest["format"]["use_steps"]
+    first = json.loads((tmp_path / "data/add/train.jsonl").open().readline())
+    assert first["steps"] and max(first["meta"]["digits"]) <= 3
+    assert "train.jsonl" in err and "100,000" in err
+
+
+def test_gen_json_prints_the_manifest_and_flags_reach_the_config(tmp_path, capsys):
+    out_dir = tmp_path / "sub"
+    code, out, _ = run(["gen", "sub", "--instances", "300", "--val", "20", "--test", "30", "--min-digits", "2",
+                        "--max-digits", "3", "--answer-order", "plain", "--ood-digits", "4-5", "--seed", "9",
+                        "--output-dir", str(out_dir), "--json"], capsys)
+    assert code == 0
+    manifest = json.loads(out)
+    assert manifest["counts"] == {"train": 300, "val": 20, "test": 30, "test_ood": 30}
+    assert manifest["format"]["answer_order"] == "plain" and manifest["seed"] == 9
+    assert manifest["ood_digits"] == [4, 5] and (out_dir / "test_ood.jsonl").exists()
+
+
+def test_gen_reads_a_config_file_and_flags_override_it(tmp_path, capsys):
+    cfg = tmp_path / "c.toml"
+    cfg.write_text("[data]\nn_train = 123\nn_val = 7\nn_test = 8\nmax_digits = 2\nuse_steps = true\n")
+    code, out, _ = run(["gen", "mul", "--config", str(cfg), "--val", "9", "--out", str(tmp_path / "m"), "--json"], capsys)
+    manifest = json.loads(out)
+    assert code == 0 and manifest["counts"] == {"train": 123, "val": 9, "test": 8}
+    assert manifest["max_digits"] == 2 and manifest["format"]["use_steps"] is True
+
+
+def test_gen_mod_splits_all_pairs(tmp_path, capsys):
+    code, out, _ = run(["gen", "mod", "--modulus", "11", "--train-fraction", "0.5", "--out", str(tmp_path), "--json"], capsys)
+    counts = json.loads(out)["counts"]
+    assert code == 0 and sum(counts.values()) == 121 and counts["train"] == 60
+    code, _, err = run(["gen", "mod", "--instances", "5", "--out", str(tmp_path / "x")], capsys)
+    assert code == 2 and "--train-fraction" in err
+
+
+def test_gen_refuses_to_overwrite_without_force(tmp_path, capsys):
+    argv = ["gen", "add", "--instances", "50", "--val", "5", "--test", "5", "--out", str(tmp_path)]
+    assert run(argv, capsys)[0] == 0
+    code, _, err = run(argv + ["--seed", "1"], capsys)
+    assert code == 2 and "already holds a data set" in err and "--force" in err
+    assert len(err.strip().splitlines()) == 1
+    assert run(argv + ["--seed", "1", "--force"], capsys)[0] == 0
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["gen", "add", "--max-digits", "1", "--instances", "20000"], "ask for at most 100"),
+    (["gen", "div"], "unknown task"),
+    (["gen", "add", "--ood-digits", "x"], "C-D"),
+    (["gen", "add", "--answer-order", "sideways"], "reversed or plain"),
+    (["gen", "add", "--min-digits", "4", "--max-digits", "2"], "min_digits"),
+])
+def test_gen_user_mistakes_exit_2_with_one_line(tmp_path, capsys, argv, message):
+    code, _, err = run(argv + ["--out", str(tmp_path / "d")], capsys)
+    assert code == 2 and message in err and "Traceback" not in err
+    assert not (tmp_path / "d").exists()

@@ -1,0 +1,146 @@
+import json
+
+import pytest
+import torch
+
+from mct.config import DataConfig
+from mct.data.dataset import Example, ProblemStream, Record, collate_fn, encode_example, read_records
+from mct.data.format import DataFormat
+from mct.data.generate import sample_heldout, write_dataset
+from mct.errors import MctError
+from mct.tokenizer import Tokenizer
+
+TOK = Tokenizer()
+
+
+def ids(text):
+    return TOK.encode(text)
+
+
+def test_encode_example_roles_on_a_hand_checked_record():
+    ex = encode_example(("1+2=", "1+2+0=03|#3<eos>"), TOK)
+    assert ex.input_ids == ids("1+2=1+2+0=03|#3<eos>")
+    assert ex.roles == [0] * 4 + [1] * 9 + [2] * 3
+
+
+def test_masks_for_each_step_masking_mode_on_hand_checked_examples():
+    with_steps = encode_example(("1+2=", "1+2+0=03|#3<eos>"), TOK)
+    plain = encode_example(("9+9=", "#81<eos>"), TOK)
+    batch = collate_fn([with_steps, plain], pad_id=TOK.pad_id, step_masking_mode="mask_steps")
+    seq = ids("1+2=1+2+0=03|#3<eos>")
+    assert batch["input_ids"].shape == (2, 16) and batch["input_ids"].dtype == torch.long
+    assert batch["input_ids"][1].tolist() == ids("9+9=#81<eos>") + [TOK.pad_id] * 8
+    assert batch["attention_mask"].dtype == torch.bool
+    assert batch["attention_mask"][1].tolist() == [True] * 8 + [False] * 8
+    assert batch["labels"][0].tolist() == [-100] * 13 + ids("#3<eos>")
+    assert batch["labels"][1].tolist() == [-100] * 4 + ids("#81<eos>") + [-100] * 8
+    steps_only = collate_fn([with_steps], step_masking_mode="mask_answer")["labels"][0].tolist()
+    assert steps_only == [-100] * 4 + ids("1+2+0=03|") + [-100] * 3
+    everything = collate_fn([with_steps, plain], step_masking_mode="none")["labels"]
+    assert everything[0].tolist() == seq
+    assert everything[1].tolist() == ids("9+9=#81<eos>") + [-100] * 8
+    assert batch["num_truncated"] == 0
+
+
+def test_long_examples_are_dropped_and_counted_never_cut():
+    short = encode_example(("1+2=", "#3<eos>"), TOK)
+    long = encode_example(("123+456=", "#975<eos>"), TOK)
+    batch = collate_fn([short, long, short], max_seq_len=8)
+    assert batch["num_truncated"] == 1 and batch["input_ids"].shape == (2, 7)
+    with pytest.raises(MctError, match="max_seq_len=3"):
+        collate_fn([short, long], max_seq_len=3)
+    with pytest.raises(MctError, match="step_masking_mode"):
+        collate_fn([short], step_masking_mode="bogus")
+
+
+def write_lines(path, lines):
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def test_read_records_accepts_prompt_and_answer_only(tmp_path):
+    path = write_lines(tmp_path / "ext.jsonl", ['{"prompt": "12+34=", "answer": "46"}', "", '{"prompt": "1+1=", "answer": 2}'])
+    records = read_records(path, TOK)
+    assert records == [Record("12+34=", "46"), Record("1+1=", "2")]
+    with pytest.raises(MctError, match=r"ext.jsonl:1: .*no 'target' field"):
+        read_records(path, require_target=True)
+
+
+@pytest.mark.parametrize("line,message", [
+    ('{"prompt": "1+1=", "answer": "2"', r"bad.jsonl:2: not valid JSON"),
+    ('{"answer": "2"}', r"bad.jsonl:2: the record has no 'prompt' field"),
+    ('{"prompt": "1+1=", "answer": "2", "target": "#2x<eos>"}', r"bad.jsonl:2: target: character 'x' at position 2"),
+    ('{"prompt": "1 + 1=", "answer": "2"}', r"bad.jsonl:2: prompt: character ' '"),
+    ('[1, 2]', r"bad.jsonl:2: a record must be a JSON object"),
+])
+def test_read_records_errors_name_file_and_line(tmp_path, line, message):
+    path = write_lines(tmp_path / "bad.jsonl", ['{"prompt": "1+2=", "answer": "3", "target": "#3<eos>"}', line])
+    with pytest.raises(MctError, match=message):
+        read_records(path, TOK)
+
+
+def test_read_records_missing_or_empty_file(tmp_path):
+    with pytest.raises(MctError, match="does not exist"):
+        read_records(tmp_path / "none.jsonl")
+    (tmp_path / "empty.jsonl").write_text("\n")
+    with pytest.raises(MctError, match="holds no records"):
+        read_records(tmp_path / "empty.jsonl")
+
+
+def test_generated_files_read_back_and_encode(tmp_path):
+    cfg = DataConfig(task="sub", use_steps=True, n_train=50, n_val=5, n_test=5)
+    write_dataset(cfg, tmp_path)
+    records = read_records(tmp_path / "train.jsonl", TOK, require_target=True)
+    fmt = DataFormat.from_config(cfg)
+    for r in records:
+        assert r.target == fmt.target(fmt.operands_from_prompt(r.prompt))
+        ex = encode_example(r, TOK)
+        assert TOK.decode(ex.input_ids) == r.prompt + r.target
+
+
+def test_problem_stream_never_yields_held_out_problems_and_matches_the_format():
+    cfg = DataConfig(min_digits=1, max_digits=2, use_steps=True, n_train=5000, n_val=100, n_test=100)
+    val, test = sample_heldout(cfg, 2000, 2000, seed=0)
+    fmt = DataFormat.from_config(cfg)
+    held = {fmt.operands_from_prompt(r.prompt) for r in val + test}
+    stream = ProblemStream(cfg, TOK, exclude=held, seed=0)
+    problems = stream.next_problems(3000)
+    assert not set(problems) & held and len(set(problems)) > 500
+    for ex in stream.next_batch(64):
+        text = TOK.decode(ex.input_ids)
+        prompt = text[: text.index("=") + 1]
+        assert text == prompt + fmt.target(fmt.operands_from_prompt(prompt))
+        assert fmt.operands_from_prompt(prompt) not in held
+
+
+def test_problem_stream_resumes_identically_from_state_dict():
+    cfg = DataConfig(task="sub", n_train=1000, n_val=10, n_test=10)
+    a = ProblemStream(cfg, TOK, exclude={(1, 2)}, seed=5)
+    a.next_batch(100)
+    state = json.loads(json.dumps(a.state_dict()))  # plain data
+    expected = [e.input_ids for e in a.next_batch(50)]
+    b = ProblemStream(cfg, TOK, exclude={(1, 2)}, seed=5)
+    b.load_state_dict(state)
+    assert [e.input_ids for e in b.next_batch(50)] == expected
+    c = ProblemStream(cfg, TOK, exclude={(1, 2)}, seed=5)
+    assert [e.input_ids for e in c.next_batch(150)][100:] == expected  # deterministic from the seed
+
+
+def test_problem_stream_mod_uses_only_the_training_pairs():
+    cfg = DataConfig(task="mod", modulus=13, train_fraction=0.5)
+    val, test = sample_heldout(cfg, 1000, 1000, seed=0)
+    fmt = DataFormat.from_config(cfg)
+    held = {fmt.operands_from_prompt(r.prompt) for r in val + test}
+    seen = set(ProblemStream(cfg, TOK, exclude=held, seed=1).next_problems(2000))
+    assert len(seen) == round(0.5 * 169) and not seen & held
+
+
+def test_problem_stream_gives_up_when_everything_is_held_out():
+    cfg = DataConfig(min_digits=1, max_digits=1)
+    stream = ProblemStream(cfg, TOK, exclude={(a, b) for a in range(10) for b in range(10)}, seed=0)
+    with pytest.raises(MctError, match="held-out"):
+        stream.next_batch(1)
+
+
+def test_example_length():
+    assert len(Example([1, 2, 3], [0, 2, 2])) == 3

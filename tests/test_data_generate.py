@@ -1,0 +1,184 @@
+import hashlib
+import json
+import random
+from collections import Counter
+
+import pytest
+
+from mct.config import DataConfig
+from mct.data import sampling
+from mct.data.format import DataFormat
+from mct.data.generate import generate_splits, make_record, plan_splits, sample_heldout, write_dataset
+from mct.data.tasks import carry_stats
+from mct.errors import MctError
+
+
+def small(**kw) -> DataConfig:
+    base = dict(n_train=2000, n_val=200, n_test=300)
+    base.update(kw)
+    return DataConfig(**base)
+
+
+def operands(records, fmt):
+    return {fmt.operands_from_prompt(r.prompt) for r in records}
+
+
+@pytest.mark.parametrize("task", ["add", "sub", "mul"])
+def test_splits_are_disjoint_distinct_and_of_the_asked_size(task):
+    cfg = small(task=task, ood_digits=(4, 5))
+    fmt = DataFormat.from_config(cfg)
+    splits = generate_splits(cfg)
+    sets = {name: operands(recs, fmt) for name, recs in splits.items()}
+    assert {n: len(r) for n, r in splits.items()} == {"train": 2000, "val": 200, "test": 300, "test_ood": 300}
+    assert all(len(sets[n]) == len(splits[n]) for n in splits)  # no duplicates inside a split
+    names = list(sets)
+    for i, x in enumerate(names):
+        for y in names[i + 1:]:
+            assert not sets[x] & sets[y], (x, y)
+    assert all(max(r.meta["digits"]) > 3 for r in splits["test_ood"])
+    assert all(1 <= d <= 3 for r in splits["train"] for d in r.meta["digits"])
+
+
+def test_mod_uses_every_pair_once_with_the_train_fraction():
+    cfg = small(task="mod", modulus=23, train_fraction=0.4)
+    splits = generate_splits(cfg)
+    fmt = DataFormat.from_config(cfg)
+    all_pairs = [p for recs in splits.values() for p in operands(recs, fmt)]
+    assert len(all_pairs) == len(set(all_pairs)) == 23 * 23
+    assert len(splits["train"]) == round(0.4 * 23 * 23)
+    assert abs(len(splits["val"]) - len(splits["test"])) <= 1
+    r = splits["train"][0]
+    assert r.meta["modulus"] == 23 and int(r.answer) == sum(fmt.operands_from_prompt(r.prompt)) % 23
+
+
+def test_same_config_gives_byte_identical_files(tmp_path):
+    cfg = small(use_steps=True, ood_digits=(4, 4), seed=7)
+    write_dataset(cfg, tmp_path / "a")
+    write_dataset(cfg, tmp_path / "b")
+    for name in ("train.jsonl", "val.jsonl", "test.jsonl", "test_ood.jsonl", "manifest.json"):
+        assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes()
+    write_dataset(small(use_steps=True, ood_digits=(4, 4), seed=8), tmp_path / "c")
+    assert (tmp_path / "a" / "train.jsonl").read_bytes() != (tmp_path / "c" / "train.jsonl").read_bytes()
+
+
+@pytest.mark.parametrize("task", ["add", "sub", "mul", "mod"])
+@pytest.mark.parametrize("order,steps", [("reversed", True), ("plain", False)])
+def test_written_lines_equal_the_reference_records_and_the_manifest_hashes(tmp_path, task, order, steps):
+    cfg = small(task=task, answer_order=order, use_steps=steps, modulus=17, n_train=500)
+    manifest = write_dataset(cfg, tmp_path)
+    fmt = DataFormat.from_config(cfg)
+    for name, filename in manifest["files"].items():
+        data = (tmp_path / filename).read_bytes()
+        assert hashlib.sha256(data).hexdigest() == manifest["sha256"][name]
+        lines = data.decode().splitlines()
+        assert len(lines) == manifest["counts"][name]
+        for line in lines[:300]:
+            record = json.loads(line)
+            a, b = fmt.operands_from_prompt(record["prompt"])
+            assert line == json.dumps(make_record(fmt, a, b).to_dict())
+    assert manifest["disjoint"] is True and manifest["task"] == task and manifest["format"] == fmt.to_dict()
+    assert json.loads((tmp_path / "manifest.json").read_text()) == manifest
+
+
+def test_vector_path_matches_reference_on_long_operands():
+    cfg = small(task="sub", min_digits=14, max_digits=18, use_steps=True, n_train=300, n_val=10, n_test=10)
+    fmt = DataFormat.from_config(cfg)
+    from mct.data.generate import _line_formatter
+
+    a, b = plan_splits(cfg)["train"]
+    text = _line_formatter(fmt)(a, b)
+    assert text.splitlines() == [json.dumps(make_record(fmt, x, y).to_dict()) for x, y in zip(a, b)]
+
+
+def test_length_pairs_are_balanced_and_small_spaces_taken_whole():
+    cfg = small(n_train=30000, n_val=100, n_test=100)
+    counts = Counter(tuple(r.meta["digits"]) for recs in generate_splits(cfg).values() for r in recs)
+    assert counts[(1, 1)] == 100 and counts[(1, 2)] == counts[(2, 1)] == 900  # all there is
+    big = [counts[p] for p in [(2, 3), (3, 2), (3, 3), (2, 2), (1, 3), (3, 1)]]
+    assert max(big) - min(big) <= 1
+
+
+def _uniform_share_with_same_lengths(task, records, threshold, seed=0):
+    """Share of max_carry_chain >= threshold when each record's operands are redrawn uniformly at its lengths."""
+    rng, hits = random.Random(seed), 0
+    for r in records:
+        (lo_a, n_a), (lo_b, n_b) = (sampling.length_range(d) for d in r.meta["digits"])
+        hits += carry_stats(task, lo_a + rng.randrange(n_a), lo_b + rng.randrange(n_b))[1] >= threshold
+    return hits / len(records)
+
+
+@pytest.mark.parametrize("task", ["add", "sub"])
+def test_carry_balance_puts_long_chains_far_above_uniform_sampling(task):
+    train = generate_splits(small(task=task, max_digits=4, n_train=6000))["train"]
+    balanced = sum(r.meta["max_carry_chain"] >= 2 for r in train) / len(train)
+    assert balanced > 1.5 * _uniform_share_with_same_lengths(task, train, 2)
+
+
+def test_each_carry_count_is_equally_represented():
+    train = generate_splits(small(task="sub", min_digits=4, max_digits=4, n_train=4000))["train"]
+    by_borrows = Counter(r.meta["carries"] for r in train)
+    assert sorted(by_borrows) == [0, 1, 2, 3]  # the top column of x - y (x >= y) never borrows
+    assert max(by_borrows.values()) - min(by_borrows.values()) <= 0.05 * len(train)
+    long_chains = sum(r.meta["max_carry_chain"] >= 3 for r in train) / len(train)
+    assert long_chains > 1.8 * _uniform_share_with_same_lengths("sub", train, 3)
+
+
+def test_meta_matches_the_problem():
+    for r in generate_splits(small(task="sub", n_train=500))["train"]:
+        a, b = DataFormat("sub").operands_from_prompt(r.prompt)
+        assert r.meta["digits"] == [len(str(a)), len(str(b))]
+        assert (r.meta["carries"], r.meta["max_carry_chain"]) == carry_stats("sub", a, b)
+        assert int(r.answer) == a - b
+
+
+def test_every_problem_of_a_bucket_is_reachable_exactly_once():
+    for task in ("add", "sub"):
+        for group in sampling.space_buckets(task, sampling.length_pairs(1, 2)):
+            seen = set()
+            for bucket in group:
+                for i in range(bucket.index_space):
+                    p = bucket.unrank(i)
+                    if p is not None:
+                        assert carry_stats(task, *p)[0] == bucket.carries
+                        seen.add(p)
+            la, lb = group[0].digits
+            assert len(seen) == sampling.length_range(la)[1] * sampling.length_range(lb)[1]
+
+
+def test_too_many_problems_is_an_error_with_the_maximum(tmp_path):
+    with pytest.raises(MctError, match="only 100 exist; ask for at most 100"):
+        write_dataset(DataConfig(min_digits=1, max_digits=1, n_train=20000), tmp_path / "x")
+    assert not (tmp_path / "x").exists()
+
+
+def test_refuses_to_overwrite_without_force(tmp_path):
+    write_dataset(small(ood_digits=(4, 4)), tmp_path)
+    before = (tmp_path / "train.jsonl").read_bytes()
+    with pytest.raises(MctError, match="already holds a data set.*--force"):
+        write_dataset(small(seed=3), tmp_path)
+    assert (tmp_path / "train.jsonl").read_bytes() == before
+    manifest = write_dataset(small(seed=3), tmp_path, force=True)
+    assert (tmp_path / "train.jsonl").read_bytes() != before
+    assert not (tmp_path / "test_ood.jsonl").exists() and "test_ood" not in manifest["files"]
+
+
+def test_progress_callback_counts_every_record(tmp_path):
+    seen = []
+    write_dataset(small(), tmp_path, progress=lambda done, total: seen.append((done, total)))
+    assert seen[0] == (0, 2500) and seen[-1] == (2500, 2500)
+
+
+def test_ood_digits_must_reach_past_training():
+    with pytest.raises(MctError, match="must reach past"):
+        plan_splits(small(ood_digits=(2, 3)))
+
+
+def test_sample_heldout_is_disjoint_and_balanced():
+    val, test = sample_heldout(small(), 300, 400, seed=1)
+    fmt = DataFormat("add")
+    assert len(val) == 300 and len(test) == 400
+    assert not operands(val, fmt) & operands(test, fmt)
+    assert len(operands(val, fmt) | operands(test, fmt)) == 700
+    mod_val, mod_test = sample_heldout(small(task="mod", modulus=11), 10, 10, seed=0)
+    fmt = DataFormat("mod", modulus=11)
+    assert len(mod_val) == 10 and not operands(mod_val, fmt) & operands(mod_test, fmt)

@@ -1,0 +1,146 @@
+import re
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from mct.data import tasks
+from mct.data.format import DataFormat, ParsedCompletion
+from mct.errors import MctError
+
+numbers = st.integers(min_value=0, max_value=10**12)
+FAST = settings(max_examples=150, deadline=None)
+
+
+def digit(n: int, i: int) -> int:
+    return (n // 10**i) % 10
+
+
+def check_column_steps(steps, x, y, sign, answer):
+    pattern = re.compile(r"^(\d)([+-])(\d)\2([01])=([01])(\d)$")
+    carry, digits = 0, []
+    for i, step in enumerate(steps):
+        m = pattern.match(step)
+        assert m, step
+        xi, op, yi, c_in, c_out, d = m.group(1), m.group(2), *m.group(3, 4, 5, 6)
+        xi, yi, c_in, c_out, d = map(int, (xi, yi, c_in, c_out, d))
+        assert op == sign and (xi, yi) == (digit(x, i), digit(y, i)) and c_in == carry
+        if sign == "+":
+            assert xi + yi + c_in == 10 * c_out + d
+        else:
+            assert xi - yi - c_in == d - 10 * c_out
+        carry = c_out
+        digits.append(d)
+    assert len(steps) == max(len(str(x)), len(str(y)))
+    value = sum(d * 10**i for i, d in enumerate(digits)) + (carry * 10 ** len(digits) if sign == "+" else 0)
+    assert value == abs(int(answer))
+
+
+@FAST
+@given(numbers, numbers)
+def test_add_answer_and_every_column_step_are_right(a, b):
+    answer, steps, carries, chain = tasks.trace_add(a, b)
+    assert answer == str(a + b)
+    check_column_steps(steps, a, b, "+", answer)
+    carry_flags = [s[-2] == "1" for s in steps]
+    assert carries == sum(carry_flags)
+    assert chain == max((len(r) for r in "".join("1" if f else "0" for f in carry_flags).split("0")), default=0)
+
+
+@FAST
+@given(numbers, numbers)
+def test_sub_answer_and_every_borrow_step_are_right(a, b):
+    answer, steps, carries, _ = tasks.trace_sub(a, b)
+    assert int(answer) == a - b and answer == str(a - b)
+    assert answer.startswith("-") == (a < b)
+    check_column_steps(steps, max(a, b), min(a, b), "-", answer)
+    assert carries == sum(s[-2] == "1" for s in steps)
+
+
+@FAST
+@given(st.integers(0, 10**8), st.integers(0, 10**6))
+def test_mul_partial_products_and_running_sums_are_right(a, b):
+    answer, steps, _, _ = tasks.trace_mul(a, b)
+    assert answer == str(a * b)
+    j, total = 0, None
+    for step in steps:
+        if "*" in step:
+            m = re.fullmatch(r"(\d+)\*(\d)=(\d+)", step)
+            assert m and int(m.group(1)) == a and int(m.group(2)) == digit(b, j)
+            partial = int(m.group(3))
+            assert partial == a * int(m.group(2))
+            if j == 0:
+                total = partial
+            j += 1
+        else:
+            m = re.fullmatch(r"(\d+)\+(\d+)=(\d+)", step)
+            assert m and int(m.group(1)) == total
+            assert int(m.group(2)) == partial * 10 ** (j - 1)
+            assert int(m.group(1)) + int(m.group(2)) == int(m.group(3))
+            total = int(m.group(3))
+    assert j == len(str(b)) and total == a * b
+
+
+@FAST
+@given(st.integers(2, 500), st.data())
+def test_mod_answer_and_steps_are_right(modulus, data):
+    a = data.draw(st.integers(0, modulus - 1))
+    b = data.draw(st.integers(0, modulus - 1))
+    answer, steps, _, _ = tasks.trace_mod(a, b, modulus)
+    assert answer == str((a + b) % modulus)
+    assert steps == [f"{a}+{b}={a + b}", f"{a + b}%{modulus}={(a + b) % modulus}"]
+
+
+def test_hand_checked_traces():
+    assert tasks.trace_add(7, 95) == ("102", ["7+5+0=12", "0+9+1=10"], 2, 2)
+    assert tasks.trace_add(999, 1)[2:] == (3, 3)
+    assert tasks.trace_sub(3, 15) == ("-12", ["5-3-0=02", "1-0-0=01"], 0, 0)
+    assert tasks.trace_sub(100, 1) == ("99", ["0-1-0=19", "0-0-1=19", "1-0-1=00"], 2, 2)
+    assert tasks.trace_mul(123, 45) == ("5535", ["123*5=615", "123*4=492", "615+4920=5535"], 1, 1)
+
+
+@pytest.mark.parametrize("task", tasks.TASKS)
+@pytest.mark.parametrize("order", ["reversed", "plain"])
+@pytest.mark.parametrize("use_steps", [True, False])
+@settings(max_examples=40, deadline=None)
+@given(a=st.integers(0, 10**6), b=st.integers(0, 10**6))
+def test_target_parses_back_to_the_answer_and_steps(task, order, use_steps, a, b):
+    fmt = DataFormat(task, order, use_steps, 97 if task == "mod" else None)
+    if task == "mod":
+        a, b = a % 97, b % 97
+    target = fmt.target((a, b))
+    assert target.endswith("<eos>") and "#" in target
+    parsed = fmt.parse_completion(target)
+    assert parsed == ParsedCompletion(fmt.solve((a, b)), fmt.steps((a, b)) if use_steps else [], None)
+    assert fmt.parse_completion(target + "<pad><pad>").answer == fmt.solve((a, b))
+    assert fmt.operands_from_prompt(fmt.prompt((a, b))) == (a, b)
+
+
+def test_answer_order_examples():
+    fmt = DataFormat("sub")
+    assert fmt.order_answer("46") == "64" and fmt.order_answer("-123") == "-321" and fmt.order_answer("100") == "001"
+    assert DataFormat("add").target((12, 34)) == "#64<eos>"
+    assert DataFormat("add", "plain").target((12, 34)) == "#46<eos>"
+    assert DataFormat("sub", use_steps=True).target((3, 15)) == "5-3-0=02|1-0-0=01|#-21<eos>"
+
+
+def test_malformed_completions_are_named():
+    fmt = DataFormat("add")
+    assert fmt.parse_completion("#64").malformed == "no <eos>"
+    assert fmt.parse_completion("64<eos>").malformed == "no answer marker"
+    assert fmt.parse_completion("#6x<eos>").malformed == "answer is not a number"
+    assert fmt.parse_completion("#<eos>").malformed == "empty answer"
+    assert fmt.parse_completion("#6#4<eos>").malformed == "more than one answer marker"
+    assert fmt.parse_completion("#64<eos>#99").answer == "46"
+
+
+def test_format_dict_round_trip_and_bad_prompts():
+    fmt = DataFormat("mod", "plain", True, 113)
+    assert DataFormat.from_dict(fmt.to_dict()) == fmt
+    assert DataFormat("add", modulus=113).modulus is None
+    with pytest.raises(MctError, match="not a add problem"):
+        DataFormat("add").operands_from_prompt("12*34=")
+    with pytest.raises(MctError):
+        DataFormat("mul").operands_from_prompt("hello")
+    with pytest.raises(MctError, match="unknown task"):
+        DataFormat("div")

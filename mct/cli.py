@@ -10,6 +10,7 @@ from typing import Annotated, Optional
 import typer
 from rich.console import Console
 
+from mct.config import deep_merge
 from mct.errors import MctError
 
 try:  # typer >= 0.2x vendors click; older typer depends on it
@@ -110,27 +111,379 @@ def gen(
 
 
 @app.command()
-def train() -> None:
-    """Train a model (not built yet)."""
-    _not_built("train")
+def train(
+    config: Annotated[Optional[Path], typer.Option("--config", "-c", help="TOML config (default: configs/default.toml).")] = None,
+    device: Annotated[Optional[str], typer.Option(help="auto, cpu, cuda, cuda:N or mps.")] = None,
+    ffn: Annotated[Optional[str], typer.Option(help="Feed-forward type: gelu, geglu or swiglu.")] = None,
+    d_model: Annotated[Optional[int], typer.Option(help="Width of the residual stream.")] = None,
+    layers: Annotated[Optional[int], typer.Option(help="Number of transformer blocks.")] = None,
+    heads: Annotated[Optional[int], typer.Option(help="Attention heads per block.")] = None,
+    d_ff: Annotated[Optional[int], typer.Option(help="Feed-forward hidden width.")] = None,
+    lr: Annotated[Optional[float], typer.Option(help="Peak learning rate.")] = None,
+    batch_size: Annotated[Optional[int], typer.Option(help="Examples per optimizer step (global).")] = None,
+    max_steps: Annotated[Optional[int], typer.Option(help="Optimizer steps at most.")] = None,
+    seed: Annotated[Optional[int], typer.Option(help="Seed of initialisation and data order.")] = None,
+    precision: Annotated[Optional[str], typer.Option(help="auto, fp32, bf16 or fp16.")] = None,
+    compile: Annotated[Optional[bool], typer.Option("--compile/--no-compile", help="torch.compile the model.")] = None,
+    out: Annotated[Optional[Path], typer.Option("--out", "--output-dir", help="Run folder (default: a new folder under runs/).")] = None,
+    resume: Annotated[Optional[Path], typer.Option(help="Continue the run in this folder from its last.pt.")] = None,
+    force: Annotated[bool, typer.Option(help="Overwrite a run folder that already holds a run.")] = False,
+    json_out: Annotated[bool, typer.Option("--json", help="Print the summary as JSON on stdout.")] = False,
+) -> None:
+    """Train a model and evaluate it on a held-out test set.
+
+    With no arguments: 3-digit addition from configs/default.toml, on the CPU in about a minute.
+    Writes last.pt, best.pt, config.toml, metrics.jsonl, curves.png and eval.json to the run folder.
+
+    Example: mct train --device cuda --ffn geglu --out runs/geglu
+    """
+    from mct.config import default_config_path, load_config
+    from mct.train import load_run_config, train as run_training
+
+    overrides = {
+        "model": {"ffn_type": ffn, "d_model": d_model, "num_layers": layers, "num_heads": heads, "d_ff": d_ff},
+        "train": {"device": device, "lr": lr, "batch_size": batch_size, "max_steps": max_steps, "seed": seed,
+                  "precision": precision, "compile": compile},
+    }
+    if resume is not None:
+        if out is not None and out != resume:
+            raise MctError("--resume DIR continues DIR; do not also give a different --out")
+        base = load_run_config(resume)
+        cfg = load_config(config, overrides=deep_merge(base.to_toml_dict(), overrides)) if config else \
+            load_config(None, overrides=deep_merge(base.to_toml_dict(), overrides))
+        run_dir = resume
+    else:
+        cfg = load_config(config if config is not None else default_config_path(), overrides=overrides)
+        run_dir = out or cfg.train.out_dir or _new_run_dir(cfg.data.task)
+    from mct.progress import TrainProgress
+
+    with TrainProgress(err_console, enabled=_is_main_process()) as progress:
+        result = run_training(cfg, run_dir, resume=resume is not None, force=force, progress=progress.update)
+    if not _is_main_process():
+        return
+    if json_out:
+        print(json.dumps(result.to_dict(), indent=2))
+    _render_train_summary(result)
+    if result.stopped == "interrupted":
+        raise typer.Exit(130)
+
+
+def _is_main_process() -> bool:
+    import os
+
+    return os.environ.get("RANK", "0") == "0"
+
+
+def _new_run_dir(task: str) -> Path:
+    import time
+
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    candidate, n = Path("runs") / f"{stamp}-{task}", 1
+    while candidate.exists():
+        n += 1
+        candidate = Path("runs") / f"{stamp}-{task}-{n}"
+    return candidate
+
+
+def _render_train_summary(result) -> None:
+    from rich.table import Table
+
+    table = Table(title="mct train", show_header=False)
+    table.add_column("item", style="bold")
+    table.add_column("value")
+    reasons = {"target_reached": "reached the target accuracy", "max_steps": "reached max_steps",
+               "interrupted": "interrupted (resume with --resume)"}
+    table.add_row("stopped", f"after {result.steps} steps: {reasons[result.stopped]}")
+    table.add_row("wall time", f"{result.wall_s:.1f} s on {result.device} ({result.precision}, "
+                  f"{result.world_size} process{'es' if result.world_size > 1 else ''})")
+    table.add_row("model", f"{result.parameters:,} parameters")
+    table.add_row("throughput", f"{result.tokens_per_s:,.0f} tokens/s")
+    if result.best_val_exact_match is not None:
+        table.add_row("best val exact match", f"{result.best_val_exact_match:.2%}")
+    if result.test is not None:
+        table.add_row("test exact match", f"[bold]{result.test['exact_match']:.2%}[/] of {result.test['n']:,} problems")
+    if result.num_truncated:
+        table.add_row("dropped (too long)", f"{result.num_truncated:,} examples longer than data.max_seq_len")
+    table.add_row("checkpoint", result.checkpoint)
+    if result.best_checkpoint:
+        table.add_row("best checkpoint", result.best_checkpoint)
+    table.add_row("run folder", result.run_dir)
+    err_console.print(table)
 
 
 @app.command(name="eval")
-def eval_() -> None:
-    """Evaluate a checkpoint (not built yet)."""
-    _not_built("eval")
+def eval_(
+    checkpoint: Annotated[Path, typer.Argument(help="Checkpoint (.pt) written by `mct train`.")],
+    data: Annotated[Path, typer.Argument(help="A JSONL file of records (prompt, answer), or a data folder from `mct gen`.")],
+    split: Annotated[str, typer.Option(help="Split to read from a data folder: test, val or test_ood.")] = "test",
+    batch_size: Annotated[int, typer.Option(min=1, help="Problems decoded together.")] = 256,
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:N or mps.")] = "auto",
+    limit: Annotated[Optional[int], typer.Option(min=1, help="Evaluate only the first N records.")] = None,
+    errors: Annotated[Optional[Path], typer.Option("--errors", help="Write the failures as JSONL (prompt, expected, got).")] = None,
+    force: Annotated[bool, typer.Option("--force", help="Overwrite an existing --errors file.")] = False,
+    no_cache: Annotated[bool, typer.Option("--no-cache", help="Decode without the KV cache (slower; for checks).")] = False,
+    json_out: Annotated[bool, typer.Option("--json", help="Print the report as one JSON object on stdout.")] = False,
+) -> None:
+    """Evaluate a checkpoint with batched greedy decoding: exact match, per-digit accuracy, accuracy by
+    operand lengths, carries and longest carry chain, step correctness, malformed outputs.
+
+    Records need only `prompt` and `answer`; everything else is recomputed, so external test sets work.
+
+    Example: mct eval runs/add/best.pt data/add --split test_ood --errors failures.jsonl
+    """
+    from mct.data.dataset import read_records
+    from mct.evaluate import evaluate_records
+    from mct.fileio import atomic_write_text
+    from mct.predictor import Predictor
+
+    if errors is not None and errors.exists() and not force:
+        raise MctError(f"--errors {errors} already exists; pass --force to overwrite it or choose another file")
+    path = _eval_data_path(data, split)
+    predictor = Predictor.from_checkpoint(checkpoint, device=device)
+    records = read_records(path, tokenizer=predictor.tokenizer)
+    if not records:
+        raise MctError(f"{path} holds no records; pass a JSONL file with one {{\"prompt\", \"answer\"}} object a line")
+    total = min(len(records), limit) if limit is not None else len(records)
+    with _progress_bar(f"eval {path.name}", total, enabled=total >= 1000) as progress:
+        report = evaluate_records(predictor.model, predictor.tokenizer, predictor.data_format, records,
+                                  batch_size=batch_size, device=predictor.device, limit=limit,
+                                  use_cache=not no_cache, progress=progress)
+    if errors is not None:
+        lines = [json.dumps({"prompt": e["prompt"], "expected": e["expected"], "got": e["got"],
+                             "completion": e["completion"], "malformed": e["malformed"]}) for e in report.errors]
+        atomic_write_text(errors, "".join(line + "\n" for line in lines))
+    result = report.to_dict()
+    result.update(checkpoint=str(checkpoint), data=str(path), device=str(predictor.device))
+    if json_out:
+        print(json.dumps(result, indent=2))
+        return
+    _render_eval(result)
+    if errors is not None:
+        err_console.print(f"wrote {len(report.errors)} failure(s) to {errors}", highlight=False, soft_wrap=True)
+
+
+EVAL_SPLITS = ("test", "val", "test_ood")
+
+
+def _eval_data_path(data: Path, split: str) -> Path:
+    if split not in EVAL_SPLITS:
+        raise MctError(f"--split {split!r} is not one of {', '.join(EVAL_SPLITS)}")
+    if data.is_dir():
+        path = data / f"{split}.jsonl"
+        if not path.is_file():
+            found = ", ".join(sorted(p.stem for p in data.glob("*.jsonl"))) or "none"
+            raise MctError(f"data folder {data} has no {split}.jsonl (splits there: {found}); "
+                           "choose one with --split or run `mct gen`")
+        return path
+    if not data.is_file():
+        raise MctError(f"data {data} does not exist; pass a JSONL file or a data folder written by `mct gen`")
+    return data
+
+
+class _progress_bar:
+    """A transient rich progress bar on stderr, used as `progress(done, total)`; a no-op when disabled."""
+
+    def __init__(self, description: str, total: int, enabled: bool = True):
+        self.description, self.total, self.enabled = description, total, enabled
+        self._progress = self._task = None
+
+    def __enter__(self):
+        if not self.enabled:
+            return None
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+        self._progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                                  TimeRemainingColumn(), console=err_console, transient=True)
+        self._progress.start()
+        self._task = self._progress.add_task(self.description, total=self.total)
+        return self
+
+    def __call__(self, done: int, total: int) -> None:
+        self._progress.update(self._task, completed=done, total=total)
+
+    def __exit__(self, *exc_info) -> None:
+        if self._progress is not None:
+            self._progress.stop()
+
+
+def _pct(share: float) -> str:
+    return f"{100 * share:.2f}%"
+
+
+def _render_eval(result: dict) -> None:
+    from rich.table import Table
+
+    summary = Table(title="mct eval", show_header=False)
+    summary.add_column("item", style="bold")
+    summary.add_column("value")
+    summary.add_row("checkpoint", result["checkpoint"])
+    summary.add_row("data", result["data"])
+    summary.add_row("format", f"{result['task']}, answer {result['answer_order']}"
+                    + (", with steps" if result["steps"] is not None else ""))
+    summary.add_row("problems", f"{result['n']:,}")
+    summary.add_row("exact match", f"{_pct(result['exact_match'])} ({result['correct']:,} right)")
+    malformed = result["malformed"]
+    reasons = ", ".join(f"{reason}: {count}" for reason, count in malformed["by_reason"].items())
+    summary.add_row("malformed", f"{malformed['count']:,}" + (f" ({reasons})" if reasons else ""))
+    if result["steps"] is not None:
+        steps = result["steps"]
+        summary.add_row("steps correct", _pct(steps["steps_correct"]))
+        summary.add_row("right answer after wrong steps",
+                        f"{steps['right_answer_after_wrong_steps']:,} "
+                        f"({_pct(steps['right_answer_after_wrong_steps_share'])} of wrong-step problems)")
+        summary.add_row("wrong answer after right steps", f"{steps['wrong_answer_after_right_steps']:,}")
+    err_console.print(summary)
+
+    from rich.columns import Columns
+
+    def group_table(title: str, label: str) -> Table:
+        table = Table(title=title, min_width=len(title) + 2)
+        table.add_column(label, justify="right")
+        table.add_column("n", justify="right")
+        table.add_column("exact match" if label != "digit" else "accuracy", justify="right")
+        return table
+
+    digits = group_table("by answer digit", "digit")
+    for position, accuracy in result["per_digit_accuracy"].items():
+        label = f"{position} (units)" if position == "0" else position
+        digits.add_row(label, f"{result['per_digit_count'][position]:,}", _pct(accuracy))
+    tables = [digits]
+    for key, title, label in (("by_digits", "by operand lengths", "a,b"),
+                              ("by_carries", "by number of carries", "carries"),
+                              ("by_max_carry_chain", "by longest carry chain", "chain")):
+        if not result[key]:
+            continue
+        table = group_table(title, label)
+        for group, stats in result[key].items():
+            table.add_row(group, f"{stats['n']:,}", _pct(stats["exact_match"]))
+        tables.append(table)
+    err_console.print(Columns(tables, padding=(1, 2)))
 
 
 @app.command()
-def generate() -> None:
-    """Complete prompts with a checkpoint (not built yet)."""
-    _not_built("generate")
+def generate(
+    checkpoint: Annotated[Path, typer.Argument(help="Checkpoint (.pt) written by `mct train`.")],
+    prompts: Annotated[list[str], typer.Argument(help="One or more problems, e.g. 12+34= (a missing '=' is added).")],
+    temperature: Annotated[Optional[float], typer.Option(min=0.0, help="0 = greedy (default: the checkpoint's [generate] temperature).")] = None,
+    top_k: Annotated[Optional[int], typer.Option(min=1, help="Sample among the k most likely tokens.")] = None,
+    max_new_tokens: Annotated[Optional[int], typer.Option(min=1, help="Tokens to generate at most (default: until <eos> or the context is full).")] = None,
+    seed: Annotated[Optional[int], typer.Option(help="Seed for sampling (temperature > 0).")] = None,
+    explain: Annotated[bool, typer.Option("--explain", help="Show the top candidates and their probabilities for every generated token.")] = False,
+    top: Annotated[int, typer.Option(min=1, help="Candidates shown per token with --explain.")] = 5,
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:N or mps.")] = "auto",
+    json_out: Annotated[bool, typer.Option("--json", help="Print the results as one JSON object on stdout.")] = False,
+) -> None:
+    """Complete prompts with a checkpoint: the raw completion and the answer in natural order.
+
+    Example: mct generate runs/add/best.pt 12+34= 999+1= --explain
+    """
+    from mct.device import seed_everything
+    from mct.predictor import Predictor
+
+    predictor = Predictor.from_checkpoint(checkpoint, device=device)
+    gen_config = getattr(predictor.config, "generate", None)
+    if temperature is None:
+        temperature = gen_config.temperature if gen_config is not None else 0.0
+    if top_k is None and gen_config is not None:
+        top_k = gen_config.top_k
+    if max_new_tokens is None and gen_config is not None:
+        max_new_tokens = gen_config.max_new_tokens
+    prompt_list = [predictor.normalize_prompt(p) for p in prompts]
+    for prompt in prompt_list:
+        predictor.encode(prompt)  # vocabulary and length errors before any work
+    if seed is not None:
+        seed_everything(seed)
+    completions = predictor.complete(prompt_list, max_new_tokens=max_new_tokens, temperature=temperature,
+                                     top_k=top_k)
+    results = []
+    for prompt, completion in zip(prompt_list, completions):
+        parsed = predictor.parse(completion)
+        try:
+            expected = predictor.data_format.solve(predictor.data_format.operands_from_prompt(prompt))
+        except MctError:  # not a problem of the model's task: show the completion only
+            expected = None
+        answer = parsed.answer if parsed.malformed is None else None
+        entry = {"prompt": prompt, "completion": completion, "answer": answer, "steps": list(parsed.steps),
+                 "malformed": parsed.malformed, "expected": expected,
+                 "correct": None if expected is None else answer == expected}
+        if explain:
+            if seed is not None:
+                seed_everything(seed)
+            entry["explain"] = [choice.to_dict() for choice in predictor.explain(
+                prompt, max_new_tokens=max_new_tokens, temperature=temperature, top_k=top_k, top_n=top)]
+        results.append(entry)
+    if json_out:
+        print(json.dumps({"checkpoint": str(checkpoint), "temperature": temperature, "top_k": top_k,
+                          "results": results}, indent=2))
+        return
+    _render_generate(results)
+
+
+def _render_generate(results: list[dict]) -> None:
+    from rich.table import Table
+
+    table = Table(title="mct generate")
+    for column in ("prompt", "completion", "answer", "expected", ""):
+        table.add_column(column, no_wrap=True)
+    for entry in results:
+        mark = "" if entry["correct"] is None else ("[green]✓[/]" if entry["correct"] else "[red]✗[/]")
+        answer = entry["answer"] if entry["answer"] is not None else f"[red]malformed: {entry['malformed']}[/]"
+        table.add_row(entry["prompt"], entry["completion"], answer, entry["expected"] or "?", mark)
+    err_console.print(table, highlight=False)
+    for entry in results:
+        if "explain" not in entry:
+            continue
+        steps = Table(title=f"{entry['prompt']} token by token")
+        steps.add_column("#", justify="right")
+        steps.add_column("token")
+        steps.add_column("p", justify="right")
+        steps.add_column("top candidates")
+        for index, choice in enumerate(entry["explain"]):
+            candidates = "  ".join(f"{c['token']} {c['probability']:.3f}" for c in choice["candidates"])
+            steps.add_row(str(index), choice["token"], f"{choice['probability']:.3f}", candidates)
+        err_console.print(steps, highlight=False)
 
 
 @app.command()
-def attn() -> None:
-    """Show attention patterns (not built yet)."""
-    _not_built("attn")
+def attn(
+    checkpoint: Annotated[Path, typer.Argument(help="Checkpoint (.pt) written by `mct train`.")],
+    prompt: Annotated[str, typer.Argument(help="A problem, e.g. 12+34= (a missing '=' is added).")],
+    layer: Annotated[Optional[int], typer.Option(help="Show only this layer (0-based).")] = None,
+    head: Annotated[Optional[int], typer.Option(help="Show only this head (0-based).")] = None,
+    out: Annotated[Optional[Path], typer.Option(help="Save a figure of the chosen layers and heads (.png, .svg or .pdf).")] = None,
+    force: Annotated[bool, typer.Option("--force", help="Overwrite an existing --out file.")] = False,
+    max_new_tokens: Annotated[Optional[int], typer.Option(min=1, help="Tokens the model may generate (default: until <eos>).")] = None,
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:N or mps.")] = "auto",
+    json_out: Annotated[bool, typer.Option("--json", help="Print tokens and weights [layer][head][query][key] as JSON on stdout.")] = False,
+) -> None:
+    """Show the attention patterns of a prompt plus the model's own completion, one heatmap per head
+    (rows = query token, columns = key token; all layers and heads unless --layer/--head).
+
+    Example: mct attn runs/add/best.pt 12+34= --layer 1 --out attn.png
+    """
+    from mct.analysis.attention import render_attention, save_attention_figure, select_heads
+    from mct.predictor import Predictor
+
+    if out is not None:
+        if out.suffix.lower() not in (".png", ".svg", ".pdf"):
+            raise MctError(f"--out {out}: use a .png, .svg or .pdf file name")
+        if out.exists() and not force:
+            raise MctError(f"--out {out} already exists; pass --force to overwrite it or choose another file")
+    predictor = Predictor.from_checkpoint(checkpoint, device=device)
+    maps = predictor.attention(predictor.normalize_prompt(prompt), max_new_tokens=max_new_tokens)
+    layers, heads = select_heads(maps.num_layers, maps.num_heads, layer, head)
+    if out is not None:
+        save_attention_figure(maps.tokens, maps.weights, out, layers=layers, heads=heads,
+                              title=f"{maps.prompt} {maps.completion}")
+    if json_out:
+        print(json.dumps(maps.to_dict(layers, heads)))
+        return
+    err_console.print(f"[bold]{maps.prompt}[/] -> {maps.completion}   "
+                      f"({maps.num_layers} layers x {maps.num_heads} heads; E = <eos>)", highlight=False)
+    for table in render_attention(maps.tokens, maps.weights, layers, heads):
+        err_console.print(table)
+    if out is not None:
+        err_console.print(f"wrote {out}", highlight=False, soft_wrap=True)
 
 
 def _gib(n: int) -> str:

@@ -153,12 +153,9 @@ def _finish_groups(groups: dict[str, list[int]]) -> dict[str, dict]:
     }
 
 
-def _expected_steps(data_format, record, operands) -> list[str]:
-    steps = list(getattr(record, "steps", None) or [])
-    if steps:
-        return steps
-    target = getattr(record, "target", None) or data_format.target(operands)
-    return list(data_format.parse_completion(target).steps)
+def _expected_steps(data_format, operands) -> list[str]:
+    """The steps the model's own format writes for `operands` (a data set's steps may use another format)."""
+    return list(data_format.parse_completion(data_format.target(operands)).steps)
 
 
 def _meta_int(meta: dict, key: str):
@@ -170,7 +167,8 @@ def score_completions(data_format, records: Sequence, completions: Sequence[str]
     """All metrics of `completions[i]` (the text a model generated after `records[i].prompt`).
 
     `data_format` is the model's `DataFormat` (it parses completions and recomputes operands, carries
-    and steps); records need only `prompt` and `answer` (natural order). Raises MctError when there
+    and the expected steps); records need only `prompt` and `answer` (natural order); a record's
+    `meta` digits/carries are used when present. Raises MctError when there
     are no records or a prompt does not parse.
     """
     if len(records) != len(completions):
@@ -222,7 +220,7 @@ def score_completions(data_format, records: Sequence, completions: Sequence[str]
             malformed_reasons[parsed.malformed] += 1
 
         if use_steps:
-            steps_ok = list(parsed.steps) == _expected_steps(data_format, record, operands)
+            steps_ok = list(parsed.steps) == _expected_steps(data_format, operands)
             steps_right += steps_ok
             right_after_wrong += hit and not steps_ok
             wrong_after_right += steps_ok and not hit
@@ -267,13 +265,10 @@ def score_completions(data_format, records: Sequence, completions: Sequence[str]
 
 
 def max_new_tokens_for(data_format, tokenizer, records: Sequence, max_seq_len: int) -> int:
-    """Enough new tokens for the longest target of `records` (plus a little slack), within the context."""
-    longest = 0
-    for record in records:
-        target = getattr(record, "target", None)
-        if not target:
-            target = data_format.target(data_format.operands_from_prompt(record.prompt))
-        longest = max(longest, len(tokenizer.encode(target)))
+    """Enough new tokens for the longest target of `records` in the model's format (plus a little slack),
+    within the context. Targets stored in the records are not used: they may be in another format."""
+    longest = max(len(tokenizer.encode(data_format.target(data_format.operands_from_prompt(r.prompt))))
+                  for r in records)
     return max(1, min(longest + DECODE_SLACK, max_seq_len - 1))
 
 

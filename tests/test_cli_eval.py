@@ -1,0 +1,174 @@
+"""`mct eval`, `mct generate`, `mct attn` on a tiny random checkpoint: output structure and error paths."""
+
+import json
+
+import pytest
+import torch
+
+from mct.cli import main
+from tiny_checkpoint import make_checkpoint
+
+
+@pytest.fixture(scope="module")
+def ckpt(tmp_path_factory):
+    return make_checkpoint(tmp_path_factory.mktemp("ckpt") / "tiny.pt")
+
+
+@pytest.fixture(scope="module")
+def data_file(tmp_path_factory):
+    path = tmp_path_factory.mktemp("data") / "probs.jsonl"
+    problems = [(12, 34), (99, 1), (5, 5), (123, 877), (7, 0), (450, 55)]
+    path.write_text("".join(json.dumps({"prompt": f"{a}+{b}=", "answer": str(a + b)}) + "\n" for a, b in problems))
+    return path
+
+
+def run(argv, capsys):
+    with pytest.raises(SystemExit) as info:
+        main([str(a) for a in argv])
+    captured = capsys.readouterr()
+    return info.value.code, captured.out, captured.err
+
+
+def assert_one_line_error(code, err, *needles):
+    assert code == 2, err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+    for needle in needles:
+        assert needle in err, err
+
+
+# ---- mct eval ---------------------------------------------------------------------------------
+
+
+def test_eval_json_has_the_promised_keys(ckpt, data_file, capsys):
+    code, out, _ = run(["eval", ckpt, data_file, "--json", "--device", "cpu"], capsys)
+    assert code == 0
+    report = json.loads(out)
+    for key in ("n", "exact_match", "per_digit_accuracy", "by_carries", "by_max_carry_chain", "by_digits",
+                "malformed", "steps"):
+        assert key in report
+    assert report["n"] == 6 and 0.0 <= report["exact_match"] <= 1.0
+    assert sum(group["n"] for group in report["by_digits"].values()) == 6
+    assert sum(group["n"] for group in report["by_carries"].values()) == 6
+
+
+def test_eval_tables_go_to_stderr_and_errors_file_is_jsonl(ckpt, data_file, tmp_path, capsys):
+    errors = tmp_path / "fails.jsonl"
+    code, out, err = run(["eval", ckpt, data_file, "--errors", errors, "--limit", "4", "--batch-size", "3",
+                          "--no-cache"], capsys)
+    assert code == 0 and out == ""
+    assert "exact match" in err and "longest carry chain" in err and "answer digit" in err
+    lines = [json.loads(line) for line in errors.read_text().splitlines()]
+    assert all({"prompt", "expected", "got"} <= set(line) for line in lines)
+    assert len(lines) <= 4
+    code, _, err = run(["eval", ckpt, data_file, "--errors", errors], capsys)
+    assert_one_line_error(code, err, "--force")
+
+
+def test_eval_reads_a_split_of_a_data_folder(ckpt, data_file, tmp_path, capsys):
+    (tmp_path / "val.jsonl").write_text(data_file.read_text())
+    code, out, _ = run(["eval", ckpt, tmp_path, "--split", "val", "--json"], capsys)
+    assert code == 0 and json.loads(out)["n"] == 6
+    code, _, err = run(["eval", ckpt, tmp_path], capsys)
+    assert_one_line_error(code, err, "test.jsonl", "val")
+
+
+def test_eval_reads_a_folder_written_by_the_data_generator(ckpt, tmp_path, capsys):
+    from mct.config import DataConfig
+    from mct.data.generate import write_dataset
+
+    write_dataset(DataConfig(n_train=10, n_val=4, n_test=7, max_digits=3, max_seq_len=24), tmp_path / "data")
+    code, out, _ = run(["eval", ckpt, tmp_path / "data", "--json"], capsys)
+    assert code == 0 and json.loads(out)["n"] == 7
+
+
+def test_eval_empty_or_missing_data_is_a_one_line_error(ckpt, tmp_path, capsys):
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("")
+    assert_one_line_error(*run(["eval", ckpt, empty], capsys)[::2])
+    assert_one_line_error(*run(["eval", ckpt, tmp_path / "none.jsonl"], capsys)[::2], "does not exist")
+
+
+def test_eval_record_with_a_character_outside_the_vocabulary(ckpt, tmp_path, capsys):
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text(json.dumps({"prompt": "1a+2=", "answer": "3"}) + "\n")
+    assert_one_line_error(*run(["eval", ckpt, bad], capsys)[::2])
+
+
+# ---- mct generate -----------------------------------------------------------------------------
+
+
+def test_generate_json_gives_completion_and_natural_answer(ckpt, capsys):
+    code, out, _ = run(["generate", ckpt, "12+34=", "99+1", "--json", "--max-new-tokens", "6"], capsys)
+    assert code == 0
+    data = json.loads(out)
+    assert [r["prompt"] for r in data["results"]] == ["12+34=", "99+1="]
+    for result in data["results"]:
+        assert {"completion", "answer", "malformed", "expected", "correct"} <= set(result)
+    assert data["results"][1]["expected"] == "100"
+
+
+def test_generate_explain_shows_candidates(ckpt, capsys):
+    code, out, _ = run(["generate", ckpt, "12+34=", "--explain", "--json", "--top", "3",
+                        "--max-new-tokens", "3"], capsys)
+    assert code == 0
+    steps = json.loads(out)["results"][0]["explain"]
+    assert 1 <= len(steps) <= 3 and all(len(s["candidates"]) == 3 for s in steps)
+    code, out, err = run(["generate", ckpt, "12+34=", "--explain", "--max-new-tokens", "3"], capsys)
+    assert code == 0 and "top candidates" in err and "mct generate" in err
+
+
+def test_generate_sampling_with_a_seed_repeats(ckpt, capsys):
+    argv = ["generate", ckpt, "12+34=", "--temperature", "1.5", "--seed", "3", "--json"]
+    first = json.loads(run(argv, capsys)[1])["results"]
+    second = json.loads(run(argv, capsys)[1])["results"]
+    assert first == second
+
+
+# ---- mct attn ---------------------------------------------------------------------------------
+
+
+def test_attn_shows_every_head_and_json_weights(ckpt, capsys):
+    code, out, err = run(["attn", ckpt, "12+34="], capsys)
+    assert code == 0 and out == ""
+    assert all(f"layer {l} head {h}" in err for l in range(2) for h in range(2))
+    code, out, _ = run(["attn", ckpt, "12+34=", "--json", "--layer", "1", "--head", "0"], capsys)
+    data = json.loads(out)
+    T = len(data["tokens"])
+    assert data["layers"] == [1] and data["heads"] == [0]
+    assert len(data["weights"][0][0]) == T and len(data["weights"][0][0][0]) == T
+
+
+def test_attn_out_writes_a_png(ckpt, tmp_path, capsys):
+    out = tmp_path / "attn.png"
+    code, _, err = run(["attn", ckpt, "12+34=", "--out", out, "--layer", "0"], capsys)
+    assert code == 0 and out.read_bytes().startswith(b"\x89PNG") and "wrote" in err
+    assert_one_line_error(*run(["attn", ckpt, "12+34=", "--out", out], capsys)[::2], "--force")
+    assert_one_line_error(*run(["attn", ckpt, "12+34=", "--out", tmp_path / "a.jpg"], capsys)[::2], ".png")
+    assert_one_line_error(*run(["attn", ckpt, "12+34=", "--layer", "7"], capsys)[::2], "out of range")
+
+
+# ---- bad input to every command ---------------------------------------------------------------
+
+
+def commands(ckpt, prompt, data):
+    return [["generate", ckpt, prompt], ["attn", ckpt, prompt]] + ([["eval", ckpt, data]] if data else [])
+
+
+@pytest.mark.parametrize("prompt, needle", [("12a+3=", "not in the vocabulary"), ("1" * 30 + "+1=", "max_seq_len")])
+def test_bad_prompts_exit_2_with_one_line(ckpt, prompt, needle, tmp_path, capsys):
+    data = tmp_path / "d.jsonl"
+    data.write_text(json.dumps({"prompt": prompt, "answer": "0"}) + "\n")
+    for argv in commands(ckpt, prompt, data):
+        assert_one_line_error(*run(argv, capsys)[::2], needle if argv[0] != "eval" else "")
+
+
+def test_missing_truncated_and_foreign_checkpoints_exit_2(ckpt, data_file, tmp_path, capsys):
+    truncated = tmp_path / "truncated.pt"
+    truncated.write_bytes(ckpt.read_bytes()[:300])
+    foreign = tmp_path / "foreign.pt"
+    torch.save({"state_dict": {"w": torch.zeros(2)}}, foreign)
+    text = tmp_path / "notes.pt"
+    text.write_text("hello")
+    for bad in (tmp_path / "missing.pt", truncated, foreign, text):
+        for argv in commands(bad, "12+34=", data_file):
+            assert_one_line_error(*run(argv, capsys)[::2])

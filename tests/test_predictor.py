@@ -1,0 +1,104 @@
+"""`mct.load` / `Predictor`: natural-order answers, raw completions, prompt errors, checkpoint errors."""
+
+import pytest
+import torch
+
+import mct
+from mct.config import DataConfig
+from mct.data.format import DataFormat
+from mct.errors import MctError
+from mct.predictor import Predictor, TokenChoice
+from mct.tokenizer import Tokenizer
+from tiny_checkpoint import OracleModel, make_checkpoint
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    return make_checkpoint(tmp_path_factory.mktemp("ckpt") / "tiny.pt")
+
+
+def oracle_predictor(**data_fields):
+    tokenizer = Tokenizer()
+    data_format = DataFormat.from_config(DataConfig(**data_fields))
+    return Predictor(OracleModel(tokenizer, data_format), tokenizer, data_format)
+
+
+@pytest.mark.parametrize("order", ["reversed", "plain"])
+def test_answer_is_in_natural_order_whatever_the_training_format(order):
+    predictor = oracle_predictor(answer_order=order)
+    assert predictor.answer("12+34=") == "46"
+    assert predictor.answer(["999+1=", "5+5=", "7+0="]) == ["1000", "10", "7"]
+
+
+def test_answer_appends_the_missing_equals_sign():
+    predictor = oracle_predictor()
+    assert predictor.answer("12+34") == "46"
+    assert predictor.answer([" 12+34 "]) == ["46"]
+
+
+def test_answer_of_a_subtraction_keeps_its_sign():
+    assert oracle_predictor(task="sub").answer("3-12") == "-9"
+
+
+def test_complete_returns_the_raw_training_format_text():
+    predictor = oracle_predictor()
+    assert predictor.complete("12+34=") == "#64<eos>"
+    assert predictor.complete(["12+34=", "1+1="]) == ["#64<eos>", "#2<eos>"]
+    assert predictor.complete([]) == []
+
+
+def test_load_gives_a_predictor_with_model_tokenizer_format_and_config(checkpoint):
+    predictor = mct.load(checkpoint, device="cpu")
+    assert isinstance(predictor, Predictor)
+    assert predictor.tokenizer == Tokenizer()
+    assert predictor.data_format.task == "add" and predictor.data_format.answer_order == "reversed"
+    assert predictor.config.model.d_model == 16
+    assert not predictor.model.training
+    assert "add" in repr(predictor)
+
+
+def test_random_model_still_returns_strings_of_the_right_shape(checkpoint):
+    predictor = mct.load(checkpoint, device="cpu")
+    single = predictor.answer("12+34=")
+    batch = predictor.answer(["12+34=", "1+1", "999+999="])
+    assert isinstance(single, str) and isinstance(batch, list) and len(batch) == 3
+    assert batch[0] == single  # batched decoding gives what the prompt gives alone
+    completion = predictor.complete("12+34=")
+    assert isinstance(completion, str)
+    assert len(Tokenizer().encode(completion)) <= predictor.config.model.max_seq_len - len("12+34=")
+
+
+def test_explain_lists_the_top_candidates_of_each_greedy_token(checkpoint):
+    predictor = mct.load(checkpoint, device="cpu")
+    choices = predictor.explain("12+34=", max_new_tokens=4, top_n=3)
+    assert 1 <= len(choices) <= 4 and all(isinstance(c, TokenChoice) for c in choices)
+    for choice in choices:
+        probs = [p for _, p in choice.candidates]
+        assert len(probs) == 3 and probs == sorted(probs, reverse=True) and sum(probs) <= 1 + 1e-6
+        assert choice.token == choice.candidates[0][0]  # greedy picks the most likely
+        assert choice.probability == pytest.approx(probs[0])
+    greedy = predictor.complete("12+34=", max_new_tokens=4)
+    assert "".join(c.token for c in choices) == greedy
+
+
+@pytest.mark.parametrize("prompt, message", [("12a+3=", "not in the vocabulary"),
+                                             ("1" * 30 + "+1=", "max_seq_len")])
+def test_bad_prompts_are_one_line_user_errors(checkpoint, prompt, message):
+    predictor = mct.load(checkpoint, device="cpu")
+    for call in (predictor.answer, predictor.complete):
+        with pytest.raises(MctError, match=message) as info:
+            call(prompt)
+        assert "\n" not in str(info.value)
+
+
+def test_missing_truncated_and_foreign_checkpoints_are_user_errors(tmp_path, checkpoint):
+    with pytest.raises(MctError):
+        mct.load(tmp_path / "missing.pt")
+    truncated = tmp_path / "truncated.pt"
+    truncated.write_bytes(checkpoint.read_bytes()[:200])
+    with pytest.raises(MctError):
+        mct.load(truncated)
+    foreign = tmp_path / "foreign.pt"
+    torch.save({"weights": torch.zeros(2)}, foreign)
+    with pytest.raises(MctError):
+        mct.load(foreign)

@@ -1,0 +1,229 @@
+"""One `.pt` file holds everything a command needs: config, tokenizer, data format, weights, and for
+resuming the training state. Files are written atomically and read with `torch.load(weights_only=True)`
+only, so a file that holds pickled Python objects is refused, never executed.
+
+Layout (a plain dict of tensors and plain data):
+
+    format: "mct-checkpoint"     version: 1
+    model_config: ModelConfig as a dict       config: root Config as a dict (JSON mode)
+    tokenizer: Tokenizer.to_dict()            data_format: DataFormat.to_dict()
+    model_state: state_dict (CPU tensors, no torch.compile / DDP prefixes)
+    train_state: dict | None (optimizer, scheduler, step, data position, RNG states...)
+    step: int | None (train_state["step"], kept at the top so it is cheap to read)
+"""
+
+from __future__ import annotations
+
+import pickle
+import re
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping
+
+import torch
+from pydantic import ValidationError
+
+from mct.config import Config, ModelConfig, validate_config
+from mct.errors import MctError
+from mct.fileio import atomic_path
+from mct.model import CompactTransformer, create_model
+from mct.tokenizer import Tokenizer
+
+FORMAT_NAME = "mct-checkpoint"
+FORMAT_VERSION = 1
+_WRAPPER_PREFIXES = ("_orig_mod.", "module.")
+_PLAIN_LEAVES = (str, bytes, int, float, bool, complex, type(None), torch.Tensor, torch.Size, torch.dtype,
+                 torch.device)
+
+
+@dataclass
+class Checkpoint:
+    """A loaded checkpoint: `model` (eval mode, on the requested device), `config` (Config), `tokenizer`,
+    `data_format` (dict, see mct.data.format.DataFormat.from_dict), `train_state` (dict, only when asked
+    for), `step` (int or None), `path`."""
+
+    model: CompactTransformer
+    config: Config
+    tokenizer: Tokenizer
+    data_format: dict
+    train_state: dict | None
+    step: int | None
+    path: Path | None = None
+
+
+def unwrap_model(model: torch.nn.Module) -> torch.nn.Module:
+    """The plain model inside torch.compile (`_orig_mod`) and DDP (`module`) wrappers."""
+    while True:
+        if hasattr(model, "_orig_mod") and isinstance(model._orig_mod, torch.nn.Module):
+            model = model._orig_mod
+        elif isinstance(model, torch.nn.parallel.DistributedDataParallel):
+            model = model.module
+        else:
+            return model
+
+
+def clean_state_dict(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """state_dict with torch.compile ("_orig_mod.") and DDP ("module.") prefixes removed, on the CPU."""
+    cleaned = {}
+    for key, value in state.items():
+        changed = True
+        while changed:
+            changed = False
+            for prefix in _WRAPPER_PREFIXES:
+                if key.startswith(prefix):
+                    key, changed = key[len(prefix):], True
+        cleaned[key] = value.detach().cpu()
+    return cleaned
+
+
+def _check_plain(value: Any, where: str) -> None:
+    """Raise TypeError (a bug in the caller) if `value` holds anything torch.load(weights_only=True) refuses."""
+    if isinstance(value, Mapping):
+        for key, item in value.items():
+            _check_plain(key, f"{where} key")
+            _check_plain(item, f"{where}[{key!r}]")
+    elif isinstance(value, (list, tuple, set, frozenset)):
+        for i, item in enumerate(value):
+            _check_plain(item, f"{where}[{i}]")
+    elif not isinstance(value, _PLAIN_LEAVES):
+        raise TypeError(f"{where} is a {type(value).__module__}.{type(value).__name__}; checkpoints hold only "
+                        "tensors and plain data (convert numpy arrays with torch.from_numpy, objects to dicts)")
+
+
+def save_checkpoint(path: str | Path, model: torch.nn.Module, config: Config | Mapping, tokenizer: Tokenizer,
+                    data_format: Mapping | Any, train_state: dict | None = None, *,
+                    step: int | None = None) -> Path:
+    """Write model + config + tokenizer + data format (+ train_state for resuming) to `path`, atomically.
+
+    `model` may be wrapped by torch.compile or DDP. `data_format` is a dict or an object with `to_dict()`.
+    `train_state` must be tensors and plain data (dicts, lists, numbers, strings): optimizer and scheduler
+    state_dicts, step, data position, RNG states. `step` defaults to train_state["step"]. Returns the path.
+    """
+    path = Path(path)
+    plain_model = unwrap_model(model)
+    if not isinstance(plain_model, CompactTransformer):
+        raise TypeError(f"save_checkpoint needs a CompactTransformer, got {type(plain_model).__name__}")
+    model_config = plain_model.config.model_dump(mode="json")
+    root = config.model_dump(mode="json") if isinstance(config, Config) else dict(config)
+    root["model"] = model_config  # the model's own config is the truth
+    if hasattr(data_format, "to_dict"):
+        data_format = data_format.to_dict()
+    if step is None and train_state is not None:
+        step = train_state.get("step")
+    payload = {
+        "format": FORMAT_NAME,
+        "version": FORMAT_VERSION,
+        "model_config": model_config,
+        "config": root,
+        "tokenizer": tokenizer.to_dict(),
+        "data_format": dict(data_format),
+        "model_state": clean_state_dict(plain_model.state_dict()),
+        "train_state": train_state,
+        "step": None if step is None else int(step),
+    }
+    _check_plain(payload, "checkpoint")
+    with atomic_path(path) as tmp:
+        torch.save(payload, tmp)
+    return path
+
+
+def read_checkpoint_file(path: str | Path) -> dict:
+    """The raw checkpoint dict, checked for format name and version; every failure is one MctError line."""
+    path = Path(path)
+    if not path.exists():
+        raise MctError(f"checkpoint {path} does not exist")
+    if not path.is_file():
+        raise MctError(f"checkpoint {path} is not a file")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            data = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        if "Weights only load failed" in str(exc):
+            found = re.search(r"GLOBAL ([\w.]+)", str(exc))
+            what = f" ({found.group(1)})" if found else ""
+            raise MctError(f"{path} holds pickled Python objects{what}, not just tensors and plain data; "
+                           "mct refuses to load it because unpickling could run code") from None
+        raise MctError(f"{path} is not an mct checkpoint (not a PyTorch file, or corrupt)") from None
+    except (RuntimeError, EOFError, OSError, ValueError) as exc:
+        with path.open("rb") as handle:
+            head = handle.read(4)
+        if not head:
+            reason = "the file is empty"
+        elif head == b"PK\x03\x04":
+            reason = "truncated or corrupt"
+        else:
+            reason = "not a PyTorch file"
+        detail = str(exc).strip().splitlines()
+        detail = f": {detail[0].split('. ')[0][:100]}" if detail and head == b"PK\x03\x04" else ""
+        raise MctError(f"{path} is not a readable mct checkpoint ({reason}{detail})") from None
+    except Exception:  # the unpickler raises assorted errors on non-pickle bytes (e.g. text)
+        raise MctError(f"{path} is not an mct checkpoint (not a PyTorch file)") from None
+    if not isinstance(data, dict) or data.get("format") != FORMAT_NAME:
+        kind = type(data).__name__ if not isinstance(data, dict) else "dict without an mct format tag"
+        raise MctError(f"{path} is not an mct checkpoint (it holds a {kind}); pass a file written by `mct train`")
+    version = data.get("version")
+    if version != FORMAT_VERSION:
+        raise MctError(f"{path} is mct checkpoint format version {version}, but this mct reads version "
+                       f"{FORMAT_VERSION}; use the mct version that wrote it")
+    missing = [k for k in ("model_config", "config", "tokenizer", "data_format", "model_state") if k not in data]
+    if missing:
+        raise MctError(f"{path} is an incomplete mct checkpoint (missing {', '.join(missing)})")
+    return data
+
+
+def load_checkpoint(path: str | Path, device: str | torch.device = "cpu",
+                    with_train_state: bool = False) -> Checkpoint:
+    """Load a checkpoint: the model is rebuilt from its stored config, moved to `device` and put in eval
+    mode. `train_state` is returned only when `with_train_state` (its tensors stay on the CPU)."""
+    path = Path(path)
+    data = read_checkpoint_file(path)
+    try:
+        model_config = ModelConfig.model_validate(data["model_config"])
+    except ValidationError as exc:
+        raise MctError(f"{path}: invalid model config in checkpoint: {exc.errors()[0]['msg']}") from None
+    model = create_model(model_config)
+    try:
+        model.load_state_dict(clean_state_dict(data["model_state"]))
+    except RuntimeError as exc:
+        raise MctError(f"{path}: the weights do not fit the stored model config "
+                       f"({str(exc).splitlines()[1].strip() if len(str(exc).splitlines()) > 1 else exc})") from None
+    config = validate_config(data["config"], source=f"checkpoint {path}")
+    tokenizer = Tokenizer.from_dict(data["tokenizer"])
+    if tokenizer.vocab_size != model_config.vocab_size:
+        raise MctError(f"{path}: tokenizer has {tokenizer.vocab_size} tokens but the model {model_config.vocab_size}")
+    if isinstance(device, str) and device == "auto":
+        from mct.device import resolve_device
+
+        device = resolve_device(device)
+    model = model.to(device).eval()
+    train_state = data.get("train_state") if with_train_state else None
+    step = data.get("step")
+    return Checkpoint(model=model, config=config, tokenizer=tokenizer, data_format=dict(data["data_format"]),
+                      train_state=train_state, step=step, path=path)
+
+
+def inspect_checkpoint(path: str | Path) -> dict:
+    """A summary without building the model: format, version, step, parameters, model config, tokenizer
+    size, data format, whether it can resume training, file size in bytes."""
+    path = Path(path)
+    data = read_checkpoint_file(path)
+    seen, parameters = set(), 0
+    for tensor in data["model_state"].values():
+        if isinstance(tensor, torch.Tensor) and tensor.untyped_storage().data_ptr() not in seen:
+            seen.add(tensor.untyped_storage().data_ptr())
+            parameters += tensor.numel()
+    tokenizer = data["tokenizer"]
+    return {
+        "path": str(path),
+        "format": data["format"],
+        "version": data["version"],
+        "step": data.get("step"),
+        "parameters": parameters,
+        "model": dict(data["model_config"]),
+        "vocab_size": len(tokenizer.get("vocab", [])) if isinstance(tokenizer, dict) else None,
+        "data_format": dict(data["data_format"]),
+        "has_train_state": data.get("train_state") is not None,
+        "size_bytes": path.stat().st_size,
+    }

@@ -1,0 +1,659 @@
+"""`CompactTransformer`: a small decoder-only transformer built to be trained fast and taken apart.
+
+Shapes (B = batch, T = sequence, H = heads, Dh = head size, D = d_model, F = d_ff, V = vocab):
+
+    model(input_ids [B, T], attention_mask [B, T] bool | None, labels [B, T] | None,
+          return_attention_weights=False)
+        -> (logits [B, T, V], loss scalar | None, attention_weights list of [B, H, T, T] | None)
+
+Design, in brief:
+- Pre-norm blocks (`layernorm` or `rmsnorm`), nanoGPT initialisation, optional tied embeddings.
+- Positions: RoPE inside attention (`use_rope`), else learned absolute embeddings or none (NoPE).
+  Position ids come from the attention mask (`cumsum - 1`), so a left- or right-padded row gives every
+  real token the position it has alone. That is what makes batched generation with left padding exact.
+- Attention has two paths that compute the same function: `F.scaled_dot_product_attention` (fast) and
+  an explicit softmax (inspectable). The explicit one runs when weights are requested, or when a hook sits
+  on that layer's `attn.hook_attn_scores` / `attn.hook_pattern` (so `run_with_cache` sees real patterns).
+- Every activation worth studying passes through an identity `HookPoint` named like TransformerLens
+  (`blocks.0.attn.hook_z`, ...). With no hook registered a HookPoint is one cheap module call; a forward
+  hook that returns a tensor replaces the activation (ablation, patching).
+- `generate` keeps a per-layer key/value cache (preallocated `[B, H, T_max, Dh]` buffers).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Callable, Iterable, Mapping
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+import torch.nn.modules.module as _module_hooks
+from pydantic import ValidationError
+
+from mct.config import Config, ModelConfig
+from mct.errors import MctError
+
+__all__ = ["ActivationCache", "CompactTransformer", "HookPoint", "KVCache", "apply_rope", "create_model"]
+
+
+# ---------------------------------------------------------------------------------------------
+# building blocks
+# ---------------------------------------------------------------------------------------------
+
+class HookPoint(nn.Module):
+    """Identity module that names an activation. Register PyTorch forward hooks on it to read it, or
+    return a tensor from the hook to replace it. `name` is its path in the model (`blocks.0.hook_resid_pre`)."""
+
+    def __init__(self):
+        super().__init__()
+        self.name = ""
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        # without hooks, skip nn.Module's call machinery entirely: unused hook points cost one check
+        if self._forward_hooks or self._forward_pre_hooks or _module_hooks._global_forward_hooks or \
+                _module_hooks._global_forward_pre_hooks:
+            return super().__call__(x)
+        return x
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x
+
+
+class Norm(nn.Module):
+    """Pre-norm: LayerNorm (weight and bias) or RMSNorm (weight only). x [..., D] -> [..., D]."""
+
+    def __init__(self, d_model: int, norm_type: str, eps: float = 1e-5):
+        super().__init__()
+        self.norm_type = norm_type
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(d_model))
+        self.bias = nn.Parameter(torch.zeros(d_model)) if norm_type == "layernorm" else None
+        self.hook_normalized = HookPoint()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.norm_type == "layernorm":
+            x = F.layer_norm(x, self.weight.shape, self.weight, self.bias, self.eps)
+        else:
+            x = F.rms_norm(x, self.weight.shape, self.weight, self.eps)
+        return self.hook_normalized(x)
+
+
+def rotate_half(x: torch.Tensor) -> torch.Tensor:
+    """[..., Dh] -> [..., Dh]: (x1, x2) -> (-x2, x1) over the two halves of the last dimension."""
+    x1, x2 = x.chunk(2, dim=-1)
+    return torch.cat((-x2, x1), dim=-1)
+
+
+def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """Rotary position embedding, rotate-half convention (GPT-NeoX / Llama).
+
+    x:   [B, T, H, Dh] queries or keys (Dh even).
+    cos: [B or 1, T, 1, Dh] and sin: same, for the position of each token (`RotaryTables.gather`).
+    Returns [B, T, H, Dh]: pair (i, i + Dh/2) rotated by angle position * base^(-2i/Dh).
+    """
+    assert x.ndim == 4, f"RoPE expects [batch, seq, heads, head_dim], got shape {tuple(x.shape)}"
+    assert cos.ndim == 4 and cos.shape == sin.shape, f"RoPE tables must be [B, T, 1, Dh], got {tuple(cos.shape)}"
+    assert x.shape[-1] % 2 == 0, f"RoPE needs an even head_dim, got {x.shape[-1]}"
+    assert cos.shape[1] == x.shape[1] and cos.shape[-1] == x.shape[-1] and cos.shape[2] == 1, (
+        f"RoPE tables {tuple(cos.shape)} do not fit input {tuple(x.shape)}"
+    )
+    assert cos.shape[0] in (1, x.shape[0]), f"RoPE batch {cos.shape[0]} does not fit input batch {x.shape[0]}"
+    return x * cos + rotate_half(x) * sin
+
+
+class RotaryTables(nn.Module):
+    """Precomputed cos/sin tables `[max_seq_len, Dh]` (non-persistent buffers: not in checkpoints)."""
+
+    def __init__(self, head_dim: int, max_seq_len: int, base: float):
+        super().__init__()
+        inv_freq = 1.0 / (base ** (torch.arange(0, head_dim, 2, dtype=torch.float64) / head_dim))
+        angles = torch.outer(torch.arange(max_seq_len, dtype=torch.float64), inv_freq)  # [T_max, Dh/2]
+        angles = torch.cat((angles, angles), dim=-1)  # [T_max, Dh]: rotate-half pairs i and i + Dh/2
+        self.register_buffer("cos", angles.cos().float(), persistent=False)
+        self.register_buffer("sin", angles.sin().float(), persistent=False)
+
+    def gather(self, position_ids: torch.Tensor | None, seq_len: int, dtype: torch.dtype):
+        """position_ids [B, T] (or None = 0..T-1) -> (cos, sin), each [B or 1, T, 1, Dh]."""
+        if position_ids is None:
+            cos, sin = self.cos[:seq_len][None, :, None, :], self.sin[:seq_len][None, :, None, :]
+        else:
+            cos, sin = self.cos[position_ids][:, :, None, :], self.sin[position_ids][:, :, None, :]
+        return cos.to(dtype), sin.to(dtype)
+
+
+class KVCache:
+    """Keys and values of every layer for incremental decoding.
+
+    keys[i], values[i]: [B, H, T_max, Dh] (keys already rotated by RoPE); positions `[0, length)` are
+    filled. Each buffer is allocated once, on its layer's first update (with that layer's dtype, so
+    autocast works), and a decoding step then writes one slot instead of copying the whole cache.
+    """
+
+    def __init__(self, num_layers: int, max_len: int):
+        self.keys: list[torch.Tensor | None] = [None] * num_layers
+        self.values: list[torch.Tensor | None] = [None] * num_layers
+        self.max_len = max_len
+        self.length = 0
+
+    def update(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Store k, v [B, H, T_new, Dh] after the filled part; return all keys/values so far [B, H, L, Dh]."""
+        start, end = self.length, self.length + k.shape[2]
+        assert end <= self.max_len, f"KV cache holds {self.max_len} positions, asked for {end}"
+        if self.keys[layer] is None:
+            B, H, _, Dh = k.shape
+            self.keys[layer] = k.new_zeros(B, H, self.max_len, Dh)
+            self.values[layer] = v.new_zeros(B, H, self.max_len, Dh)
+        self.keys[layer][:, :, start:end] = k
+        self.values[layer][:, :, start:end] = v
+        return self.keys[layer][:, :, :end], self.values[layer][:, :, :end]
+
+
+class Attention(nn.Module):
+    """Multi-head causal self-attention with RoPE, a fast (SDPA) and an explicit path, and hook points.
+
+    Hook points (shapes): hook_q/hook_k/hook_v [B, T, H, Dh] (before RoPE), hook_rot_q/hook_rot_k
+    [B, T, H, Dh] (after RoPE; RoPE models only), hook_attn_scores [B, H, T, T_k] (scaled, masked with the
+    dtype's minimum), hook_pattern [B, H, T, T_k] (softmax; masked entries exactly 0), hook_z [B, T, H, Dh].
+    hook_attn_scores and hook_pattern fire on the explicit path only, which a layer takes whenever a hook
+    is registered on either of them.
+    """
+
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        self.num_heads = config.num_heads
+        self.head_dim = config.head_dim
+        self.d_model = config.d_model
+        self.use_rope = config.use_rope
+        self.dropout = config.dropout
+        self.qkv = nn.Linear(config.d_model, 3 * config.d_model)
+        self.out_proj = nn.Linear(config.d_model, config.d_model)
+        self.out_proj.residual_projection = True  # init std scaled by 1/sqrt(2 * num_layers)
+        self.attn_dropout = nn.Dropout(config.dropout)
+        self.resid_dropout = nn.Dropout(config.dropout)
+        self.hook_q = HookPoint()
+        self.hook_k = HookPoint()
+        self.hook_v = HookPoint()
+        if config.use_rope:
+            self.hook_rot_q = HookPoint()
+            self.hook_rot_k = HookPoint()
+        self.hook_attn_scores = HookPoint()
+        self.hook_pattern = HookPoint()
+        self.hook_z = HookPoint()
+
+    def _pattern_hooked(self) -> bool:
+        return bool(self.hook_pattern._forward_hooks or self.hook_pattern._forward_pre_hooks
+                    or self.hook_attn_scores._forward_hooks or self.hook_attn_scores._forward_pre_hooks)
+
+    def forward(self, x: torch.Tensor, attn_mask: torch.Tensor | None = None, rope=None,
+                weights_out: list | None = None, cache: KVCache | None = None, layer: int = 0) -> torch.Tensor:
+        """x [B, T, D] -> [B, T, D].
+
+        attn_mask: bool, True = attend, broadcastable to [B, 1, T, T_k] (causal and padding combined), or
+        None for a plain causal square. rope: (cos, sin) each [B or 1, T, 1, Dh]. weights_out: when a list,
+        the pattern [B, H, T, T_k] is appended to it. cache: keys/values of earlier positions (generation).
+        """
+        B, T, _ = x.shape
+        q, k, v = self.qkv(x).view(B, T, 3, self.num_heads, self.head_dim).unbind(2)  # each [B, T, H, Dh]
+        q, k, v = self.hook_q(q), self.hook_k(k), self.hook_v(v)
+        if self.use_rope:
+            cos, sin = rope
+            q = self.hook_rot_q(apply_rope(q, cos, sin))
+            k = self.hook_rot_k(apply_rope(k, cos, sin))
+        q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)  # [B, H, T, Dh]
+        if cache is not None:
+            k, v = cache.update(layer, k, v)  # [B, H, T_k, Dh]
+        if attn_mask is None and k.shape[2] != T:
+            raise ValueError("a mask is required when queries and keys differ in length")
+
+        if weights_out is None and not self._pattern_hooked():
+            # fast path (fused kernel); a fully masked query row yields zeros
+            z = F.scaled_dot_product_attention(
+                q, k, v, attn_mask=attn_mask, is_causal=attn_mask is None,
+                dropout_p=self.dropout if self.training else 0.0,
+            )
+        else:
+            # explicit path: the same function, with the pattern visible
+            allowed = attn_mask if attn_mask is not None else torch.ones(
+                T, T, dtype=torch.bool, device=x.device).tril()
+            scores = (q @ k.transpose(-2, -1)) * (1.0 / math.sqrt(self.head_dim))  # [B, H, T, T_k]
+            scores = self.hook_attn_scores(scores.masked_fill(~allowed, torch.finfo(scores.dtype).min))
+            # masked keys: exactly 0; a row with no allowed key: all 0 (not NaN, not uniform)
+            pattern = self.hook_pattern(F.softmax(scores, dim=-1).masked_fill(~allowed, 0.0))
+            if weights_out is not None:
+                weights_out.append(pattern)
+            z = self.attn_dropout(pattern) @ v
+        z = self.hook_z(z.transpose(1, 2))  # [B, T, H, Dh]
+        return self.resid_dropout(self.out_proj(z.reshape(B, T, self.d_model)))
+
+
+class MLP(nn.Module):
+    """Feed-forward: gelu (`fc_in` D->F) or gated geglu/swiglu (`fc_in` D->2F, gate and up halves).
+
+    hook_pre [B, T, F] (pre-activation; the gate for gated FFNs), hook_post [B, T, F] (input of fc_out).
+    """
+
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        self.ffn_type = config.ffn_type
+        gated = config.ffn_type in ("geglu", "swiglu")
+        self.fc_in = nn.Linear(config.d_model, (2 if gated else 1) * config.d_ff)
+        self.fc_out = nn.Linear(config.d_ff, config.d_model)
+        self.fc_out.residual_projection = True
+        self.dropout = nn.Dropout(config.dropout)
+        self.hook_pre = HookPoint()
+        self.hook_post = HookPoint()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """x [B, T, D] -> [B, T, D]."""
+        hidden = self.fc_in(x)
+        if self.ffn_type == "gelu":
+            post = F.gelu(self.hook_pre(hidden))
+        else:
+            gate, up = hidden.chunk(2, dim=-1)
+            gate = self.hook_pre(gate)
+            post = (F.gelu(gate) if self.ffn_type == "geglu" else F.silu(gate)) * up
+        return self.dropout(self.fc_out(self.hook_post(post)))
+
+
+class Block(nn.Module):
+    """Pre-norm transformer block. Returns the residual stream [B, T, D] (a plain tensor)."""
+
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        # assignment order = hook order in `hook_dict` and in caches: the order activations are computed
+        self.hook_resid_pre = HookPoint()
+        self.ln1 = Norm(config.d_model, config.norm_type)
+        self.attn = Attention(config)
+        self.hook_attn_out = HookPoint()
+        self.hook_resid_mid = HookPoint()
+        self.ln2 = Norm(config.d_model, config.norm_type)
+        self.mlp = MLP(config)
+        self.hook_mlp_out = HookPoint()
+        self.hook_resid_post = HookPoint()
+        self.layer = 0
+
+    def forward(self, x: torch.Tensor, attn_mask: torch.Tensor | None = None, rope=None,
+                weights_out: list | None = None, cache: KVCache | None = None) -> torch.Tensor:
+        """x [B, T, D] -> [B, T, D]; the other arguments as in `Attention.forward`."""
+        x = self.hook_resid_pre(x)
+        x = self.hook_resid_mid(x + self.hook_attn_out(self.attn(self.ln1(x), attn_mask, rope, weights_out,
+                                                                 cache, self.layer)))
+        return self.hook_resid_post(x + self.hook_mlp_out(self.mlp(self.ln2(x))))
+
+
+# ---------------------------------------------------------------------------------------------
+# activation cache
+# ---------------------------------------------------------------------------------------------
+
+_SHORT_NAMES = {
+    "resid_pre": "hook_resid_pre", "resid_mid": "hook_resid_mid", "resid_post": "hook_resid_post",
+    "attn_out": "hook_attn_out", "mlp_out": "hook_mlp_out",
+    "q": "attn.hook_q", "k": "attn.hook_k", "v": "attn.hook_v", "rot_q": "attn.hook_rot_q",
+    "rot_k": "attn.hook_rot_k", "z": "attn.hook_z", "pattern": "attn.hook_pattern",
+    "attn": "attn.hook_pattern", "attn_scores": "attn.hook_attn_scores", "scores": "attn.hook_attn_scores",
+    "pre": "mlp.hook_pre", "post": "mlp.hook_post",
+    "ln1": "ln1.hook_normalized", "ln2": "ln2.hook_normalized",
+}
+_TOP_NAMES = {"embed": "hook_embed", "pos_embed": "hook_pos_embed", "ln_final": "ln_final.hook_normalized",
+              "normalized": "ln_final.hook_normalized"}
+
+
+def act_name(name: str, layer: int | None = None) -> str:
+    """Full hook name from a short one: ("pattern", 0) -> "blocks.0.attn.hook_pattern", "embed" -> "hook_embed"."""
+    if layer is None:
+        return _TOP_NAMES.get(name, name)
+    return f"blocks.{layer}.{_SHORT_NAMES.get(name, name)}"
+
+
+class ActivationCache(Mapping):
+    """Activations by hook name, from `run_with_cache`. Read-only mapping.
+
+    `cache["blocks.0.attn.hook_pattern"]` or `cache["pattern", 0]` ([B, H, T, T]); `cache["resid_post", 1]`,
+    `cache["embed"]`; `.keys()`, `len(cache)`, `"name" in cache`.
+    """
+
+    def __init__(self, activations: dict[str, torch.Tensor]):
+        self._data = dict(activations)
+
+    def _key(self, key) -> str:
+        if isinstance(key, tuple):
+            if len(key) != 2:
+                raise KeyError(f"index the cache with a hook name or (name, layer), got {key!r}")
+            return act_name(key[0], key[1])
+        return key if key in self._data else act_name(key)
+
+    def __getitem__(self, key) -> torch.Tensor:
+        name = self._key(key)
+        if name not in self._data:
+            raise KeyError(f"{key!r} is not in the cache ({len(self._data)} activations, e.g. "
+                           f"{', '.join(list(self._data)[:4])})")
+        return self._data[name]
+
+    def __contains__(self, key) -> bool:
+        try:
+            return self._key(key) in self._data
+        except KeyError:
+            return False
+
+    def __iter__(self):
+        return iter(self._data)
+
+    def __len__(self) -> int:
+        return len(self._data)
+
+    def __repr__(self) -> str:
+        return f"ActivationCache({len(self._data)} activations)"
+
+
+# ---------------------------------------------------------------------------------------------
+# the model
+# ---------------------------------------------------------------------------------------------
+
+class CompactTransformer(nn.Module):
+    """Decoder-only transformer for arithmetic; see the module docstring for shapes and design.
+
+    Submodules: `embed` (token embedding, `[V, D]`), `pos_embed` (learned positions only), `blocks`
+    (`model.blocks[i]` returns the residual stream `[B, T, D]`), `ln_final`, `unembed` (D->V, tied to
+    `embed.weight` when `tie_weights`). `hook_dict` maps every hook name to its `HookPoint`.
+    """
+
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        self.config = config
+        d = config.d_model
+        self.embed = nn.Embedding(config.vocab_size, d)
+        self.hook_embed = HookPoint()
+        self.learned_positions = not config.use_rope and config.absolute_positions == "learned"
+        if self.learned_positions:
+            self.pos_embed = nn.Embedding(config.max_seq_len, d)
+            self.hook_pos_embed = HookPoint()
+        self.rotary = RotaryTables(config.head_dim, config.max_seq_len, config.rope_base) if config.use_rope else None
+        self.drop = nn.Dropout(config.dropout)
+        self.blocks = nn.ModuleList(Block(config) for _ in range(config.num_layers))
+        for i, block in enumerate(self.blocks):
+            block.layer = i
+        self.ln_final = Norm(d, config.norm_type)
+        self.unembed = nn.Linear(d, config.vocab_size, bias=False)
+        self.register_buffer(
+            "causal_mask", torch.ones(config.max_seq_len, config.max_seq_len, dtype=torch.bool).tril(),
+            persistent=False,
+        )
+        self.apply(self._init_weights)
+        if config.tie_weights:
+            self.unembed.weight = self.embed.weight
+        self.hook_dict: dict[str, HookPoint] = {}
+        for name, module in self.named_modules():
+            if isinstance(module, HookPoint):
+                module.name = name
+                self.hook_dict[name] = module
+        self._activation_hooks: dict[str, torch.utils.hooks.RemovableHandle] = {}
+
+    def _init_weights(self, module: nn.Module) -> None:
+        # nanoGPT: N(0, 0.02) everywhere, residual projections scaled down by sqrt(2 * num_layers) so the
+        # residual stream's variance does not grow with depth
+        if isinstance(module, nn.Linear):
+            std = 0.02 / math.sqrt(2 * self.config.num_layers) if getattr(module, "residual_projection", False) else 0.02
+            nn.init.normal_(module.weight, mean=0.0, std=std)
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
+        elif isinstance(module, nn.Embedding):
+            nn.init.normal_(module.weight, mean=0.0, std=0.02)
+
+    def num_parameters(self, trainable_only: bool = False) -> int:
+        """Number of parameters (tied weights counted once)."""
+        return sum(p.numel() for p in self.parameters() if p.requires_grad or not trainable_only)
+
+    # ---- forward ------------------------------------------------------------------------------
+
+    def _positions_and_mask(self, attention_mask: torch.Tensor | None, T: int):
+        """(position_ids [B, T] | None, combined bool mask [B, 1, T, T] | None) from attention_mask [B, T]."""
+        if attention_mask is None:
+            return None, None
+        attention_mask = attention_mask.bool()
+        position_ids = (attention_mask.long().cumsum(-1) - 1).clamp_(min=0)
+        allowed = self.causal_mask[:T, :T][None, None] & attention_mask[:, None, None, :]
+        return position_ids, allowed
+
+    def _embed(self, input_ids: torch.Tensor, position_ids: torch.Tensor | None):
+        """input_ids [B, T] -> (residual [B, T, D], rope (cos, sin) or None)."""
+        T = input_ids.shape[1]
+        x = self.hook_embed(self.embed(input_ids))
+        rope = None
+        if self.learned_positions:
+            pos = position_ids if position_ids is not None else torch.arange(T, device=input_ids.device)[None]
+            x = x + self.hook_pos_embed(self.pos_embed(pos))
+        elif self.rotary is not None:
+            rope = self.rotary.gather(position_ids, T, x.dtype)
+        return self.drop(x), rope
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
+                labels: torch.Tensor | None = None, return_attention_weights: bool = False):
+        """input_ids [B, T] long; attention_mask [B, T] bool (True = real token) or None (no padding);
+        labels [B, T] long aligned with input_ids (-100 = no loss; the model shifts: logits[:, t] predict
+        labels[:, t + 1]).
+
+        Returns (logits [B, T, V], loss (mean cross-entropy over labelled tokens) or None,
+        attention_weights: list per layer of [B, H, T, T] when requested, else None).
+        """
+        B, T = input_ids.shape
+        if T > self.config.max_seq_len:
+            raise MctError(f"input has {T} tokens but the model's max_seq_len is {self.config.max_seq_len}")
+        position_ids, allowed = self._positions_and_mask(attention_mask, T)
+        x, rope = self._embed(input_ids, position_ids)
+        weights = [] if return_attention_weights else None
+        for block in self.blocks:
+            x = block(x, allowed, rope, weights)
+        logits = self.unembed(self.ln_final(x))
+        loss = None
+        if labels is not None:
+            loss = self.loss(logits, labels)
+        return logits, loss, weights
+
+    @staticmethod
+    def loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """Mean next-token cross-entropy: logits [B, T, V] at t against labels [B, T] at t + 1 (-100 ignored).
+
+        A batch with no labelled token gives 0 (not NaN)."""
+        targets = labels[:, 1:].reshape(-1)
+        total = F.cross_entropy(logits[:, :-1].reshape(-1, logits.shape[-1]).float(), targets,
+                                ignore_index=-100, reduction="sum")
+        return total / (targets != -100).sum().clamp(min=1)
+
+    # ---- hooks and analysis ---------------------------------------------------------------------
+
+    def register_hook(self, name: str, module: nn.Module | str, hook_fn: Callable) -> None:
+        """Register `hook_fn(module, input, output)` as a forward hook on `module` (a submodule, e.g.
+        `model.blocks[0]`, or a hook name, e.g. "blocks.0.attn.hook_z") under `name`. Returning a tensor
+        from the hook replaces the module's output. A second hook under the same name replaces the first."""
+        if isinstance(module, str):
+            try:
+                module = self.get_submodule(module)
+            except AttributeError:
+                raise MctError(f"the model has no module {module!r}; hook names: "
+                               f"{', '.join(list(self.hook_dict)[:6])}, ...") from None
+        if name in self._activation_hooks:
+            self._activation_hooks.pop(name).remove()
+        self._activation_hooks[name] = module.register_forward_hook(hook_fn)
+
+    def clear_hooks(self) -> None:
+        """Remove every hook registered with `register_hook`."""
+        for handle in self._activation_hooks.values():
+            handle.remove()
+        self._activation_hooks.clear()
+
+    def _select_hooks(self, names_filter) -> list[str]:
+        if names_filter is None:
+            return list(self.hook_dict)
+        if callable(names_filter):
+            return [n for n in self.hook_dict if names_filter(n)]
+        names = [names_filter] if isinstance(names_filter, str) else list(names_filter)
+        unknown = [n for n in names if n not in self.hook_dict]
+        if unknown:
+            raise MctError(f"no hook point named {unknown[0]!r}; examples: {', '.join(list(self.hook_dict)[:6])}")
+        return names
+
+    @torch.no_grad()
+    def run_with_cache(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
+                       names_filter: str | Iterable[str] | Callable[[str], bool] | None = None):
+        """Forward pass (no_grad, mode unchanged: call `model.eval()` first to disable dropout) that records
+        activations. names_filter: None (all hook points), a name, a list of names, or a predicate.
+
+        Returns (logits [B, T, V], ActivationCache). Caching a layer's `attn.hook_pattern` or
+        `attn.hook_attn_scores` runs that layer on the explicit attention path (same logits)."""
+        store: dict[str, torch.Tensor] = {}
+        handles = []
+
+        def recorder(name):
+            def hook(module, inputs, output):
+                store[name] = output.detach()
+            return hook
+
+        try:
+            for name in self._select_hooks(names_filter):
+                handles.append(self.hook_dict[name].register_forward_hook(recorder(name)))
+            logits, _, _ = self(input_ids, attention_mask)
+        finally:
+            for handle in handles:
+                handle.remove()
+        ordered = {name: store[name] for name in self.hook_dict if name in store}
+        return logits, ActivationCache(ordered)
+
+    def forward_analysis(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None):
+        """Eval mode + no_grad + attention weights, restoring the previous mode.
+
+        Returns (logits [B, T, V], attention_weights: list per layer of [B, H, T, T])."""
+        was_training = self.training
+        self.eval()
+        try:
+            with torch.no_grad():
+                logits, _, weights = self(input_ids, attention_mask, return_attention_weights=True)
+        finally:
+            self.train(was_training)
+        return logits, weights
+
+    # ---- generation -----------------------------------------------------------------------------
+
+    @staticmethod
+    def _sample(logits: torch.Tensor, temperature: float, top_k: int | None) -> torch.Tensor:
+        """logits [B, V] -> token ids [B, 1]; temperature 0 = greedy (argmax)."""
+        if temperature < 0:
+            raise MctError(f"temperature must be >= 0, got {temperature}")
+        if temperature == 0:
+            return logits.argmax(dim=-1, keepdim=True)
+        logits = logits.float() / temperature
+        if top_k is not None:
+            if top_k < 1:
+                raise MctError(f"top_k must be at least 1, got {top_k}")
+            kth = torch.topk(logits, min(top_k, logits.shape[-1]), dim=-1).values[:, -1:]
+            logits = logits.masked_fill(logits < kth, float("-inf"))
+        return torch.multinomial(F.softmax(logits, dim=-1), num_samples=1)
+
+    @torch.no_grad()
+    def generate_next_token(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
+                            temperature: float = 1.0, top_k: int | None = None, return_logits: bool = False):
+        """One decoding step without cache (no_grad; mode unchanged, call `model.eval()` first).
+
+        input_ids [B, T]; attention_mask [B, T] bool or None. The next token follows each row's last real
+        token (left or right padding both work). Returns next_token [B, 1], and with return_logits also
+        the raw logits [B, V] it was chosen from."""
+        logits, _, _ = self(input_ids, attention_mask)
+        if attention_mask is None:
+            last = logits[:, -1]
+        else:
+            T = input_ids.shape[1]
+            index = (attention_mask.long() * torch.arange(1, T + 1, device=input_ids.device)).argmax(-1)
+            last = logits[torch.arange(input_ids.shape[0], device=input_ids.device), index]
+        next_token = self._sample(last, temperature, top_k)
+        return (next_token, last) if return_logits else next_token
+
+    @torch.no_grad()
+    def generate(self, input_ids: torch.Tensor, max_new_tokens: int, attention_mask: torch.Tensor | None = None,
+                 temperature: float = 0.0, top_k: int | None = None, eos_token_id: int | None = None,
+                 pad_token_id: int = 0, use_cache: bool = True) -> torch.Tensor:
+        """Autoregressive decoding (no_grad; mode unchanged, call `model.eval()` first).
+
+        input_ids [B, T] LEFT-padded prompts with attention_mask [B, T] bool (None = no padding). Returns
+        [B, T + n] long, n <= max_new_tokens: it stops early once every row has emitted eos_token_id; after
+        its eos a row is filled with pad_token_id. temperature 0 = greedy. use_cache: reuse keys/values of
+        earlier positions (same tokens as recomputing everything, much faster for long answers)."""
+        B, T = input_ids.shape
+        if max_new_tokens < 0:
+            raise MctError(f"max_new_tokens must be >= 0, got {max_new_tokens}")
+        if T + max_new_tokens > self.config.max_seq_len:
+            raise MctError(f"prompt of {T} tokens + {max_new_tokens} new tokens exceeds the model's max_seq_len "
+                           f"({self.config.max_seq_len}); ask for at most {self.config.max_seq_len - T} new tokens")
+        device = input_ids.device
+        if attention_mask is None:
+            attention_mask = torch.ones(B, T, dtype=torch.bool, device=device)
+        attention_mask = attention_mask.bool()
+        if not bool(attention_mask[:, -1].all()):
+            raise MctError("generate needs left-padded prompts: the last column of attention_mask must be all True")
+        total = T + max_new_tokens
+        tokens = torch.full((B, total), pad_token_id, dtype=torch.long, device=device)
+        tokens[:, :T] = input_ids
+        mask = torch.ones(B, total, dtype=torch.bool, device=device)
+        mask[:, :T] = attention_mask
+        finished = torch.zeros(B, dtype=torch.bool, device=device)
+        length = T
+        cache = None
+        if use_cache and max_new_tokens > 0:
+            cache = KVCache(len(self.blocks), total)
+            logits = self._forward_cached(input_ids, mask[:, :T], cache)
+        for step in range(max_new_tokens):
+            if cache is None:
+                logits, _, _ = self(tokens[:, :length], mask[:, :length])
+                logits = logits[:, -1]
+            elif step > 0:
+                logits = self._forward_cached(tokens[:, length - 1:length], mask[:, :length], cache)
+            next_token = self._sample(logits, temperature, top_k).squeeze(1)
+            next_token = torch.where(finished, torch.full_like(next_token, pad_token_id), next_token)
+            tokens[:, length] = next_token
+            length += 1
+            if eos_token_id is not None:
+                finished |= next_token == eos_token_id
+                if bool(finished.all()):
+                    break
+        return tokens[:, :length]
+
+    def _forward_cached(self, new_ids: torch.Tensor, mask: torch.Tensor, cache: KVCache) -> torch.Tensor:
+        """Run new_ids [B, T_new] (the tokens after the cache's `length`) and return the last logits [B, V].
+
+        mask [B, L] bool covers the cached and the new tokens (L = cache.length + T_new)."""
+        T_new, L = new_ids.shape[1], mask.shape[1]
+        position_ids = (mask.long().cumsum(-1) - 1).clamp_(min=0)[:, L - T_new:]
+        if T_new == 1:  # the newest token sees every real token
+            allowed = mask[:, None, None, :]  # [B, 1, 1, L]
+        else:
+            allowed = self.causal_mask[L - T_new:L, :L][None, None] & mask[:, None, None, :]  # [B, 1, T_new, L]
+        x, rope = self._embed(new_ids, position_ids)
+        for block in self.blocks:
+            x = block(x, allowed, rope, None, cache)
+        cache.length = L
+        return self.unembed(self.ln_final(x[:, -1]))
+
+
+def _describe_errors(exc: ValidationError) -> str:
+    parts = []
+    for error in exc.errors():
+        key = ".".join(str(k) for k in error["loc"]) or "(root)"
+        if error["type"] == "extra_forbidden":
+            parts.append(f"unknown key '{key}' (allowed: {', '.join(ModelConfig.model_fields)})")
+        else:
+            parts.append(f"{key}: {error['msg'].removeprefix('Value error, ')}")
+    return "; ".join(parts)
+
+
+def create_model(config: ModelConfig | Config | Mapping) -> CompactTransformer:
+    """A freshly initialised `CompactTransformer` from a `ModelConfig`, a root `Config` (its `[model]`
+    table) or a dict of ModelConfig fields. Invalid fields raise MctError."""
+    if isinstance(config, Config):
+        config = config.model
+    elif isinstance(config, Mapping):
+        try:
+            config = ModelConfig.model_validate(dict(config))
+        except ValidationError as exc:
+            raise MctError(f"model config: {_describe_errors(exc)}") from None
+    elif not isinstance(config, ModelConfig):
+        raise MctError(f"create_model needs a ModelConfig, a Config or a dict, got {type(config).__name__}")
+    return CompactTransformer(config.model_copy())

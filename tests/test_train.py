@@ -1,0 +1,183 @@
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from mct.checkpoint import load_checkpoint
+from mct.config import load_config
+from mct.errors import MctError
+from mct.model import create_model
+from mct import train as train_module
+from mct.train import build_optimizer, learning_rate, train
+
+TINY = """
+[model]
+d_model = 32
+num_layers = 1
+num_heads = 2
+d_ff = 64
+max_seq_len = 24
+
+[data]
+task = "add"
+min_digits = 1
+max_digits = 2
+max_seq_len = 24
+n_val = 60
+n_test = 80
+
+[train]
+batch_size = 16
+lr = 3e-3
+warmup_steps = 5
+max_steps = 30
+eval_every = 15
+eval_samples = 40
+save_every = 10
+log_every = 1
+device = "cpu"
+num_threads = 1
+"""
+
+
+def tiny_config(tmp_path, extra: str = "", **overrides):
+    path = tmp_path / "tiny.toml"
+    path.write_text(TINY + extra)
+    return load_config(path, overrides=overrides, environ={})
+
+
+def losses(run_dir: Path) -> list[float]:
+    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    return [r["loss"] for r in rows if "loss" in r]
+
+
+def test_run_folder_holds_every_promised_file(tmp_path):
+    result = train(tiny_config(tmp_path), tmp_path / "run")
+    run = tmp_path / "run"
+    for name in ("last.pt", "best.pt", "config.toml", "metrics.jsonl", "curves.png", "eval.json"):
+        assert (run / name).is_file(), name
+    assert result.steps == 30 and result.stopped == "max_steps"
+    report = json.loads((run / "eval.json").read_text())
+    assert report["n"] == 80 and 0.0 <= report["exact_match"] <= 1.0
+    assert result.test["exact_match"] == report["exact_match"]
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert {"step", "loss", "lr", "tokens_per_s"} <= set(rows[0])
+    assert [r["step"] for r in rows if "val_exact_match" in r] == [15, 30]
+    assert load_checkpoint(run / "best.pt").config.model.d_model == 32
+    # the resolved config reproduces the run
+    assert load_config(run / "config.toml", environ={}).train.max_steps == 30
+
+
+def test_loss_goes_down(tmp_path):
+    train(tiny_config(tmp_path, max_steps=None), tmp_path / "run")
+    sequence = losses(tmp_path / "run")
+    assert sum(sequence[-5:]) / 5 < 0.8 * sum(sequence[:5]) / 5
+
+
+def test_refuses_to_overwrite_a_run_without_force(tmp_path):
+    config = tiny_config(tmp_path, train={"max_steps": 2, "eval_every": 2})
+    train(config, tmp_path / "run")
+    before = (tmp_path / "run" / "last.pt").read_bytes()
+    with pytest.raises(MctError, match="already holds a run.*--force"):
+        train(config, tmp_path / "run")
+    assert (tmp_path / "run" / "last.pt").read_bytes() == before
+    train(config, tmp_path / "run", force=True)
+
+
+def test_resume_reproduces_the_uninterrupted_loss_sequence(tmp_path):
+    config = tiny_config(tmp_path)
+    train(config, tmp_path / "straight")
+
+    def interrupt_at_step_20(event):
+        if event["event"] == "step" and event["step"] == 20:
+            raise KeyboardInterrupt
+
+    result = train(config, tmp_path / "resumed", progress=interrupt_at_step_20)
+    assert result.stopped == "interrupted" and result.steps == 20
+    assert load_checkpoint(tmp_path / "resumed" / "last.pt", with_train_state=True).train_state["step"] == 20
+    resumed = train(config, tmp_path / "resumed", resume=True)
+    assert resumed.resumed_from_step == 20 and resumed.steps == 30
+    assert losses(tmp_path / "resumed") == losses(tmp_path / "straight")
+
+
+def test_resume_with_another_model_names_the_fields(tmp_path):
+    train(tiny_config(tmp_path, train={"max_steps": 2, "eval_every": 2}), tmp_path / "run")
+    changed = tiny_config(tmp_path, model={"d_ff": 128}, train={"max_steps": 4})
+    with pytest.raises(MctError, match=r"model\.d_ff: 64 -> 128"):
+        train(changed, tmp_path / "run", resume=True)
+
+
+def test_resume_needs_a_last_checkpoint(tmp_path):
+    with pytest.raises(MctError, match="no last.pt"):
+        train(tiny_config(tmp_path), tmp_path / "empty", resume=True)
+
+
+def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
+    real = train_module.summed_loss
+    calls = {"n": 0}
+
+    def poisoned(model, batch):
+        calls["n"] += 1
+        loss, n = real(model, batch)
+        return (loss * float("nan"), n) if calls["n"] > 12 else (loss, n)
+
+    monkeypatch.setattr(train_module, "summed_loss", poisoned)
+    with pytest.raises(MctError, match="loss became nan at step 13.*last good"):
+        train(tiny_config(tmp_path), tmp_path / "run")
+    state = load_checkpoint(tmp_path / "run" / "last.pt", with_train_state=True).train_state
+    assert state["step"] == 10
+
+
+def test_early_stop_at_target_accuracy(tmp_path, monkeypatch):
+    monkeypatch.setattr(train_module, "validation_exact_match", lambda *a, **k: 1.0)
+    result = train(tiny_config(tmp_path, train={"target_accuracy": 0.99}), tmp_path / "run")
+    assert result.stopped == "target_reached" and result.steps == 15
+
+
+def test_learning_rate_warms_up_then_decays_to_the_floor(tmp_path):
+    config = tiny_config(tmp_path, train={"lr": 1.0, "warmup_steps": 10, "max_steps": 110, "min_lr_ratio": 0.1})
+    assert learning_rate(0, config) == pytest.approx(0.1)
+    assert learning_rate(9, config) == pytest.approx(1.0)
+    assert learning_rate(60, config) == pytest.approx(0.55)
+    assert learning_rate(110, config) == pytest.approx(0.1)
+    values = [learning_rate(s, config) for s in range(10, 111)]
+    assert all(a >= b for a, b in zip(values, values[1:]))
+
+
+def test_weight_decay_only_on_matrices(tmp_path):
+    config = tiny_config(tmp_path)
+    config.model.vocab_size = 19
+    optimizer = build_optimizer(create_model(config.model), config)
+    decay, no_decay = optimizer.param_groups
+    assert decay["weight_decay"] > 0 and all(p.dim() >= 2 for p in decay["params"])
+    assert no_decay["weight_decay"] == 0 and all(p.dim() < 2 for p in no_decay["params"])
+
+
+def test_gradient_accumulation_matches_one_big_batch(tmp_path):
+    one = train(tiny_config(tmp_path, train={"max_steps": 6, "eval_every": 6}), tmp_path / "one")
+    two = train(tiny_config(tmp_path, train={"max_steps": 6, "eval_every": 6, "grad_accum_steps": 2}), tmp_path / "two")
+    assert one.steps == two.steps
+    assert losses(tmp_path / "two") == pytest.approx(losses(tmp_path / "one"), rel=1e-4)
+
+
+def test_torchrun_two_cpu_processes_match_one_process(tmp_path):
+    """Same global batch, 2 gloo processes vs 1: the loss sequences agree to 1e-4 (float sums differ in order)."""
+    config_path = tmp_path / "tiny.toml"
+    config_path.write_text(TINY.replace("max_steps = 30", "max_steps = 8").replace("eval_every = 15", "eval_every = 8"))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MCT_")}
+    env["OMP_NUM_THREADS"] = "1"
+    single = subprocess.run([sys.executable, "-m", "mct", "train", "--config", str(config_path), "--out",
+                             str(tmp_path / "one"), "--json"], capture_output=True, text=True, env=env, timeout=300)
+    assert single.returncode == 0, single.stderr
+    double = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+                             "-m", "mct", "train", "--config", str(config_path),
+                             "--out", str(tmp_path / "two"), "--json"],
+                            capture_output=True, text=True, env=env, timeout=300)
+    assert double.returncode == 0, double.stderr
+    summary = json.loads(double.stdout)
+    assert summary["world_size"] == 2 and summary["steps"] == 8
+    assert losses(tmp_path / "two") == pytest.approx(losses(tmp_path / "one"), rel=1e-4, abs=1e-5)

@@ -43,6 +43,7 @@ def gen(
     max_digits: Annotated[Optional[int], typer.Option("--max-digits", help="Longest operand in digits (default 3).")] = None,
     steps: Annotated[Optional[bool], typer.Option("--steps/--no-steps", help="Write step-by-step traces before the answer.")] = None,
     answer_order: Annotated[Optional[str], typer.Option("--answer-order", help="reversed (least significant digit first) or plain.")] = None,
+    pad: Annotated[Optional[bool], typer.Option("--pad/--no-pad", help="Zero-pad operands to --max-digits digits and the answer to its full width (012+034=, #6400).")] = None,
     modulus: Annotated[Optional[int], typer.Option("--modulus", help="Modulus P of the mod task (default 113).")] = None,
     train_fraction: Annotated[Optional[float], typer.Option("--train-fraction", help="mod: share of all P*P pairs used for training (default 0.3).")] = None,
     ood_digits: Annotated[Optional[str], typer.Option("--ood-digits", help="Extra test_ood.jsonl with operand lengths C-D, longer than --max-digits (e.g. 4-5).")] = None,
@@ -78,8 +79,8 @@ def gen(
         ood = [int(p) for p in parts]
     data_flags = {
         "task": task, "n_train": instances, "n_val": val, "n_test": test, "min_digits": min_digits,
-        "max_digits": max_digits, "use_steps": steps, "answer_order": answer_order, "modulus": modulus,
-        "train_fraction": train_fraction, "ood_digits": ood, "seed": seed,
+        "max_digits": max_digits, "use_steps": steps, "answer_order": answer_order, "pad_operands": pad,
+        "modulus": modulus, "train_fraction": train_fraction, "ood_digits": ood, "seed": seed,
     }
     data_config = load_config(config, {"data": data_flags}).data
     out_dir = out if out is not None else Path("data") / task
@@ -103,7 +104,9 @@ def gen(
     digits = (f"mod {manifest['modulus']}, train fraction {manifest['train_fraction']}" if task == "mod"
               else f"{manifest['min_digits']}-{manifest['max_digits']} digits")
     err_console.print(f"[bold green]wrote[/] {out_dir}: {task}, {digits}, "
-                      f"{'steps' if fmt['use_steps'] else 'no steps'}, {fmt['answer_order']} answers, seed {manifest['seed']}",
+                      f"{'steps' if fmt['use_steps'] else 'no steps'}, {fmt['answer_order']} answers"
+                      f"{', zero-padded to ' + str(fmt['operand_width']) + ' digits' if fmt.get('operand_width') else ''}"
+                      f", seed {manifest['seed']}",
                       highlight=False)
     for name, filename in manifest["files"].items():
         err_console.print(f"  {filename:<16} {manifest['counts'][name]:>10,} records", highlight=False)

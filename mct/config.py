@@ -82,6 +82,11 @@ class DataConfig(_Section):
     answer_order: Literal["reversed", "plain"] = Field(
         "reversed", description="answer digits least significant first (reversed) or as written (plain)"
     )
+    pad_operands: bool = Field(
+        False,
+        description="write operands with leading zeros to max_digits digits and the answer to its full width, "
+        "so every digit sits at a fixed position",
+    )
     modulus: int = Field(113, ge=2, description="modulus P of the mod task")
     train_fraction: float = Field(0.3, gt=0.0, lt=1.0, description="mod task: share of all P*P pairs used for training")
     step_masking_mode: Literal["none", "mask_steps", "mask_answer"] = Field(

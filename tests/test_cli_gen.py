@@ -45,6 +45,20 @@ def test_gen_reads_a_config_file_and_flags_override_it(tmp_path, capsys):
     assert manifest["max_digits"] == 2 and manifest["format"]["use_steps"] is True
 
 
+def test_gen_pad_writes_zero_padded_records(tmp_path, capsys):
+    argv = ["gen", "add", "--pad", "--instances", "200", "--val", "10", "--test", "10", "--max-digits", "3", "--json"]
+    code, out, err = run(argv + ["--out", str(tmp_path / "p")], capsys)
+    manifest = json.loads(out)
+    assert code == 0 and manifest["format"]["operand_width"] == 3 and "zero-padded" in err
+    first = json.loads((tmp_path / "p/train.jsonl").open().readline())
+    assert len(first["prompt"]) == 8 and len(first["target"]) == len("#0000<eos>")
+    assert run(argv + ["--out", str(tmp_path / "q")], capsys)[0] == 0
+    assert (tmp_path / "p/train.jsonl").read_bytes() == (tmp_path / "q/train.jsonl").read_bytes()
+    code, out, _ = run(["gen", "add", "--no-pad", "--instances", "20", "--val", "5", "--test", "5", "--json",
+                        "--out", str(tmp_path / "n")], capsys)
+    assert code == 0 and json.loads(out)["format"]["operand_width"] == 0
+
+
 def test_gen_mod_splits_all_pairs(tmp_path, capsys):
     code, out, _ = run(["gen", "mod", "--modulus", "11", "--train-fraction", "0.5", "--out", str(tmp_path), "--json"], capsys)
     counts = json.loads(out)["counts"]

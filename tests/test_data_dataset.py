@@ -144,3 +144,27 @@ def test_problem_stream_gives_up_when_everything_is_held_out():
 
 def test_example_length():
     assert len(Example([1, 2, 3], [0, 2, 2])) == 3
+
+
+@pytest.mark.parametrize("task", ["add", "sub", "mul", "mod"])
+def test_problem_stream_with_padding_yields_padded_prompts_and_targets(task):
+    cfg = DataConfig(task=task, min_digits=1, max_digits=3, use_steps=task != "mul", pad_operands=True,
+                     modulus=113, n_train=5000, n_val=10, n_test=10)
+    fmt = DataFormat.from_config(cfg)
+    assert fmt.operand_width == 3
+    stream = ProblemStream(cfg, TOK, seed=2)
+    for ex in stream.next_batch(64):
+        text = TOK.decode(ex.input_ids)
+        prompt = text[: text.index("=") + 1]
+        assert len(prompt) == len("000+000=")
+        a, b = fmt.operands_from_prompt(prompt)
+        assert prompt == fmt.prompt((a, b)) and text == prompt + fmt.target((a, b))
+        assert ex.roles[: len(prompt)] == [0] * len(prompt)
+
+
+def test_padded_examples_encode_like_the_stream(tmp_path):
+    cfg = DataConfig(task="add", max_digits=3, pad_operands=True, use_steps=True, n_train=50, n_val=5, n_test=5)
+    write_dataset(cfg, tmp_path)
+    for r in read_records(tmp_path / "train.jsonl", TOK, require_target=True):
+        assert TOK.decode(encode_example(r, TOK).input_ids) == r.prompt + r.target
+        assert len(r.prompt) == 8 and len(r.target) - r.target.index("#") == len("#0000<eos>")

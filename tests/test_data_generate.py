@@ -63,8 +63,10 @@ def test_same_config_gives_byte_identical_files(tmp_path):
 
 @pytest.mark.parametrize("task", ["add", "sub", "mul", "mod"])
 @pytest.mark.parametrize("order,steps", [("reversed", True), ("plain", False)])
-def test_written_lines_equal_the_reference_records_and_the_manifest_hashes(tmp_path, task, order, steps):
-    cfg = small(task=task, answer_order=order, use_steps=steps, modulus=17, n_train=500)
+@pytest.mark.parametrize("pad", [False, True])
+def test_written_lines_equal_the_reference_records_and_the_manifest_hashes(tmp_path, task, order, steps, pad):
+    cfg = small(task=task, answer_order=order, use_steps=steps, modulus=17, n_train=500, pad_operands=pad,
+                ood_digits=None if task == "mod" else (4, 4))
     manifest = write_dataset(cfg, tmp_path)
     fmt = DataFormat.from_config(cfg)
     for name, filename in manifest["files"].items():
@@ -77,11 +79,14 @@ def test_written_lines_equal_the_reference_records_and_the_manifest_hashes(tmp_p
             a, b = fmt.operands_from_prompt(record["prompt"])
             assert line == json.dumps(make_record(fmt, a, b).to_dict())
     assert manifest["disjoint"] is True and manifest["task"] == task and manifest["format"] == fmt.to_dict()
+    assert manifest["format"]["operand_width"] == (3 if pad else 0)
     assert json.loads((tmp_path / "manifest.json").read_text()) == manifest
 
 
-def test_vector_path_matches_reference_on_long_operands():
-    cfg = small(task="sub", min_digits=14, max_digits=18, use_steps=True, n_train=300, n_val=10, n_test=10)
+@pytest.mark.parametrize("task,pad", [("sub", False), ("sub", True), ("add", True)])
+def test_vector_path_matches_reference_on_long_operands(task, pad):
+    cfg = small(task=task, min_digits=14, max_digits=18, use_steps=True, n_train=300, n_val=10, n_test=10,
+                pad_operands=pad)
     fmt = DataFormat.from_config(cfg)
     from mct.data.generate import _line_formatter
 
@@ -182,3 +187,41 @@ def test_sample_heldout_is_disjoint_and_balanced():
     mod_val, mod_test = sample_heldout(small(task="mod", modulus=11), 10, 10, seed=0)
     fmt = DataFormat("mod", modulus=11)
     assert len(mod_val) == 10 and not operands(mod_val, fmt) & operands(mod_test, fmt)
+
+
+def test_padded_records_have_fixed_width_prompts_and_natural_answers_and_meta(tmp_path):
+    cfg = small(task="add", max_digits=3, pad_operands=True, ood_digits=(4, 5), n_train=300, n_val=20, n_test=20)
+    manifest = write_dataset(cfg, tmp_path)
+    fmt = DataFormat.from_dict(manifest["format"])
+    assert fmt.operand_width == 3
+    for line in (tmp_path / "train.jsonl").read_text().splitlines():
+        r = json.loads(line)
+        a, b = fmt.operands_from_prompt(r["prompt"])
+        assert len(r["prompt"]) == len("000+000=") and r["answer"] == str(a + b)
+        assert r["meta"]["digits"] == [len(str(a)), len(str(b))]
+        assert len(r["target"]) == len("#0000<eos>") and fmt.parse_completion(r["target"]).answer == r["answer"]
+    for line in (tmp_path / "test_ood.jsonl").read_text().splitlines():  # longer operands as they are
+        r = json.loads(line)
+        a, b = fmt.operands_from_prompt(r["prompt"])
+        assert r["prompt"] == fmt.prompt((a, b)) and max(len(str(a)), len(str(b))) > 3
+
+
+def test_padded_gen_is_deterministic_and_differs_from_unpadded(tmp_path):
+    cfg = small(task="sub", use_steps=True, pad_operands=True, seed=4)
+    write_dataset(cfg, tmp_path / "a")
+    write_dataset(cfg, tmp_path / "b")
+    for name in ("train.jsonl", "val.jsonl", "test.jsonl", "manifest.json"):
+        assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes()
+    write_dataset(small(task="sub", use_steps=True, seed=4), tmp_path / "c")
+    padded = [json.loads(x) for x in (tmp_path / "a" / "train.jsonl").read_text().splitlines()]
+    natural = [json.loads(x) for x in (tmp_path / "c" / "train.jsonl").read_text().splitlines()]
+    assert [r["answer"] for r in padded] == [r["answer"] for r in natural]  # same problems, same order
+    assert any(p["prompt"] != n["prompt"] for p, n in zip(padded, natural))
+
+
+def test_sample_heldout_uses_the_padded_format():
+    val, test = sample_heldout(small(task="mul", max_digits=2, pad_operands=True), 30, 30, seed=0)
+    fmt = DataFormat("mul", operand_width=2)
+    for r in val + test:
+        assert r.prompt == fmt.prompt(fmt.operands_from_prompt(r.prompt)) and len(r.prompt) == 6
+        assert r.target == fmt.target(fmt.operands_from_prompt(r.prompt))

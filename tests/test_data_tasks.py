@@ -144,3 +144,80 @@ def test_format_dict_round_trip_and_bad_prompts():
         DataFormat("mul").operands_from_prompt("hello")
     with pytest.raises(MctError, match="unknown task"):
         DataFormat("div")
+
+
+# --- zero-padded format (operand_width) -----------------------------------------------------------------
+def test_padded_format_examples():
+    add = DataFormat("add", operand_width=3)
+    assert add.prompt((12, 34)) == "012+034=" and add.target((12, 34)) == "#6400<eos>"
+    assert add.target((999, 1)) == "#0001<eos>" and add.prompt((999, 1)) == "999+001="
+    assert DataFormat("add", "plain", operand_width=3).target((12, 34)) == "#0046<eos>"
+    sub = DataFormat("sub", operand_width=3)
+    assert sub.prompt((12, 34)) == "012-034=" and sub.target((12, 34)) == "#-220<eos>"
+    assert DataFormat("sub", "plain", operand_width=3).target((12, 34)) == "#-022<eos>"
+    assert sub.target((5, 5)) == "#000<eos>"
+    assert DataFormat("mul", operand_width=2).target((3, 4)) == "#2100<eos>"  # 12 -> 0012 -> 2100
+    assert DataFormat("mod", operand_width=3, modulus=113).target((5, 3)) == "#800<eos>"  # 8 -> 008
+    assert DataFormat("mod", operand_width=3, modulus=113).answer_width == 3
+    assert add.prompt((12345, 6)) == "12345+006="  # longer operands (OOD) as they are
+    assert add.target((12345, 6)) == "#15321<eos>"
+    # steps are computed on the natural operands
+    assert DataFormat("add", use_steps=True, operand_width=3).target((12, 34)) == "2+4+0=06|1+3+0=04|#6400<eos>"
+
+
+def test_padded_parse_completion_drops_leading_zeros():
+    plain = {"add": DataFormat("add", "plain", operand_width=3), "sub": DataFormat("sub", "plain", operand_width=3)}
+    assert plain["add"].parse_completion("#0046<eos>").answer == "46"
+    assert plain["sub"].parse_completion("#-022<eos>").answer == "-22"
+    assert plain["sub"].parse_completion("#000<eos>").answer == "0"
+    assert DataFormat("add", operand_width=3).parse_completion("#6400<eos>").answer == "46"
+    assert DataFormat("add", operand_width=3).parse_completion("#64<eos>").answer == "46"  # unpadded also read
+    # width 0 keeps the old behaviour exactly (leading zeros are kept)
+    assert DataFormat("add", "plain").parse_completion("#0046<eos>").answer == "0046"
+    assert DataFormat("add").parse_completion("#6400<eos>").answer == "0046"
+
+
+def test_render_prompt_and_operands_from_padded_prompts():
+    fmt = DataFormat("add", operand_width=3)
+    assert fmt.operands_from_prompt("012+034=") == (12, 34)
+    assert fmt.render_prompt("12+34=") == "012+034=" and fmt.render_prompt("012+034=") == "012+034="
+    assert fmt.render_prompt(" 0012+34= ") == "012+034="
+    assert DataFormat("add").render_prompt("012+034=") == "12+34="
+    assert DataFormat("sub", operand_width=4).render_prompt("7-8=") == "0007-0008="
+    with pytest.raises(MctError, match="not a add problem"):
+        fmt.render_prompt("12*34=")
+
+
+def test_padded_format_dict_round_trip_and_old_dicts():
+    fmt = DataFormat("sub", "plain", True, operand_width=5)
+    assert fmt.to_dict()["operand_width"] == 5 and DataFormat.from_dict(fmt.to_dict()) == fmt
+    old = {"task": "add", "answer_order": "reversed", "use_steps": True, "modulus": None}
+    assert DataFormat.from_dict(old).operand_width == 0
+    with pytest.raises(MctError, match="operand_width"):
+        DataFormat("add", operand_width=-1)
+
+
+def test_from_config_sets_the_width_only_when_padding():
+    from mct.config import DataConfig
+
+    assert DataFormat.from_config(DataConfig(max_digits=4, pad_operands=True)).operand_width == 4
+    assert DataFormat.from_config(DataConfig(max_digits=4)).operand_width == 0
+
+
+@pytest.mark.parametrize("task", tasks.TASKS)
+@pytest.mark.parametrize("order", ["reversed", "plain"])
+@pytest.mark.parametrize("use_steps", [True, False])
+@settings(max_examples=40, deadline=None)
+@given(width=st.integers(1, 7), a=st.integers(0, 10**7 - 1), b=st.integers(0, 10**7 - 1))
+def test_padded_target_parses_back_to_the_natural_answer(task, order, use_steps, width, a, b):
+    fmt = DataFormat(task, order, use_steps, 97 if task == "mod" else None, operand_width=width)
+    a, b = (a % 97, b % 97) if task == "mod" else (a % 10**width, b % 10**width)
+    target = fmt.target((a, b))
+    answer_text = target[target.index("#") + 1:-len("<eos>")]
+    assert len(answer_text.lstrip("-")) == fmt.answer_width
+    parsed = fmt.parse_completion(target)
+    assert parsed == ParsedCompletion(fmt.solve((a, b)), fmt.steps((a, b)) if use_steps else [], None)
+    prompt = fmt.prompt((a, b))
+    assert fmt.operands_from_prompt(prompt) == (a, b) and fmt.render_prompt(f"{a}{fmt.operator}{b}=") == prompt
+    if task != "mod":
+        assert len(prompt) == 2 * width + 2

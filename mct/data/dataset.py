@@ -213,7 +213,7 @@ class ProblemStream:
 
     def __init__(self, data_config, tokenizer, exclude: set | frozenset | None = None, seed: int = 0):
         from mct.data import sampling
-        from mct.data.format import DataFormat, order_answer
+        from mct.data.format import DataFormat
         from mct.data.tasks import tracer
 
         self.format = DataFormat.from_config(data_config)
@@ -223,9 +223,11 @@ class ProblemStream:
         self._count = 0
         self._encoder = _encoder(tokenizer)
         self._trace = tracer(self.format.task, self.format.modulus)
-        self._order = lambda natural: order_answer(natural, self.format.answer_order)
+        self._order = self.format.ordered_answer  # pads (zero-padded formats) then orders
         self._use_steps = self.format.use_steps
         self._op = self.format.operator
+        self._prompt = self.format.prompt
+        self._pad = self.format.operand_width
         self._pool = None
         if self.format.task == "mod":
             train, _, _ = sampling.mod_partition(data_config.modulus, data_config.train_fraction, data_config.seed)
@@ -269,7 +271,8 @@ class ProblemStream:
         for a, b in self.next_problems(batch_size):
             answer, steps, _, _ = self._trace(a, b)
             steps_text = "".join(s + "|" for s in steps) if self._use_steps else ""
-            examples.append(self._encoder.example(f"{a}{self._op}{b}=", steps_text, self._order(answer)))
+            prompt = self._prompt((a, b)) if self._pad else f"{a}{self._op}{b}="
+            examples.append(self._encoder.example(prompt, steps_text, self._order(answer)))
         return examples
 
     def state_dict(self) -> dict:

@@ -7,6 +7,12 @@ The answer marker `#` is always present. `answer_order="reversed"` writes the si
 then the digits least significant first ("46" -> "64", "-123" -> "-321"); "plain" writes the natural
 answer. A `DataFormat` is stored in every checkpoint (`to_dict()`), so a model's format never depends
 on the code's defaults.
+
+Zero-padded format (`operand_width` w > 0): operands are written with leading zeros to w digits
+("012+034=") and the answer is zero-padded to the task's answer width (`answer_width`: add w+1, sub w
+after the sign, mul 2w, mod the digits of modulus-1) before it is ordered, so every digit sits at a
+fixed position: 12+34 with w=3, reversed -> "#6400<eos>". Longer operands (OOD) are written as they
+are. `parse_completion` gives the natural answer without leading zeros.
 """
 
 from __future__ import annotations
@@ -37,6 +43,12 @@ def natural_answer(ordered: str, answer_order: str) -> str:
     return order_answer(ordered, answer_order)
 
 
+def strip_zeros(natural: str) -> str:
+    """A number without leading zeros: "0046" -> "46", "-022" -> "-22", "000" -> "0" ("-000" -> "-0")."""
+    sign = "-" if natural.startswith("-") else ""
+    return sign + (natural[len(sign):].lstrip("0") or "0")
+
+
 def build_target(steps: list[str], ordered_answer: str) -> str:
     """`"".join(step + "|" for step in steps) + "#" + ordered_answer + "<eos>"`."""
     if steps:
@@ -62,6 +74,7 @@ class DataFormat:
     answer_order: str = "reversed"
     use_steps: bool = False
     modulus: int | None = None
+    operand_width: int = 0  # 0 = natural numbers; w > 0 = operands zero-padded to w digits
 
     def __post_init__(self):
         if self.task not in tasks.TASKS:
@@ -72,6 +85,8 @@ class DataFormat:
             raise MctError(f"the mod task needs a modulus of at least 2, got {self.modulus!r}")
         if self.task != "mod" and self.modulus is not None:
             object.__setattr__(self, "modulus", None)
+        if isinstance(self.operand_width, bool) or not isinstance(self.operand_width, int) or self.operand_width < 0:
+            raise MctError(f"operand_width must be a whole number >= 0 (0 = no padding), got {self.operand_width!r}")
 
     # --- conversions -----------------------------------------------------------------------------
     def to_dict(self) -> dict:
@@ -82,7 +97,7 @@ class DataFormat:
     def from_dict(cls, data: dict) -> "DataFormat":
         if not isinstance(data, dict) or "task" not in data:
             raise MctError("data format must be a table with at least a 'task' entry")
-        known = {k: data[k] for k in ("task", "answer_order", "use_steps", "modulus") if k in data}
+        known = {k: data[k] for k in ("task", "answer_order", "use_steps", "modulus", "operand_width") if k in data}
         return cls(**known)
 
     @classmethod
@@ -93,6 +108,7 @@ class DataFormat:
             answer_order=data_config.answer_order,
             use_steps=bool(data_config.use_steps),
             modulus=data_config.modulus if data_config.task == "mod" else None,
+            operand_width=data_config.max_digits if getattr(data_config, "pad_operands", False) else 0,
         )
 
     # --- problems -> text ------------------------------------------------------------------------
@@ -100,9 +116,32 @@ class DataFormat:
     def operator(self) -> str:
         return tasks.OPERATOR[self.task]
 
+    @property
+    def answer_width(self) -> int:
+        """Digits the answer is zero-padded to (without sub's sign): add w+1, sub w, mul 2w, mod the
+        digits of modulus-1; 0 when the format is not padded."""
+        w = self.operand_width
+        if not w:
+            return 0
+        if self.task == "add":
+            return w + 1
+        if self.task == "sub":
+            return w
+        if self.task == "mul":
+            return 2 * w
+        return len(str(self.modulus - 1))
+
     def prompt(self, operands: tuple[int, int]) -> str:
+        """"12+34=", or with operand_width 3 "012+034=" (an operand longer than the width as it is)."""
         a, b = operands
+        w = self.operand_width
+        if w:
+            return f"{a:0{w}d}{self.operator}{b:0{w}d}="
         return f"{a}{self.operator}{b}="
+
+    def render_prompt(self, prompt: str) -> str:
+        """Any prompt of this task, natural or padded ("12+34=", "012+034=") -> the prompt in this format."""
+        return self.prompt(self.operands_from_prompt(prompt))
 
     def solve(self, operands: tuple[int, int]) -> str:
         """The natural-order answer ("46", "-8")."""
@@ -117,12 +156,26 @@ class DataFormat:
         return tasks.steps(self.task, operands[0], operands[1], self.modulus)
 
     def order_answer(self, natural: str) -> str:
+        """Ordering only (no padding): reversed or plain."""
         return order_answer(natural, self.answer_order)
+
+    def pad_answer(self, natural: str) -> str:
+        """The natural answer zero-padded to `answer_width` ("-22" -> "-022" for sub, w=3); as is when unpadded."""
+        width = self.answer_width
+        if not width:
+            return natural
+        if natural.startswith("-"):
+            return "-" + natural[1:].rjust(width, "0")
+        return natural.rjust(width, "0")
+
+    def ordered_answer(self, natural: str) -> str:
+        """The answer as it appears in the target: padded (when the format pads), then ordered."""
+        return order_answer(self.pad_answer(natural), self.answer_order)
 
     def target(self, operands: tuple[int, int]) -> str:
         """Exactly what the model is trained to write after the prompt."""
         answer, steps, _, _ = tasks.trace(self.task, operands[0], operands[1], self.modulus)
-        return build_target(steps if self.use_steps else [], self.order_answer(answer))
+        return build_target(steps if self.use_steps else [], self.ordered_answer(answer))
 
     def carry_stats(self, operands: tuple[int, int]) -> tuple[int, int]:
         """(carries, max_carry_chain): carry/borrow columns and the longest run of them (see tasks.py)."""
@@ -144,7 +197,8 @@ class DataFormat:
 
         Pads are ignored and the text ends at the first `<eos>`. Malformed reasons: "no <eos>",
         "no answer marker", "more than one answer marker", "unfinished step", "empty answer",
-        "answer is not a number".
+        "answer is not a number". With operand_width > 0 leading zeros are dropped ("0046" -> "46",
+        "-022" -> "-22", "000" -> "0").
         """
         text = text.replace(PAD, "")
         end = text.find(EOS)
@@ -167,4 +221,7 @@ class DataFormat:
             return ParsedCompletion(None, steps, "empty answer")
         if not _NUMBER.match(ordered):
             return ParsedCompletion(None, steps, "answer is not a number")
-        return ParsedCompletion(natural_answer(ordered, self.answer_order), steps, malformed)
+        natural = natural_answer(ordered, self.answer_order)
+        if self.operand_width:
+            natural = strip_zeros(natural)
+        return ParsedCompletion(natural, steps, malformed)

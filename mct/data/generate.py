@@ -17,7 +17,7 @@ import numpy as np
 
 from mct.data import sampling
 from mct.data.dataset import Record
-from mct.data.format import DataFormat, build_target, order_answer
+from mct.data.format import DataFormat, build_target
 from mct.data.tasks import tracer
 from mct.errors import MctError
 from mct.fileio import atomic_path
@@ -82,7 +82,7 @@ def make_record(fmt: DataFormat, a: int, b: int) -> Record:
     meta = {"task": fmt.task, "digits": [len(str(a)), len(str(b))], "carries": carries, "max_carry_chain": chain}
     if fmt.task == "mod":
         meta["modulus"] = fmt.modulus
-    return Record(fmt.prompt((a, b)), answer, build_target(steps, fmt.order_answer(answer)), steps, meta)
+    return Record(fmt.prompt((a, b)), answer, build_target(steps, fmt.ordered_answer(answer)), steps, meta)
 
 
 # Column steps of add / sub indexed by carry_in * 100 + digit_a * 10 + digit_b (object arrays of str).
@@ -134,6 +134,7 @@ def _vector_lines(fmt: DataFormat, a_list: list, b_list: list) -> list[str] | No
     out = np.empty(len(a_list), dtype=object)
     op, task = fmt.operator, fmt.task
     reverse, use_steps = fmt.answer_order == "reversed", fmt.use_steps
+    pad, answer_width = fmt.operand_width, fmt.answer_width
     for columns in np.unique(width).tolist():
         sel = np.nonzero(width == columns)[0]
         a, b = a_all[sel], b_all[sel]
@@ -144,17 +145,22 @@ def _vector_lines(fmt: DataFormat, a_list: list, b_list: list) -> list[str] | No
         for x, y, ans, steps, car, ch in zip(a.tolist(), b.tolist(), answers, joined.tolist(),
                                              carries.tolist(), chain.tolist()):
             sa, sb, answer = str(x), str(y), str(ans)
-            if reverse:
-                ordered = "-" + answer[:0:-1] if ans < 0 else answer[::-1]
+            if pad:  # zero-padded format (DataFormat.prompt / pad_answer)
+                pa, pb = f"{x:0{pad}d}", f"{y:0{pad}d}"
+                padded = "-" + answer[1:].rjust(answer_width, "0") if ans < 0 else answer.rjust(answer_width, "0")
             else:
-                ordered = answer
+                pa, pb, padded = sa, sb, answer
+            if reverse:
+                ordered = "-" + padded[:0:-1] if ans < 0 else padded[::-1]
+            else:
+                ordered = padded
             if use_steps:
                 steps_json = '"' + steps.replace("|", '", "') + '"'
                 target = steps + "|#" + ordered + "<eos>"
             else:
                 steps_json = ""
                 target = "#" + ordered + "<eos>"
-            append(f'{{"prompt": "{sa}{op}{sb}=", "answer": "{answer}", "target": "{target}", '
+            append(f'{{"prompt": "{pa}{op}{pb}=", "answer": "{answer}", "target": "{target}", '
                    f'"steps": [{steps_json}], "meta": {{"task": "{task}", "digits": [{len(sa)}, {len(sb)}], '
                    f'"carries": {car}, "max_carry_chain": {ch}}}}}\n')
         out[sel] = lines
@@ -170,6 +176,7 @@ def _line_formatter(fmt: DataFormat) -> Callable[[list, list], str]:
     op, task = fmt.operator, fmt.task
     reverse = fmt.answer_order == "reversed"
     use_steps = fmt.use_steps
+    pad, answer_width = fmt.operand_width, fmt.answer_width
     tail = f', "modulus": {fmt.modulus}}}}}\n' if task == "mod" else "}}\n"
 
     def lines(a_list: list, b_list: list) -> str:
@@ -181,18 +188,24 @@ def _line_formatter(fmt: DataFormat) -> Callable[[list, list], str]:
         append = out.append
         for a, b in zip(a_list, b_list):
             answer, steps, carries, chain = trace(a, b)
-            if reverse:
-                ordered = "-" + answer[:0:-1] if answer[0] == "-" else answer[::-1]
-            else:
-                ordered = answer
             sa, sb = str(a), str(b)
+            if pad:  # zero-padded format (DataFormat.prompt / pad_answer)
+                pa, pb = f"{a:0{pad}d}", f"{b:0{pad}d}"
+                padded = ("-" + answer[1:].rjust(answer_width, "0") if answer[0] == "-"
+                          else answer.rjust(answer_width, "0"))
+            else:
+                pa, pb, padded = sa, sb, answer
+            if reverse:
+                ordered = "-" + padded[:0:-1] if padded[0] == "-" else padded[::-1]
+            else:
+                ordered = padded
             if use_steps:
                 steps_json = '"' + '", "'.join(steps) + '"'
                 target = "|".join(steps) + "|#" + ordered + "<eos>"
             else:
                 steps_json = ""
                 target = "#" + ordered + "<eos>"
-            append(f'{{"prompt": "{sa}{op}{sb}=", "answer": "{answer}", "target": "{target}", '
+            append(f'{{"prompt": "{pa}{op}{pb}=", "answer": "{answer}", "target": "{target}", '
                    f'"steps": [{steps_json}], "meta": {{"task": "{task}", "digits": [{len(sa)}, {len(sb)}], '
                    f'"carries": {carries}, "max_carry_chain": {chain}{tail}')
         return "".join(out)

@@ -10,7 +10,7 @@ from typing import Annotated, Optional
 import typer
 from rich.console import Console
 
-from mct.config import deep_merge
+from mct.config import deep_merge, drop_none, read_toml
 from mct.errors import MctError
 
 try:  # typer >= 0.2x vendors click; older typer depends on it
@@ -151,9 +151,11 @@ def train(
     if resume is not None:
         if out is not None and out != resume:
             raise MctError("--resume DIR continues DIR; do not also give a different --out")
-        base = load_run_config(resume)
-        cfg = load_config(config, overrides=deep_merge(base.to_toml_dict(), overrides)) if config else \
-            load_config(None, overrides=deep_merge(base.to_toml_dict(), overrides))
+        # The run's own config, then --config (if any), then flags.
+        base = load_run_config(resume).to_toml_dict()
+        if config is not None:
+            base = deep_merge(base, read_toml(config))
+        cfg = load_config(None, overrides=deep_merge(base, drop_none(overrides)))
         run_dir = resume
     else:
         cfg = load_config(config if config is not None else default_config_path(), overrides=overrides)

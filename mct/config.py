@@ -173,7 +173,7 @@ class Config(_Section):
 
     def to_toml_dict(self) -> dict:
         """Plain data that TOML can hold (paths as strings, None values left out)."""
-        return _drop_none(self.model_dump(mode="json"))
+        return drop_none(self.model_dump(mode="json"))
 
 
 class _EnvLayer(BaseSettings):
@@ -186,9 +186,10 @@ class _EnvLayer(BaseSettings):
     generate: dict[str, Any] = {}
 
 
-def _drop_none(value):
+def drop_none(value):
+    """`value` with every None entry of its (nested) dicts removed: unset flags override nothing."""
     if isinstance(value, dict):
-        return {k: _drop_none(v) for k, v in value.items() if v is not None}
+        return {k: drop_none(v) for k, v in value.items() if v is not None}
     return value
 
 
@@ -329,7 +330,7 @@ def load_config(path: str | Path | None = None, overrides: Mapping | None = None
     path = Path(path) if path is not None else None
     file_layer = read_toml(path) if path is not None else {}
     env = env_layer(environ)
-    cli = _drop_none(dict(overrides or {}))
+    cli = drop_none(dict(overrides or {}))
     merged = deep_merge(deep_merge(file_layer, env), cli)
     try:
         return Config.model_validate(merged)

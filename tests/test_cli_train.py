@@ -1,0 +1,96 @@
+import json
+
+import pytest
+import torch
+
+from mct.cli import main
+
+TINY = """
+[model]
+d_model = 32
+num_layers = 1
+num_heads = 2
+d_ff = 64
+max_seq_len = 24
+[data]
+max_digits = 2
+max_seq_len = 24
+n_val = 40
+n_test = 50
+[train]
+batch_size = 16
+max_steps = 6
+eval_every = 3
+eval_samples = 20
+device = "cpu"
+"""
+
+
+def run_main(argv, capsys):
+    with pytest.raises(SystemExit) as info:
+        main(argv)
+    captured = capsys.readouterr()
+    return info.value.code, captured.out, captured.err
+
+
+@pytest.fixture
+def tiny(tmp_path):
+    path = tmp_path / "tiny.toml"
+    path.write_text(TINY)
+    return path
+
+
+def test_json_summary_has_the_promised_keys(tiny, tmp_path, capsys):
+    code, out, err = run_main(["train", "--config", str(tiny), "--out", str(tmp_path / "run"), "--json"], capsys)
+    assert code == 0, err
+    summary = json.loads(out)
+    for key in ("checkpoint", "best_checkpoint", "steps", "wall_s", "test"):
+        assert key in summary
+    assert summary["steps"] == 6 and 0 <= summary["test"]["exact_match"] <= 1
+    assert summary["checkpoint"].endswith("last.pt") and "test exact match" in err
+
+
+def test_flags_override_the_config(tiny, tmp_path, capsys):
+    code, out, _ = run_main(["train", "--config", str(tiny), "--out", str(tmp_path / "run"), "--json",
+                             "--ffn", "geglu", "--d-model", "48", "--heads", "4", "--max-steps", "3"], capsys)
+    assert code == 0
+    resolved = (tmp_path / "run" / "config.toml").read_text()
+    assert 'ffn_type = "geglu"' in resolved and "d_model = 48" in resolved and "max_steps = 3" in resolved
+    assert json.loads(out)["steps"] == 3
+
+
+def test_existing_run_needs_force(tiny, tmp_path, capsys):
+    argv = ["train", "--config", str(tiny), "--out", str(tmp_path / "run"), "--max-steps", "2"]
+    assert run_main(argv, capsys)[0] == 0
+    code, _, err = run_main(argv, capsys)
+    assert code == 2 and "already holds a run" in err and "--force" in err
+    assert run_main(argv + ["--force"], capsys)[0] == 0
+
+
+def test_resume_continues_to_the_new_max_steps(tiny, tmp_path, capsys):
+    run = str(tmp_path / "run")
+    assert run_main(["train", "--config", str(tiny), "--out", run, "--max-steps", "3"], capsys)[0] == 0
+    code, out, err = run_main(["train", "--resume", run, "--max-steps", "6", "--json"], capsys)
+    assert code == 0, err
+    summary = json.loads(out)
+    assert summary["resumed_from_step"] == 3 and summary["steps"] == 6
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--ffn", "relu"], "'gelu', 'geglu' or 'swiglu'"),
+    (["--config", "no/such.toml"], "does not exist"),
+    (["--precision", "fp8"], "'auto', 'fp32', 'bf16' or 'fp16'"),
+    (["--d-model", "30", "--heads", "4"], "divisible by num_heads"),
+    (["--resume", "no/such/run"], "no config.toml"),
+])
+def test_bad_arguments_are_one_line_exit_2(argv, message, capsys):
+    code, _, err = run_main(["train", *argv], capsys)
+    assert code == 2
+    assert message in err and "Traceback" not in err
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the refusal on a machine without CUDA")
+def test_cuda_on_a_cpu_machine_is_refused(tiny, tmp_path, capsys):
+    code, _, err = run_main(["train", "--config", str(tiny), "--out", str(tmp_path / "run"),
+                             "--device", "cuda", "--ffn", "geglu"], capsys)
+    assert code == 2 and "CUDA is not available" in err

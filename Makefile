@@ -29,14 +29,23 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install -q -e ".[dev]"
 	@touch $(STAMP)
 
+# The demo (re)creates runs/demo: train the default 3-digit adder, evaluate it, draw its attention.
+DEMO := runs/demo
 demo: venv
-	$(BIN)/mct demo
+	$(BIN)/mct doctor
+	$(BIN)/mct train --out $(DEMO) --force
+	$(BIN)/mct eval $(DEMO)/best.pt $(DEMO)/data/test.jsonl --errors $(DEMO)/errors.jsonl --force
+	$(BIN)/mct generate $(DEMO)/best.pt "12+34=" "999+1=" "505+495="
+	$(BIN)/mct attn $(DEMO)/best.pt "12+34=" --layer 0 --out $(DEMO)/attention.png --force
+	@echo
+	@echo "Results in $(DEMO)/: best.pt (model), eval.json (test metrics), curves.png (training curves),"
+	@echo "errors.jsonl (wrong answers, if any), attention.png (attention of every layer and head on 12+34=)."
 
 test: venv
 	$(BIN)/python -m pytest
 
 bench: venv
-	$(BIN)/python benchmarks/run_all.py
+	$(BIN)/python benchmarks/run_all.py $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) build *.egg-info

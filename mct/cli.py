@@ -129,6 +129,7 @@ def train(
     precision: Annotated[Optional[str], typer.Option(help="auto, fp32, bf16 or fp16.")] = None,
     compile: Annotated[Optional[bool], typer.Option("--compile/--no-compile", help="torch.compile the model.")] = None,
     out: Annotated[Optional[Path], typer.Option("--out", "--output-dir", help="Run folder (default: a new folder under runs/).")] = None,
+    data: Annotated[Optional[Path], typer.Option(help="Train on a folder written by `mct gen` (its splits and format).")] = None,
     resume: Annotated[Optional[Path], typer.Option(help="Continue the run in this folder from its last.pt.")] = None,
     force: Annotated[bool, typer.Option(help="Overwrite a run folder that already holds a run.")] = False,
     json_out: Annotated[bool, typer.Option("--json", help="Print the summary as JSON on stdout.")] = False,
@@ -139,8 +140,11 @@ def train(
     Writes last.pt, best.pt, config.toml, metrics.jsonl, curves.png and eval.json to the run folder.
 
     Example: mct train --device cuda --ffn geglu --out runs/geglu
+
+    Example: mct gen add --steps --out data/add && mct train --data data/add --out runs/add-steps
     """
     from mct.config import default_config_path, load_config
+    from mct.data.generate import data_config_from_folder
     from mct.train import load_run_config, train as run_training
 
     overrides = {
@@ -148,6 +152,8 @@ def train(
         "train": {"device": device, "lr": lr, "batch_size": batch_size, "max_steps": max_steps, "seed": seed,
                   "precision": precision, "compile": compile},
     }
+    if data is not None:
+        overrides["data"] = data_config_from_folder(data)
     if resume is not None:
         if out is not None and out != resume:
             raise MctError("--resume DIR continues DIR; do not also give a different --out")

@@ -272,6 +272,11 @@ def max_new_tokens_for(data_format, tokenizer, records: Sequence, max_seq_len: i
     return max(1, min(longest + DECODE_SLACK, max_seq_len - 1))
 
 
+def _model_prompt(data_format, prompt: str) -> str:
+    """A record's prompt as the model reads it: external sets write "12+34=", padded models read "012+034="."""
+    return data_format.render_prompt(prompt) if data_format.operand_width else prompt
+
+
 def evaluate_records(model, tokenizer, data_format, records: Sequence, batch_size: int = 256,
                      device: str | torch.device = "cpu", limit: int | None = None, use_cache: bool = True,
                      progress: Progress | None = None) -> EvalReport:
@@ -291,7 +296,7 @@ def evaluate_records(model, tokenizer, data_format, records: Sequence, batch_siz
     max_seq_len = model.config.max_seq_len
     max_new_tokens = max_new_tokens_for(data_format, tokenizer, records, max_seq_len)
     completions = decode_batched(
-        model, tokenizer, [r.prompt for r in records], max_new_tokens, batch_size=batch_size,
+        model, tokenizer, [_model_prompt(data_format, r.prompt) for r in records], max_new_tokens, batch_size=batch_size,
         device=device, use_cache=use_cache, progress=progress,
     )
     return score_completions(data_format, records, completions)

@@ -116,11 +116,15 @@ class Predictor:
         answers = [p.answer if p.malformed is None and p.answer else "" for p in parsed]
         return answers[0] if single else answers
 
-    @staticmethod
-    def normalize_prompt(prompt: str) -> str:
-        """`" 12+34 "` -> `"12+34="`: surrounding spaces removed, the trailing "=" added if missing."""
+    def normalize_prompt(self, prompt: str) -> str:
+        """`" 12+34 "` -> the prompt as the model reads it: spaces removed, the trailing "=" added if
+        missing, and operands zero-padded when the model was trained on a padded format ("012+034=")."""
         prompt = prompt.strip()
-        return prompt if prompt.endswith("=") else prompt + "="
+        prompt = prompt if prompt.endswith("=") else prompt + "="
+        self.encode(prompt)  # vocabulary and context errors first: they name the character or length
+        if self.data_format.operand_width:
+            prompt = self.data_format.render_prompt(prompt)
+        return prompt
 
     def parse(self, completion: str):
         """`ParsedCompletion(answer (natural order) | None, steps, malformed reason | None)` of a completion."""

@@ -94,3 +94,20 @@ def test_cuda_on_a_cpu_machine_is_refused(tiny, tmp_path, capsys):
     code, _, err = run_main(["train", "--config", str(tiny), "--out", str(tmp_path / "run"),
                              "--device", "cuda", "--ffn", "geglu"], capsys)
     assert code == 2 and "CUDA is not available" in err
+
+
+def test_trains_on_a_generated_data_folder(tiny, tmp_path, capsys):
+    data = tmp_path / "data"
+    assert run_main(["gen", "add", "--steps", "--instances", "300", "--val", "30", "--test", "40",
+                     "--max-digits", "2", "--out", str(data)], capsys)[0] == 0
+    code, out, err = run_main(["train", "--config", str(tiny), "--data", str(data), "--out", str(tmp_path / "run"),
+                               "--max-steps", "2", "--json"], capsys)
+    assert code == 0, err
+    assert json.loads(out)["test"]["n"] == 40
+    resolved = (tmp_path / "run" / "config.toml").read_text()
+    assert "use_steps = true" in resolved and "train.jsonl" in resolved
+
+
+def test_data_folder_without_manifest_is_refused(tmp_path, capsys):
+    code, _, err = run_main(["train", "--data", str(tmp_path)], capsys)
+    assert code == 2 and "manifest.json does not exist" in err

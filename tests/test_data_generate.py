@@ -225,3 +225,17 @@ def test_sample_heldout_uses_the_padded_format():
     for r in val + test:
         assert r.prompt == fmt.prompt(fmt.operands_from_prompt(r.prompt)) and len(r.prompt) == 6
         assert r.target == fmt.target(fmt.operands_from_prompt(r.prompt))
+
+
+def test_ten_digit_operands_sample_without_overflow():
+    """Carry-count tables of 10-digit columns exceed int64; sampling must still work (regression)."""
+    from mct.config import DataConfig
+    from mct.data.generate import sample_heldout
+
+    config = DataConfig(task="add", min_digits=1, max_digits=10, pad_operands=True)
+    val, test = sample_heldout(config, 50, 60, seed=3)
+    prompts = [r.prompt for r in val + test]
+    assert len(set(prompts)) == 110
+    for record in val + test:
+        a, b = record.prompt[:-1].split("+")
+        assert len(a) == len(b) == 10 and int(record.answer) == int(a) + int(b)

@@ -322,3 +322,28 @@ def read_manifest(out_dir: str | Path) -> dict:
         return json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as exc:
         raise MctError(f"{path} is not valid JSON ({exc.msg}); regenerate the data set") from None
+
+
+def data_config_from_folder(out_dir: str | Path) -> dict:
+    """`[data]` settings that train on a folder written by `mct gen`: its split files and its format."""
+    out_dir = Path(out_dir)
+    manifest = read_manifest(out_dir)
+    fmt = manifest.get("format", {})
+    files = manifest.get("files", {})
+    if "train" not in files:
+        raise MctError(f"{out_dir / MANIFEST} lists no training split; regenerate it with `mct gen`")
+    settings = {
+        "task": manifest["task"],
+        "answer_order": fmt.get("answer_order", "reversed"),
+        "use_steps": bool(fmt.get("use_steps", False)),
+        "pad_operands": bool(fmt.get("operand_width", 0)),
+        "min_digits": manifest["min_digits"],
+        "max_digits": manifest["max_digits"],
+        "seed": manifest.get("seed", 0),
+    }
+    if fmt.get("modulus"):
+        settings["modulus"] = fmt["modulus"]
+    for split in ("train", "val", "test"):
+        if split in files:
+            settings[f"{split}_path"] = str(out_dir / files[split])
+    return settings

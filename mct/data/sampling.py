@@ -106,9 +106,12 @@ class _ColumnDP:
                             opt_x[c, o, q], opt_y[c, o, q] = dx, dy
                     for r in range(n + 1):
                         for size, count_each, _, out in self.blocks[i][c][r]:
-                            each[c, out, r] = count_each
+                            # States of other carry counts can exceed int64 (10-digit operands); a bucket
+                            # only takes this path when its own index space is below 2**62, so every
+                            # state it visits fits, and clipping the others changes nothing.
+                            each[c, out, r] = min(count_each, _INT64_MAX)
                             if out == 0:
-                                first[c, r] = size
+                                first[c, r] = min(size, _INT64_MAX)
                 tables.append((first, each, opt_x, opt_y))
             self._tables = tables
         return self._tables
@@ -261,6 +264,9 @@ def make_rng(seed: int, purpose: str) -> np.random.Generator:
     """A numpy generator determined by (seed, purpose); any integer seed, negative included."""
     digest = hashlib.sha256(f"mct:{seed}:{purpose}".encode()).digest()
     return np.random.default_rng(int.from_bytes(digest[:16], "little"))
+
+
+_INT64_MAX = 2**63 - 1
 
 
 def _distinct_indices(rng: np.random.Generator, space: int, k: int):

@@ -166,7 +166,7 @@ def train(
     else:
         cfg = load_config(config if config is not None else default_config_path(), overrides=overrides)
         run_dir = out or cfg.train.out_dir or _new_run_dir(cfg.data.task)
-    from mct.progress import TrainProgress
+    from mct.cli_progress import TrainProgress
 
     with TrainProgress(err_console, enabled=_is_main_process()) as progress:
         result = run_training(cfg, run_dir, resume=resume is not None, force=force, progress=progress.update)

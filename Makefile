@@ -18,11 +18,13 @@ $(STAMP): pyproject.toml
 		$(BIN)/pip install -q "$(TORCH)"; \
 	elif $(BIN)/python -c "import torch" 2>/dev/null; then \
 		true; \
-	elif $(BIN)/pip install -q --no-index torch 2>/dev/null; then \
+	elif $(BIN)/pip install -q --no-index --no-deps torch 2>/dev/null; then \
 		echo "torch: installed the wheel found on this machine"; \
+		$(BIN)/pip install -q torch; \
 	elif ! command -v nvidia-smi >/dev/null 2>&1; then \
 		echo "torch: no NVIDIA GPU found, installing the CPU build"; \
-		$(BIN)/pip install -q --index-url https://download.pytorch.org/whl/cpu torch || $(BIN)/pip install -q torch; \
+		$(BIN)/pip install -q --retries 1 --timeout 20 --index-url https://download.pytorch.org/whl/cpu \
+			--extra-index-url https://pypi.org/simple torch || $(BIN)/pip install -q torch; \
 	else \
 		$(BIN)/pip install -q torch; \
 	fi

@@ -457,7 +457,7 @@ def _train(config: Config, run_dir: Path, resume: bool, force: bool, emit: Progr
 
     optimizer = build_optimizer(raw_model, config)
     scaler = torch.amp.GradScaler(device.type, enabled=precision.use_scaler)
-    start_step, best_em, metrics_tail = 0, None, []
+    start_step, best_em, best_loss = 0, None, float("inf")
     if train_state is not None:
         optimizer.load_state_dict(train_state["optimizer"])
         if precision.use_scaler and train_state.get("scaler"):
@@ -466,6 +466,7 @@ def _train(config: Config, run_dir: Path, resume: bool, force: bool, emit: Progr
         _set_rng_state(train_state["rng"])
         start_step = int(train_state["step"])
         best_em = train_state.get("best_val_exact_match")
+        best_loss = train_state.get("best_val_loss", float("inf"))
         started -= float(train_state.get("wall_s", 0.0))
     if dist_info.is_main:
         kept = read_metrics(run_dir / "metrics.jsonl", up_to_step=start_step if resume else -1)
@@ -485,13 +486,13 @@ def _train(config: Config, run_dir: Path, resume: bool, force: bool, emit: Progr
         return {
             "step": step, "optimizer": optimizer.state_dict(), "data": data.state_dict(), "rng": _rng_state(),
             "scaler": scaler.state_dict() if precision.use_scaler else {},
-            "best_val_exact_match": best_em, "wall_s": time.perf_counter() - started,
+            "best_val_exact_match": best_em, "best_val_loss": best_loss, "wall_s": time.perf_counter() - started,
         }
 
     def save(name: str, step: int, with_state: bool) -> None:
         if dist_info.is_main:
             save_checkpoint(run_dir / name, raw_model, config, tokenizer, data_format.to_dict(),
-                            checkpoint_state(step) if with_state else None)
+                            checkpoint_state(step) if with_state else None, step=step)
 
     emit({"event": "start", "run_dir": str(run_dir), "device": str(device), "precision": precision.name,
           "parameters": raw_model.num_parameters(), "start_step": start_step, "max_steps": config.train.max_steps,
@@ -574,8 +575,10 @@ def _train(config: Config, run_dir: Path, resume: bool, force: bool, emit: Progr
                     if metrics_file:
                         metrics_file.write(json.dumps(row) + "\n")
                         metrics_file.flush()
-                    if best_em is None or val_em > best_em:
-                        best_em = val_em
+                    # Best = highest exact match; among equals, the lowest validation loss (a model that
+                    # is right everywhere keeps getting surer, and the surer one generalises further).
+                    if best_em is None or (val_em, -val_loss) > (best_em, -best_loss):
+                        best_em, best_loss = val_em, val_loss
                         save("best.pt", step, with_state=False)
                     emit({"event": "eval", **row, "best_val_exact_match": best_em})
                     if config.train.target_accuracy is not None and val_em >= config.train.target_accuracy:

@@ -171,17 +171,22 @@ def _to_device(batch: dict, device: torch.device) -> dict:
 class TrainingData:
     """The global batches of every step: from a JSONL file (shuffled per epoch) or generated on the fly.
 
-    Deterministic from the seed, with `state_dict()` so a resumed run sees the same batches.
+    Deterministic from the seed, with `state_dict()` so a resumed run sees the same batches. Problems
+    in `exclude` (operand pairs of the validation and test sets) are never trained on.
     """
 
-    def __init__(self, config: Config, tokenizer: Tokenizer, exclude: set, seed: int):
+    def __init__(self, config: Config, tokenizer: Tokenizer, data_format: DataFormat, exclude: set, seed: int):
         self.config = config
         self.tokenizer = tokenizer
         self.stream = None
         self.examples = None
         if config.data.train_path is not None:
             records = read_records(config.data.train_path, tokenizer, require_target=True)
-            self.examples = [encode_example(r, tokenizer) for r in records]
+            kept = [r for r in records if data_format.operands_from_prompt(r.prompt) not in exclude]
+            if not kept:
+                raise MctError(f"every problem of {config.data.train_path} is in the validation or test set")
+            self.num_heldout_dropped = len(records) - len(kept)
+            self.examples = [encode_example(r, tokenizer) for r in kept]
             self.generator = torch.Generator().manual_seed(seed)
             self.order: list[int] = []
             self.position = 0
@@ -189,16 +194,18 @@ class TrainingData:
         else:
             self.stream = ProblemStream(config.data, tokenizer, exclude=exclude, seed=seed)
 
+    def _shuffle(self, epoch: int) -> None:
+        self.generator.manual_seed(self.config.train.seed * 1000003 + epoch)
+        self.order = torch.randperm(len(self.examples), generator=self.generator).tolist()
+
     def next_batch(self, size: int) -> list:
         if self.stream is not None:
             return self.stream.next_batch(size)
         batch = []
         while len(batch) < size:
             if self.position >= len(self.order):
-                self.generator.manual_seed(self.config.train.seed * 1000003 + self.epoch)
-                self.order = torch.randperm(len(self.examples), generator=self.generator).tolist()
-                self.position = 0
-                self.epoch += 1
+                self._shuffle(self.epoch)
+                self.epoch, self.position = self.epoch + 1, 0
             batch.append(self.examples[self.order[self.position]])
             self.position += 1
         return batch
@@ -211,14 +218,10 @@ class TrainingData:
     def load_state_dict(self, state: dict) -> None:
         if state["kind"] == "stream":
             self.stream.load_state_dict(state["stream"])
-        else:
-            self.epoch = max(0, state["epoch"] - 1)
-            self.position = len(self.examples)  # forces the reshuffle of the saved epoch
-            if state["epoch"] > 0:
-                self.generator.manual_seed(self.config.train.seed * 1000003 + self.epoch)
-                self.order = torch.randperm(len(self.examples), generator=self.generator).tolist()
-                self.epoch = state["epoch"]
-                self.position = state["position"]
+            return
+        self.epoch, self.position = state["epoch"], state["position"]
+        if self.epoch > 0:  # the order in use is that of the latest shuffle
+            self._shuffle(self.epoch - 1)
 
 
 def heldout_records(config: Config, data_format: DataFormat) -> tuple[list, list]:
@@ -448,7 +451,7 @@ def _train(config: Config, run_dir: Path, resume: bool, force: bool, emit: Progr
     if not val_records or not test_records:
         raise MctError("the validation and test sets must not be empty")
     exclude = {data_format.operands_from_prompt(r.prompt) for r in val_records + test_records}
-    data = TrainingData(config, tokenizer, exclude, seed=config.train.seed)
+    data = TrainingData(config, tokenizer, data_format, exclude, seed=config.train.seed)
     val_examples = [encode_example(r, tokenizer) for r in val_records[: config.train.eval_samples]
                     if r.target is not None]
     val_subset = val_records[: config.train.eval_samples]

@@ -181,3 +181,44 @@ def test_torchrun_two_cpu_processes_match_one_process(tmp_path):
     summary = json.loads(double.stdout)
     assert summary["world_size"] == 2 and summary["steps"] == 8
     assert losses(tmp_path / "two") == pytest.approx(losses(tmp_path / "one"), rel=1e-4, abs=1e-5)
+
+
+def _write_data(tmp_path, n_train=200):
+    from mct.data.generate import write_dataset
+
+    config = load_config(None, overrides={"data": {"max_digits": 2, "n_train": n_train, "n_val": 30, "n_test": 40}},
+                         environ={})
+    write_dataset(config.data, tmp_path / "data")
+    return {"train_path": str(tmp_path / "data" / "train.jsonl"), "val_path": str(tmp_path / "data" / "val.jsonl"),
+            "test_path": str(tmp_path / "data" / "test.jsonl")}
+
+
+def test_resume_from_a_training_file_reproduces_the_loss_sequence(tmp_path):
+    """Batch 16 x 30 steps crosses the 200-record file twice: the epoch and position resume too."""
+    config = tiny_config(tmp_path, data=_write_data(tmp_path))
+    train(config, tmp_path / "straight")
+
+    def interrupt_at_step_17(event):
+        if event["event"] == "step" and event["step"] == 17:
+            raise KeyboardInterrupt
+
+    train(config, tmp_path / "resumed", progress=interrupt_at_step_17)
+    train(config, tmp_path / "resumed", resume=True)
+    assert losses(tmp_path / "resumed") == losses(tmp_path / "straight")
+
+
+def test_a_training_file_never_trains_on_held_out_problems(tmp_path):
+    from mct.data.dataset import read_records
+    from mct.data.format import DataFormat
+    from mct.tokenizer import Tokenizer
+
+    paths = _write_data(tmp_path)
+    config = tiny_config(tmp_path, data=paths)
+    data_format = DataFormat.from_config(config.data)
+    records = read_records(paths["train_path"])
+    held_out = {data_format.operands_from_prompt(r.prompt) for r in records[:50]}
+    data = train_module.TrainingData(config, Tokenizer(), data_format, held_out, seed=0)
+    assert data.num_heldout_dropped == 50 and len(data.examples) == len(records) - 50
+    seen = {tuple(e.input_ids) for e in data.next_batch(600)}
+    tokenizer = Tokenizer()
+    assert not any(tuple(tokenizer.encode(r.prompt + r.target)) in seen for r in records[:50])

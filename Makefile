@@ -38,10 +38,10 @@ demo: venv
 	$(BIN)/mct train --out $(DEMO) --force
 	$(BIN)/mct eval $(DEMO)/best.pt $(DEMO)/data/test.jsonl --errors $(DEMO)/errors.jsonl --force
 	$(BIN)/mct generate $(DEMO)/best.pt "12+34=" "999+1=" "505+495="
-	$(BIN)/mct attn $(DEMO)/best.pt "12+34=" --layer 0 --out $(DEMO)/attention.png --force
+	$(BIN)/mct attn $(DEMO)/best.pt "12+34=" --layer 1 --out $(DEMO)/attention.png --force
 	@echo
 	@echo "Results in $(DEMO)/: best.pt (model), eval.json (test metrics), curves.png (training curves),"
-	@echo "errors.jsonl (wrong answers, if any), attention.png (attention of every layer and head on 12+34=)."
+	@echo "errors.jsonl (wrong answers, if any), attention.png (layer 1 of the model, every head, on 12+34=)."
 
 test: venv
 	$(BIN)/python -m pytest

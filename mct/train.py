@@ -306,7 +306,7 @@ def plot_curves(metrics: list[dict], path: Path) -> None:
         ax_acc.plot([r["step"] for r in val_rows], [r["val_exact_match"] for r in val_rows], "o-", ms=3)
     ax_loss.set_yscale("log")
     ax_loss.set_xlabel("step")
-    ax_loss.set_ylabel("loss per answer token")
+    ax_loss.set_ylabel("loss per labelled token")
     ax_loss.legend()
     ax_acc.set_xlabel("step")
     ax_acc.set_ylabel("validation exact match")

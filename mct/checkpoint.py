@@ -132,7 +132,7 @@ def read_checkpoint_file(path: str | Path) -> dict:
     """The raw checkpoint dict, checked for format name and version; every failure is one MctError line."""
     path = Path(path)
     if not path.exists():
-        raise MctError(f"checkpoint {path} does not exist")
+        raise MctError(f"checkpoint {path} does not exist; pass the best.pt or last.pt of a run folder (`mct train` writes them)")
     if not path.is_file():
         raise MctError(f"checkpoint {path} is not a file")
     try:

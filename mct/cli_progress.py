@@ -19,13 +19,15 @@ class TrainProgress:
             console=console, transient=False, disable=not enabled,
         )
         self.task = None
+        self.started = False
 
     def __enter__(self):
-        self.progress.__enter__()
-        return self
+        return self  # the bar starts with the run, so an early error leaves no empty bar behind
 
     def __exit__(self, *exc):
-        return self.progress.__exit__(*exc)
+        if self.started:
+            self.progress.stop()
+        return False
 
     def update(self, event: dict) -> None:
         kind = event["event"]
@@ -36,6 +38,8 @@ class TrainProgress:
                 + (f", resuming at step {event['start_step']}" if event["start_step"] else ""),
                 highlight=False,
             )
+            self.progress.start()
+            self.started = True
             self.task = self.progress.add_task("train", total=event["max_steps"], completed=event["start_step"],
                                                loss="-", val="-", tps="-")
         elif kind == "step" and self.task is not None:

@@ -18,7 +18,6 @@ from typing import Sequence
 import torch
 
 from mct.device import resolve_device
-from mct.errors import MctError
 from mct.evaluate import DECODE_SLACK, decode_batched, encode_prompt
 
 

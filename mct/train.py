@@ -13,6 +13,7 @@ count, so N processes compute exactly the gradient one process would on the whol
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -531,7 +532,7 @@ def _train(config: Config, run_dir: Path, resume: bool, force: bool, emit: Progr
                     num_truncated += batch["num_truncated"]
                     batch = _to_device(batch, device)
                     sync = (i == accum - 1) or not dist_info.enabled
-                    context = model.no_sync() if (dist_info.enabled and not sync) else _nullcontext()
+                    context = model.no_sync() if (dist_info.enabled and not sync) else contextlib.nullcontext()
                     with context:
                         with precision.autocast(device):
                             loss_sum, _ = summed_loss(model, batch)
@@ -626,11 +627,6 @@ def _train(config: Config, run_dir: Path, resume: bool, force: bool, emit: Progr
         tokens_per_s=round(tokens_seen * dist_info.world_size / max(train_seconds, 1e-9), 1),
         resumed_from_step=start_step if resume else None, files=result_files,
     )
-
-
-@contextmanager
-def _nullcontext():
-    yield
 
 
 def load_run_config(run_dir: Path) -> Config:

@@ -1,7 +1,6 @@
 """Metrics of `score_completions` on hand-made completions, and `decode_batched` on an oracle model."""
 
 import pytest
-import torch
 
 from mct.config import DataConfig
 from mct.data.dataset import Record
@@ -166,3 +165,24 @@ def test_evaluate_records_scores_an_oracle_perfectly_and_limits():
     assert evaluate_records(model, tokenizer, data_format, records, limit=3).n == 3
     # the longest target "#8991<eos>" is 6 tokens; one more shows an over-long answer as wrong
     assert max_new_tokens_for(data_format, tokenizer, records, 32) == 7
+
+
+def test_natural_prompts_are_rendered_for_a_padded_model(tiny_trained_checkpoint):
+    """External sets write "12+34="; a zero-padded model must be asked "012+034=" and scored the same."""
+    from mct.checkpoint import load_checkpoint
+    from mct.data.dataset import Record
+    from mct.data.format import DataFormat
+    from mct.evaluate import decode_batched, evaluate_records
+
+    checkpoint = load_checkpoint(tiny_trained_checkpoint)
+    data_format = DataFormat.from_dict(checkpoint.data_format)
+    assert data_format.operand_width == 3
+    natural = [Record("12+34=", "46"), Record("999+1=", "1000"), Record("5+5=", "10")]
+    padded = [Record(data_format.render_prompt(r.prompt), r.answer) for r in natural]
+    assert [r.prompt for r in padded] == ["012+034=", "999+001=", "005+005="]
+    report_natural = evaluate_records(checkpoint.model, checkpoint.tokenizer, data_format, natural)
+    report_padded = evaluate_records(checkpoint.model, checkpoint.tokenizer, data_format, padded)
+    assert report_natural.to_dict() == report_padded.to_dict()
+    completions = decode_batched(checkpoint.model, checkpoint.tokenizer, [r.prompt for r in padded], 6)
+    got = [data_format.parse_completion(c).answer for c in completions]
+    assert report_natural.correct == sum(g == r.answer for g, r in zip(got, natural))

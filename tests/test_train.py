@@ -5,7 +5,6 @@ import sys
 from pathlib import Path
 
 import pytest
-import torch
 
 from mct.checkpoint import load_checkpoint
 from mct.config import load_config

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from mct.errors import MctError
-from mct.tokenizer import ANSWER_MARK, EOS
+from mct.tokenizer import ANSWER_MARK
 
 ROLE_PROMPT, ROLE_STEP, ROLE_ANSWER = 0, 1, 2
 STEP_MASKING_MODES = ("none", "mask_steps", "mask_answer")

@@ -1,4 +1,4 @@
-"""Instruments for looking inside a trained model: attention maps (ablation and patching to come)."""
+"""Instruments for looking inside a trained model: attention maps, head ablation, activation patching."""
 
 from mct.analysis.attention import (
     AttentionMaps,
@@ -7,5 +7,11 @@ from mct.analysis.attention import (
     save_attention_figure,
     select_heads,
 )
+from mct.analysis.interventions import (
+    ablate_heads,
+    activation_patching,
+    patch_activation,
+)
 
-__all__ = ["AttentionMaps", "attention_maps", "render_attention", "save_attention_figure", "select_heads"]
+__all__ = ["AttentionMaps", "ablate_heads", "activation_patching", "attention_maps", "patch_activation",
+           "render_attention", "save_attention_figure", "select_heads"]

@@ -25,7 +25,10 @@ else:  # pragma: no cover - exercised only on Python 3.10
     import tomli as tomllib
 
 ENV_PREFIX = "MCT_"
+# A checkout (or editable install) keeps configs/ beside the package; a wheel puts them in share/mct.
 CONFIGS_DIR = Path(__file__).resolve().parent.parent / "configs"
+if not CONFIGS_DIR.is_dir():
+    CONFIGS_DIR = Path(sys.prefix) / "share" / "mct" / "configs"
 DEFAULT_CONFIG_PATH = CONFIGS_DIR / "default.toml"
 TASKS = ("add", "sub", "mul", "mod")
 

@@ -34,7 +34,7 @@ from mct.data.format import DataFormat
 from mct.data.generate import sample_heldout
 from mct.device import choose_precision, resolve_device, seed_everything
 from mct.errors import MctError
-from mct.evaluate import decode_batched, evaluate_records
+from mct.evaluate import evaluate_records
 from mct.fileio import atomic_write_text
 from mct.model import create_model
 from mct.tokenizer import Tokenizer
@@ -339,13 +339,9 @@ def validation_loss(model, examples: list, config: Config, device: torch.device,
     return total / max(count, 1)
 
 
-def validation_exact_match(model, tokenizer, data_format: DataFormat, records, max_new_tokens: int,
-                           device: torch.device) -> float:
-    """Share of `records` whose greedy completion parses to the right answer."""
-    completions = decode_batched(model, tokenizer, [r.prompt for r in records], max_new_tokens,
-                                 batch_size=512, device=device)
-    right = sum(data_format.parse_completion(c).answer == r.answer for c, r in zip(completions, records))
-    return right / max(len(records), 1)
+def validation_exact_match(model, tokenizer, data_format: DataFormat, records, device: torch.device) -> float:
+    """Greedy exact match on `records`, scored exactly as `mct eval` scores the test set."""
+    return evaluate_records(model, tokenizer, data_format, records, batch_size=512, device=device).exact_match
 
 
 # --------------------------------------------------------------------------------------------------
@@ -456,8 +452,6 @@ def _train(config: Config, run_dir: Path, resume: bool, force: bool, emit: Progr
     val_examples = [encode_example(r, tokenizer) for r in val_records[: config.train.eval_samples]
                     if r.target is not None]
     val_subset = val_records[: config.train.eval_samples]
-    max_new_tokens = max(len(tokenizer.encode(data_format.target(data_format.operands_from_prompt(r.prompt))))
-                         for r in val_records + test_records) + 1
 
     optimizer = build_optimizer(raw_model, config)
     scaler = torch.amp.GradScaler(device.type, enabled=precision.use_scaler)
@@ -572,7 +566,7 @@ def _train(config: Config, run_dir: Path, resume: bool, force: bool, emit: Progr
                     tokens_seen, window_tokens = tokens_seen + window_tokens, 0
                     eval_model = raw_model
                     val_loss = validation_loss(eval_model, val_examples, config, device, precision) if val_examples else float("nan")
-                    val_em = validation_exact_match(eval_model, tokenizer, data_format, val_subset, max_new_tokens, device)
+                    val_em = validation_exact_match(eval_model, tokenizer, data_format, val_subset, device)
                     model.train()
                     row = {"step": step, "val_loss": round(val_loss, 6), "val_exact_match": val_em,
                            "elapsed_s": round(time.perf_counter() - started, 2)}

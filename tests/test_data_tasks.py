@@ -155,7 +155,7 @@ def test_padded_format_examples():
     sub = DataFormat("sub", operand_width=3)
     assert sub.prompt((12, 34)) == "012-034=" and sub.target((12, 34)) == "#-220<eos>"
     assert DataFormat("sub", "plain", operand_width=3).target((12, 34)) == "#-022<eos>"
-    assert sub.target((5, 5)) == "#000<eos>"
+    assert sub.target((5, 5)) == "#+000<eos>" and sub.target((34, 12)) == "#+220<eos>"
     assert DataFormat("mul", operand_width=2).target((3, 4)) == "#2100<eos>"  # 12 -> 0012 -> 2100
     assert DataFormat("mod", operand_width=3, modulus=113).target((5, 3)) == "#800<eos>"  # 8 -> 008
     assert DataFormat("mod", operand_width=3, modulus=113).answer_width == 3
@@ -214,7 +214,9 @@ def test_padded_target_parses_back_to_the_natural_answer(task, order, use_steps,
     a, b = (a % 97, b % 97) if task == "mod" else (a % 10**width, b % 10**width)
     target = fmt.target((a, b))
     answer_text = target[target.index("#") + 1:-len("<eos>")]
-    assert len(answer_text.lstrip("-")) == fmt.answer_width
+    assert len(answer_text.lstrip("-+")) == fmt.answer_width
+    # padded subtraction signs every answer, so each digit has one position whatever the sign
+    assert answer_text[0] in "+-" if task == "sub" else answer_text[0].isdigit()
     parsed = fmt.parse_completion(target)
     assert parsed == ParsedCompletion(fmt.solve((a, b)), fmt.steps((a, b)) if use_steps else [], None)
     prompt = fmt.prompt((a, b))

@@ -11,7 +11,8 @@ on the code's defaults.
 Zero-padded format (`operand_width` w > 0): operands are written with leading zeros to w digits
 ("012+034=") and the answer is zero-padded to the task's answer width (`answer_width`: add w+1, sub w
 after the sign, mul 2w, mod the digits of modulus-1) before it is ordered, so every digit sits at a
-fixed position: 12+34 with w=3, reversed -> "#6400<eos>". Longer operands (OOD) are written as they
+fixed position: 12+34 with w=3, reversed -> "#6400<eos>". Padded subtraction always writes the sign
+("+" or "-", first in both orders), so a negative answer does not shift the digits: 34-12 -> "#+220<eos>". Longer operands (OOD) are written as they
 are. `parse_completion` gives the natural answer without leading zeros.
 """
 
@@ -26,15 +27,15 @@ from mct.tokenizer import ANSWER_MARK, EOS, PAD, STEP_SEP
 
 ANSWER_ORDERS = ("reversed", "plain")
 _PROMPT = re.compile(r"^(\d+)([+\-*])(\d+)=$")
-_NUMBER = re.compile(r"^-?\d+$")
+_NUMBER = re.compile(r"^[-+]?\d+$")
 
 
 def order_answer(natural: str, answer_order: str) -> str:
     """The answer as the model writes it: reversed = sign first, then digits least significant first."""
     if answer_order == "plain":
         return natural
-    if natural.startswith("-"):
-        return "-" + natural[:0:-1]
+    if natural[:1] in ("-", "+"):
+        return natural[0] + natural[:0:-1]
     return natural[::-1]
 
 
@@ -44,9 +45,10 @@ def natural_answer(ordered: str, answer_order: str) -> str:
 
 
 def strip_zeros(natural: str) -> str:
-    """A number without leading zeros: "0046" -> "46", "-022" -> "-22", "000" -> "0" ("-000" -> "-0")."""
-    sign = "-" if natural.startswith("-") else ""
-    return sign + (natural[len(sign):].lstrip("0") or "0")
+    """A number without leading zeros or '+': "0046" -> "46", "-022" -> "-22", "+022" -> "22", "000" -> "0"
+    ("-000" -> "-0")."""
+    sign = natural[:1] if natural[:1] in ("-", "+") else ""
+    return sign.replace("+", "") + (natural[len(sign):].lstrip("0") or "0")
 
 
 def build_target(steps: list[str], ordered_answer: str) -> str:
@@ -159,14 +161,21 @@ class DataFormat:
         """Ordering only (no padding): reversed or plain."""
         return order_answer(natural, self.answer_order)
 
+    @property
+    def signed_answer(self) -> bool:
+        """Padded subtraction writes a sign before every answer ('+' or '-'), so that each answer digit
+        sits at the same position whatever the sign (without it a negative answer shifts every digit)."""
+        return self.task == "sub" and self.operand_width > 0
+
     def pad_answer(self, natural: str) -> str:
-        """The natural answer zero-padded to `answer_width` ("-22" -> "-022" for sub, w=3); as is when unpadded."""
+        """The natural answer zero-padded to `answer_width` ("-22" -> "-022", "22" -> "+022" for sub, w=3);
+        as is when unpadded."""
         width = self.answer_width
         if not width:
             return natural
         if natural.startswith("-"):
             return "-" + natural[1:].rjust(width, "0")
-        return natural.rjust(width, "0")
+        return ("+" if self.signed_answer else "") + natural.rjust(width, "0")
 
     def ordered_answer(self, natural: str) -> str:
         """The answer as it appears in the target: padded (when the format pads), then ordered."""

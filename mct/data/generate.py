@@ -133,8 +133,7 @@ def _vector_lines(fmt: DataFormat, a_list: list, b_list: list) -> list[str] | No
     width = np.searchsorted(np.array(_POW10[1:18], dtype=np.int64), np.maximum(a_all, b_all), side="right") + 1
     out = np.empty(len(a_list), dtype=object)
     op, task = fmt.operator, fmt.task
-    reverse, use_steps = fmt.answer_order == "reversed", fmt.use_steps
-    pad, answer_width = fmt.operand_width, fmt.answer_width
+    use_steps, pad, ordered_answer = fmt.use_steps, fmt.operand_width, fmt.ordered_answer
     for columns in np.unique(width).tolist():
         sel = np.nonzero(width == columns)[0]
         a, b = a_all[sel], b_all[sel]
@@ -145,15 +144,8 @@ def _vector_lines(fmt: DataFormat, a_list: list, b_list: list) -> list[str] | No
         for x, y, ans, steps, car, ch in zip(a.tolist(), b.tolist(), answers, joined.tolist(),
                                              carries.tolist(), chain.tolist()):
             sa, sb, answer = str(x), str(y), str(ans)
-            if pad:  # zero-padded format (DataFormat.prompt / pad_answer)
-                pa, pb = f"{x:0{pad}d}", f"{y:0{pad}d}"
-                padded = "-" + answer[1:].rjust(answer_width, "0") if ans < 0 else answer.rjust(answer_width, "0")
-            else:
-                pa, pb, padded = sa, sb, answer
-            if reverse:
-                ordered = "-" + padded[:0:-1] if ans < 0 else padded[::-1]
-            else:
-                ordered = padded
+            pa, pb = (f"{x:0{pad}d}", f"{y:0{pad}d}") if pad else (sa, sb)
+            ordered = ordered_answer(answer)
             if use_steps:
                 steps_json = '"' + steps.replace("|", '", "') + '"'
                 target = steps + "|#" + ordered + "<eos>"
@@ -174,9 +166,7 @@ def _line_formatter(fmt: DataFormat) -> Callable[[list, list], str]:
     operands too long for int64, with `tasks.trace`."""
     trace = tracer(fmt.task, fmt.modulus)
     op, task = fmt.operator, fmt.task
-    reverse = fmt.answer_order == "reversed"
-    use_steps = fmt.use_steps
-    pad, answer_width = fmt.operand_width, fmt.answer_width
+    use_steps, pad, ordered_answer = fmt.use_steps, fmt.operand_width, fmt.ordered_answer
     tail = f', "modulus": {fmt.modulus}}}}}\n' if task == "mod" else "}}\n"
 
     def lines(a_list: list, b_list: list) -> str:
@@ -189,16 +179,8 @@ def _line_formatter(fmt: DataFormat) -> Callable[[list, list], str]:
         for a, b in zip(a_list, b_list):
             answer, steps, carries, chain = trace(a, b)
             sa, sb = str(a), str(b)
-            if pad:  # zero-padded format (DataFormat.prompt / pad_answer)
-                pa, pb = f"{a:0{pad}d}", f"{b:0{pad}d}"
-                padded = ("-" + answer[1:].rjust(answer_width, "0") if answer[0] == "-"
-                          else answer.rjust(answer_width, "0"))
-            else:
-                pa, pb, padded = sa, sb, answer
-            if reverse:
-                ordered = "-" + padded[:0:-1] if padded[0] == "-" else padded[::-1]
-            else:
-                ordered = padded
+            pa, pb = (f"{a:0{pad}d}", f"{b:0{pad}d}") if pad else (sa, sb)
+            ordered = ordered_answer(answer)
             if use_steps:
                 steps_json = '"' + '", "'.join(steps) + '"'
                 target = "|".join(steps) + "|#" + ordered + "<eos>"

@@ -145,7 +145,7 @@ def train(
     """
     from mct.config import default_config_path, load_config
     from mct.data.generate import data_config_from_folder
-    from mct.train import load_run_config, train as run_training
+    from mct.train import load_run_config, stop_on_interrupt, torch_threads, train as run_training
 
     overrides = {
         "model": {"ffn_type": ffn, "d_model": d_model, "num_layers": layers, "num_heads": heads, "d_ff": d_ff},
@@ -168,8 +168,10 @@ def train(
         run_dir = out or cfg.train.out_dir or _new_run_dir(cfg.data.task)
     from mct.cli_progress import TrainProgress
 
-    with TrainProgress(err_console, enabled=_is_main_process()) as progress:
-        result = run_training(cfg, run_dir, resume=resume is not None, force=force, progress=progress.update)
+    with TrainProgress(err_console, enabled=_is_main_process()) as progress, stop_on_interrupt() as stop, \
+            torch_threads(cfg.train.num_threads):
+        result = run_training(cfg, run_dir, resume=resume is not None, force=force, progress=progress.update,
+                              stop=stop)
     if not _is_main_process():
         return
     if json_out:

@@ -4,9 +4,10 @@ import pytest
 import torch
 
 from mct.config import DataConfig
-from mct.data.dataset import Example, ProblemStream, Record, collate_fn, encode_example, read_records
+from mct.data.dataset import Example, Record, collate_fn, encode_example, read_records
 from mct.data.format import DataFormat
 from mct.data.generate import sample_heldout, write_dataset
+from mct.data.stream import GeneratedBatches
 from mct.errors import MctError
 from mct.tokenizer import Tokenizer
 
@@ -98,68 +99,107 @@ def test_generated_files_read_back_and_encode(tmp_path):
         assert TOK.decode(ex.input_ids) == r.prompt + r.target
 
 
-def test_problem_stream_never_yields_held_out_problems_and_matches_the_format():
-    cfg = DataConfig(min_digits=1, max_digits=2, use_steps=True, n_train=5000, n_val=100, n_test=100)
+def _decoded_rows(ids):
+    return [TOK.decode(row) for row in ids.tolist()]
+
+
+def test_generated_batches_never_yield_held_out_problems_and_match_the_format():
+    cfg = DataConfig(min_digits=1, max_digits=2, use_steps=True, step_masking_mode="none", n_train=5000,
+                     n_val=100, n_test=100)
     val, test = sample_heldout(cfg, 2000, 2000, seed=0)
     fmt = DataFormat.from_config(cfg)
     held = {fmt.operands_from_prompt(r.prompt) for r in val + test}
-    stream = ProblemStream(cfg, TOK, exclude=held, seed=0)
-    problems = stream.next_problems(3000)
-    assert not set(problems) & held and len(set(problems)) > 500
-    for ex in stream.next_batch(64):
-        text = TOK.decode(ex.input_ids)
-        prompt = text[: text.index("=") + 1]
-        assert text == prompt + fmt.target(fmt.operands_from_prompt(prompt))
-        assert fmt.operands_from_prompt(prompt) not in held
+    batches = GeneratedBatches(cfg, fmt, TOK, 500, "cpu", exclude=held, seed=0)
+    seen = set()
+    for _ in range(6):
+        ids, labels = batches.next_batch()
+        assert ids.shape == (500, batches.width) and labels.shape == ids.shape
+        for text in _decoded_rows(ids):
+            prompt = text[: text.index("=") + 1]
+            assert text == prompt + fmt.target(fmt.operands_from_prompt(prompt))
+            seen.add(fmt.operands_from_prompt(prompt))
+        # "none": every real token carries loss, padding none
+        assert torch.equal(labels != -100, ids != TOK.pad_id)
+    assert not seen & held and len(seen) > 500
 
 
-def test_problem_stream_resumes_identically_from_state_dict():
+def test_generated_batches_resume_identically_from_state_dict():
     cfg = DataConfig(task="sub", n_train=1000, n_val=10, n_test=10)
-    a = ProblemStream(cfg, TOK, exclude={(1, 2)}, seed=5)
-    a.next_batch(100)
-    state = json.loads(json.dumps(a.state_dict()))  # plain data
-    expected = [e.input_ids for e in a.next_batch(50)]
-    b = ProblemStream(cfg, TOK, exclude={(1, 2)}, seed=5)
-    b.load_state_dict(state)
-    assert [e.input_ids for e in b.next_batch(50)] == expected
-    c = ProblemStream(cfg, TOK, exclude={(1, 2)}, seed=5)
-    assert [e.input_ids for e in c.next_batch(150)][100:] == expected  # deterministic from the seed
-
-
-def test_problem_stream_mod_uses_only_the_training_pairs():
-    cfg = DataConfig(task="mod", modulus=13, train_fraction=0.5)
-    val, test = sample_heldout(cfg, 1000, 1000, seed=0)
     fmt = DataFormat.from_config(cfg)
-    held = {fmt.operands_from_prompt(r.prompt) for r in val + test}
-    seen = set(ProblemStream(cfg, TOK, exclude=held, seed=1).next_problems(2000))
-    assert len(seen) == round(0.5 * 169) and not seen & held
+    a = GeneratedBatches(cfg, fmt, TOK, 64, "cpu", exclude={(1, 2)}, seed=5)
+    a.steps_per_chunk = 3  # cross chunk boundaries
+    for _ in range(4):
+        a.next_batch()
+    state = json.loads(json.dumps(a.state_dict()))  # plain data
+    expected = [a.next_batch()[0] for _ in range(4)]
+    b = GeneratedBatches(cfg, fmt, TOK, 64, "cpu", exclude={(1, 2)}, seed=5)
+    b.steps_per_chunk = 3
+    b.load_state_dict(state)
+    assert all(torch.equal(b.next_batch()[0], x) for x in expected)
+    c = GeneratedBatches(cfg, fmt, TOK, 64, "cpu", exclude={(1, 2)}, seed=5)
+    c.steps_per_chunk = 3
+    replay = [c.next_batch()[0] for _ in range(8)][4:]
+    assert all(torch.equal(x, y) for x, y in zip(replay, expected))  # deterministic from the seed
 
 
-def test_problem_stream_gives_up_when_everything_is_held_out():
+def test_generated_batches_are_balanced_over_carries():
+    cfg = DataConfig(min_digits=3, max_digits=3, n_train=100_000)
+    fmt = DataFormat.from_config(cfg)
+    ids, _ = GeneratedBatches(cfg, fmt, TOK, 4000, "cpu", seed=0).next_batch()
+    counts = [0] * 4
+    for text in _decoded_rows(ids):
+        counts[fmt.carry_stats(fmt.operands_from_prompt(text[: text.index("=") + 1]))[0]] += 1
+    assert min(counts) > 0.2 * 4000  # uniform pairs would give 3 carries to ~ 7%
+
+
+def test_generated_batches_give_up_when_everything_is_held_out():
     cfg = DataConfig(min_digits=1, max_digits=1)
-    stream = ProblemStream(cfg, TOK, exclude={(a, b) for a in range(10) for b in range(10)}, seed=0)
     with pytest.raises(MctError, match="held-out"):
-        stream.next_batch(1)
+        GeneratedBatches(cfg, DataFormat.from_config(cfg), TOK, 8, "cpu",
+                         exclude={(a, b) for a in range(10) for b in range(10)}).next_batch()
+
+
+def test_a_width_above_max_seq_len_is_refused_up_front():
+    cfg = DataConfig(max_digits=3, use_steps=True, max_seq_len=20)
+    with pytest.raises(MctError, match=r"data.max_seq_len is 20.*at least 4\d"):
+        GeneratedBatches(cfg, DataFormat.from_config(cfg), TOK, 8, "cpu")
 
 
 def test_example_length():
     assert len(Example([1, 2, 3], [0, 2, 2])) == 3
 
 
-@pytest.mark.parametrize("task", ["add", "sub", "mul", "mod"])
-def test_problem_stream_with_padding_yields_padded_prompts_and_targets(task):
+@pytest.mark.parametrize("task", ["add", "sub", "mul"])
+def test_generated_batches_with_padding_yield_padded_prompts_and_targets(task):
     cfg = DataConfig(task=task, min_digits=1, max_digits=3, use_steps=task != "mul", pad_operands=True,
                      modulus=113, n_train=5000, n_val=10, n_test=10)
     fmt = DataFormat.from_config(cfg)
     assert fmt.operand_width == 3
-    stream = ProblemStream(cfg, TOK, seed=2)
-    for ex in stream.next_batch(64):
-        text = TOK.decode(ex.input_ids)
+    ids, labels = GeneratedBatches(cfg, fmt, TOK, 64, "cpu", seed=2).next_batch()
+    for text, row in zip(_decoded_rows(ids), labels.tolist()):
         prompt = text[: text.index("=") + 1]
         assert len(prompt) == len("000+000=")
         a, b = fmt.operands_from_prompt(prompt)
         assert prompt == fmt.prompt((a, b)) and text == prompt + fmt.target((a, b))
-        assert ex.roles[: len(prompt)] == [0] * len(prompt)
+        # mask_steps: loss on '#', the answer and <eos> only
+        answer_start = text.index("#")  # every token before the answer is one character
+        assert all(v == -100 for v in row[:answer_start]) and row[answer_start] == TOK.encode("#")[0]
+
+
+def test_mod_trains_on_its_training_pairs_each_epoch_in_full():
+    from mct.config import Config
+    from mct.data.sampling import mod_partition
+    from mct.train.data import training_batches
+
+    config = Config(data=DataConfig(task="mod", modulus=13, train_fraction=0.5, pad_operands=True, max_digits=2),
+                    train={"batch_size": 84})
+    fmt = DataFormat.from_config(config.data)
+    train_pairs, val, test = mod_partition(13, 0.5, 0)
+    data, _ = training_batches(config, TOK, fmt, set(val) | set(test), "cpu")
+    for _ in range(2):  # the batch is the whole training set: the full-batch (grokking) set-up
+        ids, _ = data.next_batch()
+        prompts = {text[: text.index("=") + 1] for text in _decoded_rows(ids)}
+        assert prompts == {fmt.prompt(p) for p in train_pairs} and len(train_pairs) == 84
 
 
 def test_padded_examples_encode_like_the_stream(tmp_path):

@@ -10,7 +10,7 @@ from mct.checkpoint import load_checkpoint
 from mct.config import load_config
 from mct.errors import MctError
 from mct.model import create_model
-from mct import train as train_module
+from mct.train.data import training_batches
 from mct.train import build_optimizer, learning_rate, train
 
 TINY = """
@@ -116,23 +116,27 @@ def test_resume_needs_a_last_checkpoint(tmp_path):
 
 
 def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
-    real = train_module.summed_loss
+    from mct.train import step as step_module
+
+    real = step_module.summed_loss
     calls = {"n": 0}
 
-    def poisoned(model, batch):
+    def poisoned(model, ids, labels, attention_mask=None):
         calls["n"] += 1
-        loss, n = real(model, batch)
-        return (loss * float("nan"), n) if calls["n"] > 12 else (loss, n)
+        loss = real(model, ids, labels, attention_mask)
+        return loss * float("nan") if calls["n"] > 12 else loss
 
-    monkeypatch.setattr(train_module, "summed_loss", poisoned)
-    with pytest.raises(MctError, match="loss became nan at step 13.*last good"):
+    monkeypatch.setattr(step_module, "summed_loss", poisoned)
+    with pytest.raises(MctError, match="loss became nan by step 13.*last good"):
         train(tiny_config(tmp_path), tmp_path / "run")
     state = load_checkpoint(tmp_path / "run" / "last.pt", with_train_state=True).train_state
     assert state["step"] == 10
 
 
 def test_early_stop_at_target_accuracy(tmp_path, monkeypatch):
-    monkeypatch.setattr(train_module, "validation_exact_match", lambda *a, **k: 1.0)
+    from mct.train import loop
+
+    monkeypatch.setattr(loop, "validation_exact_match", lambda *a, **k: 1.0)
     result = train(tiny_config(tmp_path, train={"target_accuracy": 0.99}), tmp_path / "run")
     assert result.stopped == "target_reached" and result.steps == 15
 
@@ -216,8 +220,12 @@ def test_a_training_file_never_trains_on_held_out_problems(tmp_path):
     data_format = DataFormat.from_config(config.data)
     records = read_records(paths["train_path"])
     held_out = {data_format.operands_from_prompt(r.prompt) for r in records[:50]}
-    data = train_module.TrainingData(config, Tokenizer(), data_format, held_out, seed=0)
-    assert data.num_heldout_dropped == 50 and len(data.examples) == len(records) - 50
-    seen = {tuple(e.input_ids) for e in data.next_batch(600)}
+    data, _ = training_batches(config, Tokenizer(), data_format, held_out, "cpu")
+    assert data.size == len(records) - 50
+    seen = set()
+    for _ in range(40):
+        seen |= {tuple(row) for row in data.next_batch()[0].tolist()}
     tokenizer = Tokenizer()
-    assert not any(tuple(tokenizer.encode(r.prompt + r.target)) in seen for r in records[:50])
+    padded = lambda ids: tuple(ids + [tokenizer.pad_id] * (data.width - len(ids)))  # noqa: E731
+    assert not any(padded(tokenizer.encode(r.prompt + r.target)) in seen for r in records[:50])
+    assert len(seen) == len(records) - 50  # every other problem is seen (40 batches of 16 > 150)

@@ -3,13 +3,14 @@
     Record      one JSONL line: prompt, answer (natural order), target, steps, meta
     Example     token ids of prompt + target and the role of each token (0 prompt, 1 step, 2 answer)
     collate_fn  examples -> input_ids / attention_mask / labels [batch, seq] for the model
-    ProblemStream  balanced problems forever, never a held-out one (when no train file is given)
+
+Training batches themselves are built on the device by `mct.data.stream` (generated problems, through
+the batch path of the format) and from files through `collate_fn`.
 """
 
 from __future__ import annotations
 
 import json
-import random
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -198,89 +199,3 @@ def collate_fn(examples: list[Example], pad_id: int = 0, step_masking_mode: str 
         "labels": torch.tensor(label_rows, dtype=torch.long),
         "num_truncated": num_truncated,
     }
-
-
-class ProblemStream:
-    """Endless training examples generated from `data_config`, balanced like `mct gen`'s training set.
-
-    Never yields a problem in `exclude` (a set of (a, b) operand tuples, e.g. the val/test problems);
-    for the mod task only the training share of all pairs (`train_fraction`, partition fixed by
-    `data_config.seed`) is used. Deterministic from `seed`; `state_dict()` / `load_state_dict()` (plain
-    data) resume at the same position.
-    """
-
-    MAX_TRIES = 10_000
-
-    def __init__(self, data_config, tokenizer, exclude: set | frozenset | None = None, seed: int = 0):
-        from mct.data import sampling
-        from mct.data.format import DataFormat
-        from mct.data.tasks import tracer
-
-        self.format = DataFormat.from_config(data_config)
-        self.exclude = frozenset(exclude or ())
-        self.seed = seed
-        self._rng = random.Random(f"mct-stream:{seed}")
-        self._count = 0
-        self._encoder = _encoder(tokenizer)
-        self._trace = tracer(self.format.task, self.format.modulus)
-        self._order = self.format.ordered_answer  # pads (zero-padded formats) then orders
-        self._use_steps = self.format.use_steps
-        self._op = self.format.operator
-        self._prompt = self.format.prompt
-        self._pad = self.format.operand_width
-        self._pool = None
-        if self.format.task == "mod":
-            train, _, _ = sampling.mod_partition(data_config.modulus, data_config.train_fraction, data_config.seed)
-            self._pool = [p for p in train if p not in self.exclude]
-            if not self._pool:
-                raise MctError("every training pair of the mod task is held out; lower n_val/n_test")
-            return
-        buckets = sampling.space_buckets(
-            self.format.task, sampling.length_pairs(data_config.min_digits, data_config.max_digits))
-        total = min(sampling.capacity(buckets), data_config.n_train + data_config.n_val + data_config.n_test)
-        weights = sampling.allocate(buckets, total)
-        self._buckets = [b for group, qs in zip(buckets, weights) for b, q in zip(group, qs) if q > 0]
-        cum, running = [], 0
-        for group, qs in zip(buckets, weights):
-            for q in qs:
-                if q > 0:
-                    running += q
-                    cum.append(running)
-        self._cum_weights = cum
-
-    def _problem(self) -> tuple[int, int]:
-        rng = self._rng
-        if self._pool is not None:
-            return self._pool[rng.randrange(len(self._pool))]
-        for _ in range(self.MAX_TRIES):
-            bucket = rng.choices(self._buckets, cum_weights=self._cum_weights)[0]
-            problem = bucket.unrank(rng.randrange(bucket.index_space))
-            if problem is not None and problem not in self.exclude:
-                return problem
-        raise MctError("the problem stream found only held-out problems; widen the digit range or hold out fewer")
-
-    def next_problems(self, n: int) -> list[tuple[int, int]]:
-        """The next n operand pairs."""
-        problems = [self._problem() for _ in range(n)]
-        self._count += n
-        return problems
-
-    def next_batch(self, batch_size: int) -> list[Example]:
-        """The next `batch_size` training examples."""
-        examples = []
-        for a, b in self.next_problems(batch_size):
-            answer, steps, _, _ = self._trace(a, b)
-            steps_text = "".join(s + "|" for s in steps) if self._use_steps else ""
-            prompt = self._prompt((a, b)) if self._pad else f"{a}{self._op}{b}="
-            examples.append(self._encoder.example(prompt, steps_text, self._order(answer)))
-        return examples
-
-    def state_dict(self) -> dict:
-        version, internal, gauss = self._rng.getstate()
-        return {"seed": self.seed, "count": self._count, "rng": [version, list(internal), gauss]}
-
-    def load_state_dict(self, state: dict) -> None:
-        version, internal, gauss = state["rng"]
-        self._rng.setstate((version, tuple(internal), gauss))
-        self.seed = state.get("seed", self.seed)
-        self._count = state.get("count", 0)

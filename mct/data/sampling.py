@@ -136,6 +136,48 @@ class _ColumnDP:
             r = r - out
         return x, y
 
+    def _sampling_tables(self):
+        """Per column: P(carry out = 1 | carry in, carries left) [2, n+1], and the digit options of each
+        (carry in, carry out) block as arrays x [2, 2, W], y [2, 2, W] with their counts [2, 2]."""
+        if getattr(self, "_sample_tables", None) is None:
+            n = self.n
+            tables = []
+            for i in range(n):
+                p_out = np.zeros((2, n + 1))
+                width = max(1, max(len(self.groups[i][c][o]) for c in (0, 1) for o in (0, 1)))
+                opt_x = np.zeros((2, 2, width), dtype=np.int64)
+                opt_y = np.zeros((2, 2, width), dtype=np.int64)
+                counts = np.ones((2, 2), dtype=np.int64)
+                scale = 10**i
+                for c in (0, 1):
+                    for o in (0, 1):
+                        options = self.groups[i][c][o]
+                        counts[c, o] = max(1, len(options))
+                        for q, (dx, dy) in enumerate(options):
+                            opt_x[c, o, q], opt_y[c, o, q] = dx // scale, dy // scale
+                    for r in range(n + 1):
+                        total = self.ways[i][c][r]
+                        if total and r >= 1:
+                            # exact big-int counts; their ratio is a float probability
+                            p_out[c, r] = len(self.groups[i][c][1]) * self.ways[i + 1][1][r - 1] / total
+                tables.append((p_out, opt_x, opt_y, counts))
+            self._sample_tables = tables
+        return self._sample_tables
+
+    def sample_digits(self, rng: np.random.Generator, size: int, carries: int) -> tuple[np.ndarray, np.ndarray]:
+        """`size` problems drawn uniformly (with replacement) from those with exactly `carries` carry
+        columns, as digits least significant first: (x [size, n], y [size, n]). Any length: no big ints."""
+        c = np.zeros(size, dtype=np.int64)
+        r = np.full(size, carries, dtype=np.int64)
+        x = np.zeros((size, self.n), dtype=np.int64)
+        y = np.zeros((size, self.n), dtype=np.int64)
+        for i, (p_out, opt_x, opt_y, counts) in enumerate(self._sampling_tables()):
+            out = (rng.random(size) < p_out[c, r]).astype(np.int64)
+            q = (rng.random(size) * counts[c, out]).astype(np.int64)
+            x[:, i], y[:, i] = opt_x[c, out, q], opt_y[c, out, q]
+            c, r = out, r - out
+        return x, y
+
     def count(self, carries: int) -> int:
         return self.ways[0][0][carries] if carries <= self.n else 0
 
@@ -168,6 +210,7 @@ class Bucket:
     index_space: int
     _unrank: object = None
     _unrank_many: object = None
+    _sample: object = None
 
     def unrank(self, index: int) -> tuple[int, int] | None:
         return self._unrank(index)
@@ -176,12 +219,40 @@ class Bucket:
         """Vectorised unrank (index_space < 2**62): (a [N], b [N], valid [N] bool or None when all valid)."""
         return self._unrank_many(index)
 
+    def sample_digits(self, rng: np.random.Generator, size: int) -> tuple[np.ndarray, np.ndarray]:
+        """`size` problems of the bucket, uniformly with replacement, as digit matrices least significant
+        first: (a [size, la], b [size, lb]). Used by the training stream; works at any length."""
+        return self._sample(rng, size)
+
+
+def _uniform_digits(rng: np.random.Generator, size: int, length: int) -> np.ndarray:
+    """Uniform numbers of exactly `length` digits (0 counts as one digit), least significant first."""
+    digits = rng.integers(0, 10, size=(size, length))
+    if length > 1:
+        digits[:, -1] = rng.integers(1, 10, size=size)
+    return digits
+
 
 def _grid_unrank(la: int, lb: int):
     lo_a, _ = length_range(la)
     lo_b, nb = length_range(lb)
     return (lambda i: (lo_a + i // nb, lo_b + i % nb),
-            lambda i: (lo_a + i // nb, lo_b + i % nb, None))
+            lambda i: (lo_a + i // nb, lo_b + i % nb, None),
+            lambda rng, k: (_uniform_digits(rng, k, la), _uniform_digits(rng, k, lb)))
+
+
+def _column_sampler(dp: _ColumnDP, k: int, swap: bool, symmetric: bool):
+    """Digit sampler of a carry bucket: the DP draws (x, y) with x the longer (sub: larger) operand;
+    `swap` gives (y, x) (a is the shorter), `symmetric` (sub, equal lengths) swaps half the rows at random."""
+    def sample(rng, size):
+        x, y = dp.sample_digits(rng, size, k)
+        if swap:
+            return y, x
+        if symmetric:
+            flip = rng.random(size) < 0.5
+            return np.where(flip[:, None], y, x), np.where(flip[:, None], x, y)
+        return x, y
+    return sample
 
 
 def _pair_buckets(task: str, la: int, lb: int) -> list[Bucket]:
@@ -203,7 +274,8 @@ def _pair_buckets(task: str, la: int, lb: int) -> list[Bucket]:
             else:
                 unrank = (lambda dp, k: lambda i: dp.unrank(i, k))(dp, k)
                 many = (lambda dp, k: lambda i: dp.unrank_many(i, k) + (None,))(dp, k)
-            buckets.append(Bucket(task, (la, lb), k, count, count, unrank, many))
+            buckets.append(Bucket(task, (la, lb), k, count, count, unrank, many,
+                                  _column_sampler(dp, k, swap, symmetric=False)))
         else:  # sub, equal lengths: (x, y) with x >= y, and its swap (y, x) unless x == y
             equal = length_range(la)[1] if k == 0 else 0
 
@@ -218,7 +290,8 @@ def _pair_buckets(task: str, la: int, lb: int) -> list[Bucket]:
                 x, y = dp.unrank_many(np.where(swapped, i - count, i), k)
                 return np.where(swapped, y, x), np.where(swapped, x, y), ~(swapped & (x == y))
 
-            buckets.append(Bucket(task, (la, lb), k, 2 * count - equal, 2 * count, unrank, many))
+            buckets.append(Bucket(task, (la, lb), k, 2 * count - equal, 2 * count, unrank, many,
+                                  _column_sampler(dp, k, swap=False, symmetric=True)))
     return buckets
 
 
@@ -346,3 +419,39 @@ def mod_partition(modulus: int, train_fraction: float, seed: int) -> tuple[list,
     rest = pairs[n_train:]
     half = len(rest) // 2
     return pairs[:n_train], rest[:half], rest[half:]
+
+
+def stream_weights(task: str, min_digits: int, max_digits: int, total: int) -> tuple[list[Bucket], np.ndarray]:
+    """The buckets of the training stream and the probability of each: the quotas `mct gen` would give
+    a data set of `total` problems (`allocate`), so the stream is balanced exactly like a generated set."""
+    buckets = space_buckets(task, length_pairs(min_digits, max_digits))
+    quotas = allocate(buckets, min(capacity(buckets), total))
+    flat = [(b, q) for group, qs in zip(buckets, quotas) for b, q in zip(group, qs) if q > 0]
+    weights = np.array([q for _, q in flat], dtype=np.float64)
+    return [b for b, _ in flat], weights / weights.sum()
+
+
+def sample_stream(rng: np.random.Generator, buckets: list[Bucket], probabilities: np.ndarray, size: int,
+                  width: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """`size` problems drawn with replacement: a bucket by `probabilities`, then a uniform problem of it.
+
+    Returns digit matrices least significant first and lengths: (a [size, width], a_len [size],
+    b [size, width], b_len [size]), int64. One vectorised draw per bucket present, so any length works."""
+    which = rng.choice(len(buckets), size=size, p=probabilities)
+    order = np.argsort(which, kind="stable")
+    counts = np.bincount(which, minlength=len(buckets))
+    a = np.zeros((size, width), dtype=np.int64)
+    b = np.zeros((size, width), dtype=np.int64)
+    a_len = np.zeros(size, dtype=np.int64)
+    b_len = np.zeros(size, dtype=np.int64)
+    start = 0
+    for bucket, count in zip(buckets, counts):
+        if not count:
+            continue
+        rows = order[start:start + count]
+        start += count
+        x, y = bucket.sample_digits(rng, int(count))
+        la, lb = bucket.digits
+        a[rows, :la], b[rows, :lb] = x[:, :la], y[:, :lb]
+        a_len[rows], b_len[rows] = la, lb
+    return a, a_len, b, b_len

@@ -1,0 +1,181 @@
+"""Training batches as device tensors: generated on the fly, or from a fixed set of problems.
+
+Both sources hand the training loop `(input_ids [B, T], labels [B, T])` of one static shape, already on
+the training device, so a step does no Python per example and no host-device copy:
+
+- `GeneratedBatches` draws a *chunk* of problems at a time (numpy, vectorised per sampling bucket,
+  balanced exactly like `mct gen`'s training set, never a held-out problem), renders the chunk with the
+  format's batch path on the device, and hands out consecutive slices. Chunk i depends only on
+  (seed, i), so resuming at (chunk, position) replays the same batches.
+- `PoolBatches` holds every problem of a fixed set (a training file, the mod task's training pairs) as
+  one tensor and walks through a fresh permutation each epoch, so a batch the size of the set is the
+  full batch (the grokking set-up).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from mct.data import sampling
+from mct.data.render import BatchRenderer, Digits, labels_for
+from mct.errors import MctError
+
+CHUNK_PROBLEMS = 65_536  # problems drawn and rendered at once (a few MB of token ids)
+
+
+def sequence_width(data_format, tokenizer, data_config) -> int:
+    """The longest prompt + target the data config can produce (the static width of training batches).
+
+    Every text part is longest at an extreme of the digit range (the largest operands give the longest
+    steps and answers, the smallest of the longest length against the largest the longest negative
+    answer), so the grid of extremes gives the width; chunks are checked against it as they are drawn."""
+    renderer = BatchRenderer(data_format, tokenizer)
+    if data_format.task == "mod":
+        extremes = [0, data_format.modulus - 1]
+    else:
+        top = 10**data_config.max_digits - 1
+        extremes = [0 if data_config.min_digits == 1 else 10 ** (data_config.min_digits - 1),
+                    10 ** (data_config.max_digits - 1), top]
+    pairs = [(x, y) for x in extremes for y in extremes]
+    rendered = renderer.render(Digits.from_ints([p[0] for p in pairs]), Digits.from_ints([p[1] for p in pairs]))
+    return int(rendered["lengths"].max())
+
+
+def check_width(width: int, max_seq_len: int) -> None:
+    if width > max_seq_len:
+        raise MctError(f"the longest training example has {width} tokens but data.max_seq_len is {max_seq_len}; "
+                       f"set data.max_seq_len and model.max_seq_len to at least {width}")
+
+
+def _operand_key(values: np.ndarray, lengths: np.ndarray) -> list[int]:
+    """Python ints of digit rows (least significant first)."""
+    if values.shape[1] <= 18:
+        return (values * 10 ** np.arange(values.shape[1], dtype=np.int64)).sum(1).tolist()
+    return [int("".join(map(str, row[:n][::-1]))) for row, n in zip(values.tolist(), lengths.tolist())]
+
+
+class GeneratedBatches:
+    """Endless balanced training batches generated on the device (see the module docstring)."""
+
+    def __init__(self, data_config, data_format, tokenizer, batch_size: int, device, exclude=(), seed: int = 0):
+        if data_format.task == "mod":
+            raise MctError("the mod task trains on its fixed training pairs (PoolBatches), not a generated stream")
+        self.config = data_config
+        self.renderer = BatchRenderer(data_format, tokenizer, device)
+        self.mode = data_config.step_masking_mode
+        self.batch_size = batch_size
+        self.device = torch.device(device)
+        self.exclude = frozenset(exclude)
+        self.seed = seed
+        self.width = sequence_width(data_format, tokenizer, data_config)
+        check_width(self.width, data_config.max_seq_len)
+        self.buckets, self.probabilities = sampling.stream_weights(
+            data_format.task, data_config.min_digits, data_config.max_digits,
+            data_config.n_train + data_config.n_val + data_config.n_test)
+        self.steps_per_chunk = max(1, CHUNK_PROBLEMS // batch_size)
+        self.chunk_index, self.position = 0, 0
+        self._chunk = None
+
+    def _draw(self, rng: np.random.Generator, size: int):
+        """`size` problems none of which is held out: digit matrices and lengths."""
+        a, a_len, b, b_len = sampling.sample_stream(rng, self.buckets, self.probabilities, size,
+                                                    self.config.max_digits)
+        if self.exclude:
+            for _ in range(100):
+                held = np.array([p in self.exclude for p in zip(_operand_key(a, a_len), _operand_key(b, b_len))])
+                if not held.any():
+                    break
+                fresh = sampling.sample_stream(rng, self.buckets, self.probabilities, int(held.sum()),
+                                               self.config.max_digits)
+                for array, new in zip((a, a_len, b, b_len), fresh):
+                    array[held] = new
+            else:
+                raise MctError("the problem stream found only held-out problems; widen the digit range or "
+                               "hold out fewer (data.n_val, data.n_test)")
+        return a, a_len, b, b_len
+
+    def _render_chunk(self, index: int) -> None:
+        rng = sampling.make_rng(self.seed, f"stream:{index}")
+        a, a_len, b, b_len = self._draw(rng, self.steps_per_chunk * self.batch_size)
+        to = lambda x: torch.from_numpy(x).to(self.device)  # noqa: E731
+        rendered = self.renderer.render(Digits(to(a), to(a_len)), Digits(to(b), to(b_len)), width=self.width)
+        longest = int(rendered["lengths"].max())  # one sync per chunk, so no example is ever cut
+        if longest > self.width:
+            raise AssertionError(f"an example of {longest} tokens exceeds the computed width {self.width}")
+        ids = rendered["input_ids"]
+        self._chunk = (ids, labels_for(ids, rendered["roles"], self.mode))
+
+    def next_batch(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(input_ids [B, T], labels [B, T]) on the device; T = `self.width` for every batch."""
+        if self._chunk is None or self.position >= self.steps_per_chunk:
+            if self._chunk is not None:
+                self.chunk_index, self.position = self.chunk_index + 1, 0
+            self._render_chunk(self.chunk_index)
+        start = self.position * self.batch_size
+        self.position += 1
+        ids, labels = self._chunk
+        return ids[start:start + self.batch_size], labels[start:start + self.batch_size]
+
+    def state_dict(self) -> dict:
+        return {"kind": "generated", "chunk": self.chunk_index, "position": self.position}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.chunk_index, self.position = int(state["chunk"]), int(state["position"])
+        self._render_chunk(self.chunk_index)
+
+
+class PoolBatches:
+    """Batches from a fixed set of tokenised problems, reshuffled every epoch (see the module docstring).
+
+    `input_ids` / `labels` [M, T] are moved to the device once. A batch may span two epochs."""
+
+    def __init__(self, input_ids: torch.Tensor, labels: torch.Tensor, batch_size: int, device, seed: int = 0):
+        self.ids, self.labels = input_ids.to(device), labels.to(device)
+        self.size = self.ids.shape[0]
+        self.width = self.ids.shape[1]
+        self.batch_size = batch_size
+        self.device = torch.device(device)
+        self.seed = seed
+        self.epoch, self.position = 0, 0
+        self._order = self._permutation(0)
+
+    def _permutation(self, epoch: int) -> torch.Tensor:
+        generator = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
+        return torch.randperm(self.size, generator=generator).to(self.device)
+
+    def _take(self, count: int) -> torch.Tensor:
+        parts = []
+        while count:
+            if self.position >= self.size:
+                self.epoch, self.position = self.epoch + 1, 0
+                self._order = self._permutation(self.epoch)
+            take = min(count, self.size - self.position)
+            parts.append(self._order[self.position:self.position + take])
+            self.position += take
+            count -= take
+        return parts[0] if len(parts) == 1 else torch.cat(parts)
+
+    def next_batch(self) -> tuple[torch.Tensor, torch.Tensor]:
+        rows = self._take(self.batch_size)
+        return self.ids.index_select(0, rows), self.labels.index_select(0, rows)
+
+    def state_dict(self) -> dict:
+        return {"kind": "pool", "epoch": self.epoch, "position": self.position}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.epoch, self.position = int(state["epoch"]), int(state["position"])
+        self._order = self._permutation(self.epoch)
+
+
+def render_problems(data_format, tokenizer, problems, step_masking_mode: str, width: int | None = None,
+                    device="cpu") -> tuple[torch.Tensor, torch.Tensor]:
+    """(input_ids [M, T], labels [M, T]) of operand pairs, through the batch path."""
+    renderer = BatchRenderer(data_format, tokenizer, device)
+    a = Digits.from_ints([p[0] for p in problems], device)
+    b = Digits.from_ints([p[1] for p in problems], device)
+    rendered = renderer.render(a, b, width=width)
+    ids = rendered["input_ids"]
+    if width is None:
+        ids = ids[:, :int(rendered["lengths"].max())]
+    return ids, labels_for(ids, rendered["roles"][:, :ids.shape[1]], step_masking_mode)

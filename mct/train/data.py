@@ -1,0 +1,66 @@
+"""What the training loop reads: held-out records, the training batches, and the validation tensors."""
+
+from __future__ import annotations
+
+import torch
+
+from mct.data.dataset import collate_fn, encode_example, read_records
+from mct.data.format import DataFormat
+from mct.data.generate import sample_heldout
+from mct.data.sampling import mod_partition
+from mct.data.stream import GeneratedBatches, PoolBatches, render_problems
+from mct.errors import MctError
+
+
+def heldout_records(config, data_format: DataFormat) -> tuple[list, list]:
+    """Validation and test records: from the configured files, or sampled (disjoint) from the task."""
+    if config.data.val_path is not None and config.data.test_path is not None:
+        return read_records(config.data.val_path), read_records(config.data.test_path)
+    val, test = sample_heldout(config.data, config.data.n_val, config.data.n_test, config.data.seed)
+    if config.data.val_path is not None:
+        val = read_records(config.data.val_path)
+    if config.data.test_path is not None:
+        test = read_records(config.data.test_path)
+    return val, test
+
+
+def file_tensors(config, tokenizer, data_format: DataFormat, exclude: set) -> tuple[torch.Tensor, torch.Tensor, int]:
+    """(input_ids [M, T], labels [M, T], dropped) of a training file, encoded as written (text path).
+
+    Problems in `exclude` are dropped (never train on a held-out problem), and so are examples longer than
+    data.max_seq_len; `dropped` counts the latter."""
+    path = config.data.train_path
+    records = read_records(path, tokenizer, require_target=True)
+    kept = [r for r in records if data_format.operands_from_prompt(r.prompt) not in exclude]
+    if not kept:
+        raise MctError(f"every problem of {path} is in the validation or test set")
+    batch = collate_fn([encode_example(r, tokenizer) for r in kept], pad_id=tokenizer.pad_id,
+                       step_masking_mode=config.data.step_masking_mode, max_seq_len=config.data.max_seq_len)
+    return batch["input_ids"], batch["labels"], batch["num_truncated"]
+
+
+def training_batches(config, tokenizer, data_format: DataFormat, exclude: set, device: torch.device):
+    """The batch source of a run: a training file or the mod task's training pairs (a fixed pool,
+    reshuffled every epoch), else problems generated on the fly. Returns (source, examples dropped)."""
+    batch_size, seed = config.train.batch_size // config.train.grad_accum_steps, config.train.seed
+    if config.data.train_path is not None:
+        ids, labels, dropped = file_tensors(config, tokenizer, data_format, exclude)
+        return PoolBatches(ids, labels, batch_size, device, seed), dropped
+    if data_format.task == "mod":
+        train_pairs, _, _ = mod_partition(config.data.modulus, config.data.train_fraction, config.data.seed)
+        pairs = [p for p in train_pairs if p not in exclude]
+        if not pairs:
+            raise MctError("every training pair of the mod task is held out; lower data.n_val / data.n_test")
+        ids, labels = render_problems(data_format, tokenizer, pairs, config.data.step_masking_mode)
+        return PoolBatches(ids, labels, batch_size, device, seed), 0
+    return GeneratedBatches(config.data, data_format, tokenizer, batch_size, device, exclude, seed), 0
+
+
+def validation_tensors(records, tokenizer, config) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """(input_ids, labels) of the records that have targets (for the validation loss), or None."""
+    examples = [encode_example(r, tokenizer) for r in records if r.target is not None]
+    if not examples:
+        return None
+    batch = collate_fn(examples, pad_id=tokenizer.pad_id, step_masking_mode=config.data.step_masking_mode,
+                       max_seq_len=config.data.max_seq_len)
+    return batch["input_ids"], batch["labels"]

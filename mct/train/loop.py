@@ -1,0 +1,375 @@
+"""`train(config, run_dir)`: build the run, loop over `train_step`, evaluate and checkpoint, finish.
+
+For one CPU, one GPU, or many processes under torchrun (rank 0 alone writes and reports). A killed or
+interrupted run resumes from `last.pt` with the same batches and the same loss sequence.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import random
+import signal
+import threading
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from mct.checkpoint import load_checkpoint
+from mct.config import Config
+from mct.data.format import DataFormat
+from mct.device import choose_precision, seed_everything
+from mct.errors import MctError
+from mct.evaluate import evaluate_records
+from mct.model import create_model
+from mct.tokenizer import Tokenizer
+from mct.train.data import heldout_records, training_batches, validation_tensors
+from mct.train.distributed import Dist, barrier, setup_distributed
+from mct.train.run_folder import RunFolder, config_differences
+from mct.train.step import GraphedStep, StepTotals, TrainState, build_optimizer, summed_loss, train_step
+
+Progress = Callable[[dict], None]
+
+
+@dataclass
+class TrainResult:
+    """What `mct train` reports; `to_dict()` is the `--json` summary."""
+
+    run_dir: str
+    checkpoint: str
+    best_checkpoint: str | None
+    steps: int
+    wall_s: float
+    stopped: str  # "target_reached" | "max_steps" | "interrupted"
+    best_val_exact_match: float | None
+    test: dict | None
+    num_truncated: int
+    parameters: int
+    device: str
+    precision: str
+    world_size: int
+    tokens_per_s: float
+    train_s: float = 0.0  # time in training steps (evaluation and checkpoints excluded)
+    cuda_graphs: bool = False
+    resumed_from_step: int | None = None
+    files: dict = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+# --------------------------------------------------------------------------------------------------
+# opt-in process settings (the CLI uses them; a notebook calling `train` keeps its own)
+
+
+@contextlib.contextmanager
+def stop_on_interrupt():
+    """Ctrl-C asks the run to stop after the current step (so last.pt is consistent); yields the
+    `stop()` predicate to pass to `train`. Every further Ctrl-C does the same: a step is short."""
+    flag = {"stop": False}
+    if threading.current_thread() is not threading.main_thread():
+        yield lambda: flag["stop"]
+        return
+
+    def handler(signum, frame):
+        flag["stop"] = True
+
+    previous = signal.signal(signal.SIGINT, handler)
+    try:
+        yield lambda: flag["stop"]
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+@contextlib.contextmanager
+def torch_threads(n: int | None):
+    """Run with `n` CPU threads (None = torch's choice), restoring the previous count."""
+    previous = torch.get_num_threads()
+    if n:
+        torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
+
+
+# --------------------------------------------------------------------------------------------------
+# evaluation during training
+
+
+@torch.no_grad()
+def validation_loss(model, tensors, precision, device: torch.device, batch_size: int = 512) -> float:
+    """Mean loss per labelled token over the validation tensors (teacher forcing)."""
+    if tensors is None:
+        return float("nan")
+    ids_all, labels_all = tensors
+    total = torch.zeros((), device=device, dtype=torch.float64)
+    count = 0
+    model.eval()
+    for start in range(0, ids_all.shape[0], batch_size):
+        ids = ids_all[start:start + batch_size].to(device)
+        labels = labels_all[start:start + batch_size].to(device)
+        with precision.autocast(device):
+            total += summed_loss(model, ids, labels).double()
+        count += int((labels[:, 1:] != -100).sum())
+    return float(total) / max(count, 1)
+
+
+def validation_exact_match(model, tokenizer, data_format: DataFormat, records, device: torch.device) -> float:
+    """Greedy exact match on `records`, scored exactly as `mct eval` scores the test set."""
+    return evaluate_records(model, tokenizer, data_format, records, batch_size=512, device=device).exact_match
+
+
+def _rng_state() -> dict:
+    state = {"torch": torch.get_rng_state(), "python": random.getstate()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: dict) -> None:
+    torch.set_rng_state(state["torch"])
+    random.setstate(_tuplify(state["python"]))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _tuplify(value):
+    return tuple(_tuplify(v) for v in value) if isinstance(value, (list, tuple)) else value
+
+
+# --------------------------------------------------------------------------------------------------
+# the run
+
+
+class _Run:
+    """One training run, in named parts: `build`, `loop` (steps, logging, `evaluate_and_checkpoint`),
+    `finish`. Holds what they share, so no part reaches into another's locals."""
+
+    def __init__(self, config: Config, run_dir: Path, resume: bool, force: bool, emit: Progress,
+                 dist_info: Dist, device: torch.device, stop: Callable[[], bool]):
+        self.started = time.perf_counter()
+        self.dist, self.device, self.emit, self.stop, self.resume = dist_info, device, emit, stop, resume
+        self.folder = RunFolder(run_dir, writer=dist_info.is_main)
+        self.folder.prepare(resume, force)
+        self.precision = choose_precision(device, config.train.precision)
+        if config.train.batch_size % (dist_info.world_size * config.train.grad_accum_steps):
+            raise MctError(
+                f"train.batch_size {config.train.batch_size} must be divisible by processes x "
+                f"train.grad_accum_steps ({dist_info.world_size} x {config.train.grad_accum_steps})")
+        self.tokenizer = Tokenizer()
+        config = config.model_copy(deep=True)
+        config.model.vocab_size = self.tokenizer.vocab_size
+        self.config = config
+        self.format = DataFormat.from_config(config.data)
+
+    # --- build -----------------------------------------------------------------------------------
+    def build(self) -> None:
+        config, device = self.config, self.device
+        saved = None
+        if self.resume:
+            saved = load_checkpoint(self.folder / "last.pt", device="cpu", with_train_state=True)
+            diffs = config_differences(saved.config, config)
+            if diffs:
+                raise MctError(f"cannot resume {self.folder.path} with a different model or data config: "
+                               f"{'; '.join(diffs)}")
+            if not saved.train_state:
+                raise MctError(f"{self.folder / 'last.pt'} holds no training state (is it a copy of best.pt?); "
+                               "it cannot be resumed: start a new run")
+        seed_everything(config.train.seed)
+        model = create_model(config.model).to(device)
+        if saved is not None:
+            model.load_state_dict(saved.model.state_dict())
+        self.val_records, self.test_records = heldout_records(config, self.format)
+        if not self.val_records or not self.test_records:
+            raise MctError("the validation and test sets must not be empty")
+        exclude = {self.format.operands_from_prompt(r.prompt) for r in self.val_records + self.test_records}
+        data, self.num_truncated = training_batches(config, self.tokenizer, self.format, exclude, device)
+        self.val_subset = self.val_records[: config.train.eval_samples]
+        self.val_tensors = validation_tensors(self.val_subset, self.tokenizer, config)
+
+        self.use_graphs = self._graphs_wanted()
+        optimizer = build_optimizer(model, config, capturable=self.use_graphs)
+        scaler = torch.amp.GradScaler(device.type, enabled=self.precision.use_scaler)
+        called = torch.compile(model) if config.train.compile else model
+        if self.dist.enabled:
+            from torch.nn.parallel import DistributedDataParallel
+
+            called = DistributedDataParallel(called, device_ids=[device.index] if device.type == "cuda" else None)
+        self.state = TrainState(called, model, optimizer, scaler, data)
+        self.start_step = 0
+        if saved is not None:
+            ts = saved.train_state
+            optimizer.load_state_dict(ts["optimizer"])
+            if self.precision.use_scaler and ts.get("scaler"):
+                scaler.load_state_dict(ts["scaler"])
+            data.load_state_dict(ts["data"])
+            _set_rng_state(ts["rng"])
+            self.state.step = self.start_step = int(ts["step"])
+            self.state.best_val_exact_match = ts.get("best_val_exact_match")
+            self.state.best_val_loss = ts.get("best_val_loss", float("inf"))
+            self.started -= float(ts.get("wall_s", 0.0))
+        self.folder.start(config, self.start_step if self.resume else None,
+                          {"val": self.val_records, "test": self.test_records})
+        self.step_fn = (GraphedStep(self.state, config, self.precision, device, self.tokenizer.pad_id)
+                        if self.use_graphs else None)
+
+    def _graphs_wanted(self) -> bool:
+        """CUDA graphs: on by default on CUDA where they apply (one process, no accumulation, no fp16
+        scaler, eager model), off elsewhere; `train.cuda_graphs = false` turns them off."""
+        wanted = getattr(self.config.train, "cuda_graphs", "auto")
+        possible = (self.device.type == "cuda" and not self.dist.enabled and self.config.train.grad_accum_steps == 1
+                    and not self.precision.use_scaler and not self.config.train.compile)
+        if wanted is True and not possible:
+            raise MctError("train.cuda_graphs needs a CUDA device, one process, train.grad_accum_steps = 1, "
+                           "precision bf16 or fp32 and train.compile = false")
+        return possible and wanted in (True, "auto")
+
+    # --- checkpoints -----------------------------------------------------------------------------
+    def _train_state(self) -> dict:
+        s = self.state
+        return {"step": s.step, "optimizer": s.optimizer.state_dict(), "data": s.data.state_dict(),
+                "rng": _rng_state(), "scaler": s.scaler.state_dict() if self.precision.use_scaler else {},
+                "best_val_exact_match": s.best_val_exact_match, "best_val_loss": s.best_val_loss,
+                "wall_s": time.perf_counter() - self.started}
+
+    def save(self, name: str, with_state: bool) -> None:
+        self.folder.save(name, self.state.raw_model, self.config, self.tokenizer, self.format,
+                         self._train_state() if with_state else None, self.state.step)
+
+    def evaluate_and_checkpoint(self) -> bool:
+        """Validation loss and exact match; best.pt when they improve. True when the target is reached."""
+        s = self.state
+        val_loss = validation_loss(s.raw_model, self.val_tensors, self.precision, self.device)
+        val_em = validation_exact_match(s.raw_model, self.tokenizer, self.format, self.val_subset, self.device)
+        s.model.train()
+        row = {"step": s.step, "val_loss": round(val_loss, 6), "val_exact_match": val_em,
+               "elapsed_s": round(time.perf_counter() - self.started, 2)}
+        self.folder.log(row)
+        # Best = highest exact match; among equals, the lowest validation loss (a model that is right
+        # everywhere keeps getting surer, and the surer one generalises further).
+        if s.best_val_exact_match is None or (val_em, -val_loss) > (s.best_val_exact_match, -s.best_val_loss):
+            s.best_val_exact_match, s.best_val_loss = val_em, val_loss
+            self.save("best.pt", with_state=False)
+        self.emit({"event": "eval", **row, "best_val_exact_match": s.best_val_exact_match})
+        target = self.config.train.target_accuracy
+        return target is not None and val_em >= target
+
+    # --- loop ------------------------------------------------------------------------------------
+    def _log(self, totals: StepTotals, lr_step: int, window: float) -> None:
+        loss, tokens = totals.read()
+        if not math.isfinite(loss):
+            last = self.folder / "last.pt"
+            kept = f"{last} keeps the last good state" if last.is_file() else "no checkpoint was saved yet"
+            raise MctError(
+                f"the loss became {loss} by step {self.state.step}; training stopped and {kept}. Try a lower "
+                "train.lr, train.precision = fp32 or a smaller train.grad_clip")
+        self.tokens_seen += tokens
+        from mct.train.step import learning_rate
+
+        row = {"step": self.state.step, "loss": round(loss, 6), "lr": learning_rate(lr_step, self.config),
+               "tokens_per_s": round(tokens * self.dist.world_size / max(window, 1e-9), 1)}
+        self.folder.log(row)
+        self.emit({"event": "step", **row})
+
+    def loop(self) -> str:
+        s, cfg = self.state, self.config.train
+        self.emit({"event": "start", "run_dir": str(self.folder.path), "device": str(self.device),
+                   "precision": self.precision.name, "parameters": s.raw_model.num_parameters(),
+                   "start_step": self.start_step, "max_steps": cfg.max_steps, "world_size": self.dist.world_size})
+        self.tokens_seen, self.train_seconds = 0, 0.0
+        totals = StepTotals.zeros(self.device)
+        window_start = time.perf_counter()
+        in_step = False
+        try:
+            s.model.train()
+            while s.step < cfg.max_steps:
+                if self._stop_requested():
+                    return "interrupted"
+                in_step = True
+                loss, labels, tokens = self.step_fn() if self.step_fn else train_step(
+                    s, self.config, self.precision, self.device, self.dist, self.tokenizer.pad_id)
+                in_step = False
+                totals.add(loss, labels, tokens)
+                log_now = s.step % cfg.log_every == 0 or s.step == cfg.max_steps
+                eval_now = s.step % cfg.eval_every == 0 or s.step == cfg.max_steps
+                if log_now or eval_now:
+                    if self.device.type == "cuda":
+                        torch.cuda.synchronize(self.device)
+                    window = time.perf_counter() - window_start
+                    self.train_seconds += window
+                    self._log(totals, s.step - 1, window)
+                    totals = StepTotals.zeros(self.device)
+                if eval_now and self.evaluate_and_checkpoint():
+                    return "target_reached"
+                if s.step % cfg.save_every == 0:
+                    self.save("last.pt", with_state=True)
+                if log_now or eval_now:
+                    window_start = time.perf_counter()  # evaluation and saving are not training time
+            return "max_steps"
+        except KeyboardInterrupt:
+            # mid-step, the optimizer may have moved without the step being counted: keep the last save
+            self.interrupted_mid_step = in_step
+            return "interrupted"
+
+    def _stop_requested(self) -> bool:
+        """Under torchrun all ranks must agree to stop at the same step."""
+        wanted = float(self.stop())
+        if self.dist.enabled:
+            from mct.train.distributed import all_reduce_sum
+
+            wanted = float(all_reduce_sum(torch.tensor([wanted], device=self.device), self.dist)[0])
+        return wanted > 0
+
+    # --- finish ----------------------------------------------------------------------------------
+    def finish(self, stopped: str) -> TrainResult:
+        self.folder.close()
+        if not getattr(self, "interrupted_mid_step", False):
+            self.save("last.pt", with_state=True)
+        files = {name: str(self.folder / name) for name in ("last.pt", "best.pt", "config.toml", "metrics.jsonl")}
+        test_report = None
+        if stopped != "interrupted" and self.dist.is_main:
+            best = self.folder / "best.pt"
+            final = load_checkpoint(best, device=self.device).model if best.is_file() else self.state.raw_model
+            self.emit({"event": "test_start", "n": len(self.test_records)})
+            report = evaluate_records(final, self.tokenizer, self.format, self.test_records, batch_size=512,
+                                      device=self.device)
+            test_report = report.to_dict()
+            test_report.pop("errors", None)
+            self.folder.write_eval(test_report)
+            files.update(eval=str(self.folder / "eval.json"), curves=str(self.folder / "curves.png"))
+            self.emit({"event": "test", "exact_match": test_report["exact_match"], "n": test_report["n"]})
+        barrier(self.dist)
+        best = self.folder / "best.pt"
+        return TrainResult(
+            run_dir=str(self.folder.path), checkpoint=str(self.folder / "last.pt"),
+            best_checkpoint=str(best) if best.is_file() else None, steps=self.state.step,
+            wall_s=round(time.perf_counter() - self.started, 2), stopped=stopped,
+            best_val_exact_match=self.state.best_val_exact_match, test=test_report,
+            num_truncated=self.num_truncated, parameters=self.state.raw_model.num_parameters(),
+            device=str(self.device), precision=self.precision.name, world_size=self.dist.world_size,
+            tokens_per_s=round(self.tokens_seen * self.dist.world_size / max(self.train_seconds, 1e-9), 1),
+            train_s=round(self.train_seconds, 3), cuda_graphs=self.use_graphs,
+            resumed_from_step=self.start_step if self.resume else None, files=files,
+        )
+
+
+def train(config: Config, run_dir: str | Path, resume: bool = False, force: bool = False,
+          progress: Progress | None = None, stop: Callable[[], bool] | None = None) -> TrainResult:
+    """Train `config` into `run_dir` and evaluate the best checkpoint on the test set.
+
+    `progress(event)` receives dicts: {"event": "start", ...}, {"event": "step", "step", "loss", ...},
+    {"event": "eval", ...}, {"event": "test", ...}; only rank 0 calls it. `stop()` is asked before each
+    step (e.g. `stop_on_interrupt()`); a KeyboardInterrupt also ends the run cleanly. Raises MctError
+    for a run folder that already holds a run (without force), a resume that does not match, or a
+    diverged loss. Changes no process-wide setting (threads, signal handlers, matplotlib backend).
+    """
+    dist_info, device = setup_distributed(config.train.device)
+    emit = progress if (progress is not None and dist_info.is_main) else (lambda event: None)
+    run = _Run(config, Path(run_dir), resume, force, emit, dist_info, device, stop or (lambda: False))
+    run.build()
+    stopped = run.loop()
+    return run.finish(stopped)

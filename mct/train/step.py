@@ -1,0 +1,207 @@
+"""One optimisation step, with no host-device synchronisation: the loss stays on the device.
+
+nanoGPT's recipe: AdamW with decay on matrices only (fused on CUDA), linear warmup then cosine decay
+to a floor, gradient accumulation and clipping, autocast (bf16, or fp16 with a GradScaler) on GPUs.
+`GraphedStep` captures the whole step (forward, backward, clipping, AdamW) in one CUDA graph and
+replays it, which removes the per-kernel launch cost that dominates a small model on a GPU.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+
+from mct.train.distributed import Dist, all_reduce_sum
+
+IGNORE_INDEX = -100
+
+
+def build_optimizer(model: torch.nn.Module, config, capturable: bool = False) -> torch.optim.AdamW:
+    """AdamW with weight decay on matrices (embeddings, projections) only, not on biases and norms.
+
+    Fused kernels where the parameters live on CUDA; `capturable` (for CUDA graphs) keeps the learning
+    rate and step counters on the device."""
+    decay, no_decay = [], []
+    for param in model.parameters():
+        if param.requires_grad:
+            (decay if param.dim() >= 2 else no_decay).append(param)
+    groups = [
+        {"params": decay, "weight_decay": config.train.weight_decay},
+        {"params": no_decay, "weight_decay": 0.0},
+    ]
+    on_cuda = next(model.parameters()).is_cuda
+    options = {"capturable": True, "foreach": True} if capturable else {"fused": True} if on_cuda else {}
+    lr = torch.tensor(config.train.lr, device=next(model.parameters()).device) if capturable else config.train.lr
+    return torch.optim.AdamW(groups, lr=lr, betas=(config.train.beta1, config.train.beta2), **options)
+
+
+def learning_rate(step: int, config) -> float:
+    """Linear warmup to `lr`, then cosine decay to `lr * min_lr_ratio` at `max_steps` (or constant)."""
+    train = config.train
+    if train.warmup_steps and step < train.warmup_steps:
+        return train.lr * (step + 1) / train.warmup_steps
+    if train.lr_schedule == "constant":
+        return train.lr
+    span = max(1, train.max_steps - train.warmup_steps)
+    progress = min(1.0, (step - train.warmup_steps) / span)
+    floor = train.lr * train.min_lr_ratio
+    return floor + 0.5 * (train.lr - floor) * (1 + math.cos(math.pi * progress))
+
+
+def set_learning_rate(optimizer: torch.optim.Optimizer, lr: float) -> None:
+    for group in optimizer.param_groups:
+        if torch.is_tensor(group["lr"]):
+            group["lr"].fill_(lr)  # a device tensor (CUDA graphs): updated in place, no sync
+        else:
+            group["lr"] = lr
+
+
+def summed_loss(model, input_ids: torch.Tensor, labels: torch.Tensor,
+                attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+    """Cross-entropy summed over the labelled tokens (a device scalar).
+
+    logits [B, T, V] at position t predict labels[t + 1] (labels are aligned with input_ids). Training
+    batches are right-padded, so the causal mask alone keeps real tokens from seeing padding and no
+    attention mask is needed (the fast fused attention path)."""
+    logits, _, _ = model(input_ids, attention_mask=attention_mask)
+    return F.cross_entropy(logits[:, :-1].reshape(-1, logits.size(-1)).float(), labels[:, 1:].reshape(-1),
+                           ignore_index=IGNORE_INDEX, reduction="sum")
+
+
+def labelled(labels: torch.Tensor) -> torch.Tensor:
+    """Number of tokens that carry loss (device scalar)."""
+    return (labels[:, 1:] != IGNORE_INDEX).sum()
+
+
+@dataclass
+class StepTotals:
+    """Device-side sums between two log points: loss, labelled tokens, real tokens (no host sync)."""
+
+    loss: torch.Tensor
+    labels: torch.Tensor
+    tokens: torch.Tensor
+    steps: int = 0
+
+    @classmethod
+    def zeros(cls, device) -> "StepTotals":
+        return cls(torch.zeros((), device=device, dtype=torch.float64), torch.zeros((), device=device, dtype=torch.long),
+                   torch.zeros((), device=device, dtype=torch.long))
+
+    def add(self, loss: torch.Tensor, labels: torch.Tensor, tokens: torch.Tensor) -> None:
+        self.loss += loss.detach()
+        self.labels += labels
+        self.tokens += tokens
+        self.steps += 1
+
+    def read(self) -> tuple[float, int]:
+        """(mean loss per labelled token, real tokens): the one synchronisation, at log points."""
+        labels = max(int(self.labels), 1)
+        return float(self.loss) / labels, int(self.tokens)
+
+
+@dataclass
+class TrainState:
+    """Everything that changes during training and is saved for an exact resume."""
+
+    model: torch.nn.Module  # what is called (maybe compiled / DDP-wrapped)
+    raw_model: torch.nn.Module  # the plain CompactTransformer (saved, evaluated)
+    optimizer: torch.optim.Optimizer
+    scaler: torch.amp.GradScaler
+    data: object  # GeneratedBatches | PoolBatches
+    step: int = 0
+    best_val_exact_match: float | None = None
+    best_val_loss: float = float("inf")
+    extra: dict = field(default_factory=dict)
+
+
+def train_step(state: TrainState, config, precision, device: torch.device, dist_info: Dist,
+               pad_id: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """One optimizer step over `grad_accum_steps` micro-batches of the global batch.
+
+    Every rank draws the same global batch and trains on its own rows; the loss is summed over the
+    global batch's labelled tokens and divided by their count, so N processes compute exactly the
+    gradient one process would. Returns device scalars (summed loss, labelled tokens, real tokens) of
+    this rank; nothing here waits for the device."""
+    model, accum = state.model, config.train.grad_accum_steps
+    set_learning_rate(state.optimizer, learning_rate(state.step, config))
+    micro = [state.data.next_batch() for _ in range(accum)]
+    global_labels = sum(labelled(labels) for _, labels in micro)  # every rank sees the global batch
+    loss_total = torch.zeros((), device=device)
+    tokens = torch.zeros((), device=device, dtype=torch.long)
+    for i, (ids, labels) in enumerate(micro):
+        ids, labels = ids[dist_info.rank::dist_info.world_size], labels[dist_info.rank::dist_info.world_size]
+        last = i == accum - 1
+        sync = contextlib.nullcontext() if (last or not dist_info.enabled) else model.no_sync()
+        with sync:
+            with precision.autocast(device):
+                loss_sum = summed_loss(model, ids, labels)
+            # DDP averages gradients over ranks; scaling by world size turns that into a global sum
+            state.scaler.scale(loss_sum * dist_info.world_size / global_labels.clamp(min=1)).backward()
+        loss_total += loss_sum.detach().float()
+        tokens += (ids != pad_id).sum()
+    if config.train.grad_clip > 0:
+        state.scaler.unscale_(state.optimizer)
+        torch.nn.utils.clip_grad_norm_(model.parameters(), config.train.grad_clip, foreach=True)
+    state.scaler.step(state.optimizer)
+    state.scaler.update()
+    state.optimizer.zero_grad(set_to_none=True)
+    state.step += 1
+    loss_total = all_reduce_sum(loss_total, dist_info)
+    return loss_total, global_labels, tokens
+
+
+class GraphedStep:
+    """The whole training step (forward, backward, clipping, AdamW) captured in one CUDA graph.
+
+    The first `warmup` steps run eagerly on a side stream (as CUDA graph capture requires) and are real
+    training steps; after that each step copies the batch into static buffers, sets the learning-rate
+    tensor and replays the graph. Needs: CUDA, one process, grad_accum_steps 1, no GradScaler (fp16),
+    an optimizer built with `capturable=True`."""
+
+    def __init__(self, state: TrainState, config, precision, device: torch.device, pad_id: int, warmup: int = 3):
+        self.state, self.config, self.precision, self.device, self.pad_id = state, config, precision, device, pad_id
+        self.warmup = warmup
+        self.graph = None
+
+    def _body(self, ids: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        state = self.state
+        count = labelled(labels)
+        dtype = self.precision.dtype
+        with torch.autocast(self.device.type, dtype=dtype or torch.float32, enabled=dtype is not None,
+                            cache_enabled=False):
+            loss_sum = summed_loss(state.model, ids, labels)
+        (loss_sum / count.clamp(min=1)).backward()
+        if self.config.train.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(state.model.parameters(), self.config.train.grad_clip, foreach=True)
+        state.optimizer.step()
+        return loss_sum.detach().float(), count
+
+    def __call__(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        state = self.state
+        set_learning_rate(state.optimizer, learning_rate(state.step, self.config))
+        ids, labels = state.data.next_batch()
+        if self.graph is None:
+            if self.warmup > 0:
+                self.warmup -= 1
+                side = torch.cuda.Stream()
+                side.wait_stream(torch.cuda.current_stream())
+                with torch.cuda.stream(side):
+                    state.optimizer.zero_grad(set_to_none=True)
+                    loss, count = self._body(ids, labels)
+                torch.cuda.current_stream().wait_stream(side)
+                state.step += 1
+                return loss, count, (ids != self.pad_id).sum()
+            self.static_ids, self.static_labels = ids.clone(), labels.clone()
+            state.optimizer.zero_grad(set_to_none=True)
+            self.graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(self.graph):
+                self.static_loss, self.static_count = self._body(self.static_ids, self.static_labels)
+        self.static_ids.copy_(ids, non_blocking=True)
+        self.static_labels.copy_(labels, non_blocking=True)
+        self.graph.replay()
+        state.step += 1
+        return self.static_loss.clone(), self.static_count.clone(), (ids != self.pad_id).sum()

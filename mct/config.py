@@ -134,9 +134,12 @@ class TrainConfig(_Section):
     beta2: float = Field(0.99, ge=0, lt=1, description="AdamW beta2")
     grad_clip: float = Field(1.0, ge=0, description="clip the gradient norm to this (0 = off)")
     eval_every: int = Field(250, ge=1, description="steps between evaluations")
-    eval_samples: int = Field(500, ge=1, description="validation problems decoded at each evaluation")
+    eval_samples: int = Field(1000, ge=1, description="validation problems scored at each evaluation")
     target_accuracy: float | None = Field(
         None, gt=0, le=1, description="stop early once validation exact-match reaches this"
+    )
+    target_patience: int = Field(
+        2, ge=1, description="evaluations in a row at target_accuracy before stopping early"
     )
     save_every: int = Field(500, ge=1, description="steps between rewrites of last.pt")
     log_every: int = Field(10, ge=1, description="steps between metric lines")
@@ -146,6 +149,9 @@ class TrainConfig(_Section):
         "auto", description="auto = bf16 on GPUs that support it, fp16 on others, fp32 on CPU"
     )
     compile: bool = Field(False, description="torch.compile the model")
+    cuda_graphs: bool | Literal["auto"] = Field(
+        "auto", description="capture the whole training step in a CUDA graph (auto = on CUDA where possible)"
+    )
     num_threads: int | None = Field(None, ge=1, description="CPU threads for torch (none = torch's choice)")
     out_dir: Path | None = Field(None, description="run folder; none = a new folder under runs/")
 

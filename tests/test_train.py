@@ -5,11 +5,14 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 from mct.checkpoint import load_checkpoint
 from mct.config import load_config
 from mct.errors import MctError
 from mct.model import create_model
+from mct.data.format import DataFormat
+from mct.train import loop
 from mct.train.data import training_batches
 from mct.train import build_optimizer, learning_rate, train
 
@@ -134,11 +137,32 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch
 
 
 def test_early_stop_at_target_accuracy(tmp_path, monkeypatch):
-    from mct.train import loop
+    monkeypatch.setattr(loop, "validate", lambda *a, **k: (0.01, 1.0))
+    result = train(tiny_config(tmp_path, train={"target_accuracy": 0.99, "max_steps": 60}), tmp_path / "run")
+    assert result.stopped == "target_reached" and result.steps == 30  # two evaluations in a row at the target
+    once = train(tiny_config(tmp_path, train={"target_accuracy": 0.99, "target_patience": 1}), tmp_path / "once")
+    assert once.stopped == "target_reached" and once.steps == 15
 
-    monkeypatch.setattr(loop, "validation_exact_match", lambda *a, **k: 1.0)
-    result = train(tiny_config(tmp_path, train={"target_accuracy": 0.99}), tmp_path / "run")
-    assert result.stopped == "target_reached" and result.steps == 15
+
+def test_teacher_forced_validation_exact_match_equals_decoding_on_a_trained_model(tiny_trained_checkpoint):
+    """Argmax along the reference at every scored token <=> greedy decoding writes the reference."""
+    from mct.checkpoint import load_checkpoint
+    from mct.data.generate import sample_heldout
+    from mct.device import choose_precision
+    from mct.evaluate import evaluate_records
+    from mct.train.data import validation_tensors
+
+    ckpt = load_checkpoint(tiny_trained_checkpoint)
+    data_format = DataFormat.from_dict(ckpt.data_format)
+    records, _ = sample_heldout(ckpt.config.data, 300, 10, seed=7)
+    tensors = validation_tensors(records, ckpt.tokenizer, ckpt.config)
+    precision, cpu = choose_precision(torch.device("cpu")), torch.device("cpu")
+    wrong = {e["prompt"] for e in evaluate_records(ckpt.model, ckpt.tokenizer, data_format, records).errors}
+    for i, record in enumerate(records):  # problem by problem: teacher-forced right <=> decoded right
+        one = tuple(t[i:i + 1] for t in tensors)
+        assert (loop.validate(ckpt.model, one, precision, cpu)[1] == 1.0) == (record.prompt not in wrong)
+    _, teacher_forced = loop.validate(ckpt.model, tensors, precision, cpu)
+    assert teacher_forced == 1 - len(wrong) / len(records)
 
 
 def test_learning_rate_warms_up_then_decays_to_the_floor(tmp_path):

@@ -18,7 +18,10 @@ import numpy as np
 from mct.data import sampling
 from mct.data.dataset import Record
 from mct.data.format import DataFormat, build_target
+from mct.data import tasks
+from mct.data.render import BatchRenderer, Digits
 from mct.data.tasks import tracer
+from mct.tokenizer import ANSWER_MARK, EOS, PAD, STEP_SEP, Tokenizer
 from mct.errors import MctError
 from mct.fileio import atomic_path
 
@@ -85,111 +88,60 @@ def make_record(fmt: DataFormat, a: int, b: int) -> Record:
     return Record(fmt.prompt((a, b)), answer, build_target(steps, fmt.ordered_answer(answer)), steps, meta)
 
 
-# Column steps of add / sub indexed by carry_in * 100 + digit_a * 10 + digit_b (object arrays of str).
-_ADD_STEPS = np.array([f"{x}+{y}+{c}={(x + y + c) // 10}{(x + y + c) % 10}"
-                       for c in (0, 1) for x in range(10) for y in range(10)], dtype=object)
-_SUB_STEPS = np.array([f"{x}-{y}-{c}={int(x - y - c < 0)}{(x - y - c) % 10}"
-                       for c in (0, 1) for x in range(10) for y in range(10)], dtype=object)
-_POW10 = [10**i for i in range(19)]
-_VECTOR_LIMIT = 10**17  # operands below this are traced with numpy int64
+_VECTOR_LIMIT = 10**17  # add/sub carry statistics of operands below this are computed with numpy int64
 
 
-def _column_traces(task: str, a: np.ndarray, b: np.ndarray):
-    """Vectorised add/sub traces of int64 operands with the same column count.
-
-    Returns (steps joined by '|' [N] object, carries [N], max_carry_chain [N]).
-    """
+def _carry_stats(task: str, a: list, b: list, modulus: int | None) -> tuple[list, list]:
+    """(carries, max_carry_chain) of every problem: numpy column by column for add/sub, else per problem."""
+    if task not in ("add", "sub") or not a or max(max(a), max(b)) >= _VECTOR_LIMIT:
+        stats = [tasks.carry_stats(task, x, y, modulus) for x, y in zip(a, b)]
+        return [c for c, _ in stats], [ch for _, ch in stats]
+    x, y = np.array(a, dtype=np.int64), np.array(b, dtype=np.int64)
     if task == "sub":
-        a, b = np.maximum(a, b), np.minimum(a, b)
-        table = _SUB_STEPS
-    else:
-        table = _ADD_STEPS
-    columns = len(str(int(max(a.max(), b.max()))))
-    carry = np.zeros(len(a), dtype=np.int64)
-    carries = np.zeros(len(a), dtype=np.int64)
-    run = np.zeros(len(a), dtype=np.int64)
-    chain = np.zeros(len(a), dtype=np.int64)
-    joined = None
-    for i in range(columns):
-        da = (a // _POW10[i]) % 10
-        db = (b // _POW10[i]) % 10
-        step = table[carry * 100 + da * 10 + db]
-        joined = step if joined is None else joined + "|" + step
-        carry = (da + db + carry >= 10) if task == "add" else (da - db - carry < 0)
-        carry = carry.astype(np.int64)
+        x, y = np.maximum(x, y), np.minimum(x, y)
+    carry, carries, run, chain = (np.zeros(len(x), dtype=np.int64) for _ in range(4))
+    for i in range(len(str(int(max(x.max(), y.max()))))):
+        dx, dy = (x // 10**i) % 10, (y // 10**i) % 10
+        carry = ((dx + dy + carry >= 10) if task == "add" else (dx - dy - carry < 0)).astype(np.int64)
         carries += carry
         run = (run + 1) * carry
         np.maximum(chain, run, out=chain)
-    return joined, carries, chain
+    return carries.tolist(), chain.tolist()
 
 
-def _vector_lines(fmt: DataFormat, a_list: list, b_list: list) -> list[str] | None:
-    """JSONL lines of add/sub problems traced with numpy; None when operands are too long for int64."""
-    if not a_list or max(max(a_list), max(b_list)) >= _VECTOR_LIMIT:
-        return None
-    a_all = np.array(a_list, dtype=np.int64)
-    b_all = np.array(b_list, dtype=np.int64)
-    # group by column count = digits of the longer operand (largest |operand| for sub's x)
-    width = np.searchsorted(np.array(_POW10[1:18], dtype=np.int64), np.maximum(a_all, b_all), side="right") + 1
-    out = np.empty(len(a_list), dtype=object)
-    op, task = fmt.operator, fmt.task
-    use_steps, pad, ordered_answer = fmt.use_steps, fmt.operand_width, fmt.ordered_answer
-    for columns in np.unique(width).tolist():
-        sel = np.nonzero(width == columns)[0]
-        a, b = a_all[sel], b_all[sel]
-        joined, carries, chain = _column_traces(task, a, b)
-        answers = (a + b if task == "add" else a - b).tolist()
-        lines = []
-        append = lines.append
-        for x, y, ans, steps, car, ch in zip(a.tolist(), b.tolist(), answers, joined.tolist(),
-                                             carries.tolist(), chain.tolist()):
-            sa, sb, answer = str(x), str(y), str(ans)
-            pa, pb = (f"{x:0{pad}d}", f"{y:0{pad}d}") if pad else (sa, sb)
-            ordered = ordered_answer(answer)
-            if use_steps:
-                steps_json = '"' + steps.replace("|", '", "') + '"'
-                target = steps + "|#" + ordered + "<eos>"
-            else:
-                steps_json = ""
-                target = "#" + ordered + "<eos>"
-            append(f'{{"prompt": "{pa}{op}{pb}=", "answer": "{answer}", "target": "{target}", '
-                   f'"steps": [{steps_json}], "meta": {{"task": "{task}", "digits": [{len(sa)}, {len(sb)}], '
-                   f'"carries": {car}, "max_carry_chain": {ch}}}}}\n')
-        out[sel] = lines
-    return out.tolist()
+def _text_rows(ids: np.ndarray, tokenizer: Tokenizer) -> list[str]:
+    """Text of right-padded token id rows [N, T]: every token is one byte, <eos> is written out."""
+    table = np.zeros(tokenizer.vocab_size, dtype=np.uint8)
+    for i, token in enumerate(tokenizer.vocab):
+        table[i] = 1 if token == EOS else 0 if token == PAD else ord(token)
+    data = table[ids]
+    return [row.tobytes().rstrip(b"\0").decode("ascii").replace("\x01", EOS) for row in data]
 
 
 def _line_formatter(fmt: DataFormat) -> Callable[[list, list], str]:
-    """(a list, b list) -> their JSONL text. Every character is a digit, an operator, '|', '#', or part of
-    '<eos>', so plain string formatting gives exactly `json.dumps(record.to_dict())` (a test checks it).
-    add and sub are traced column by column with numpy (the hot path of `mct gen`); the rest, and
-    operands too long for int64, with `tasks.trace`."""
-    trace = tracer(fmt.task, fmt.modulus)
-    op, task = fmt.operator, fmt.task
-    use_steps, pad, ordered_answer = fmt.use_steps, fmt.operand_width, fmt.ordered_answer
+    """(a list, b list) -> their JSONL text, the prompt and target written by the format's batch path.
+
+    Every character is a digit, an operator, '|', '#', or part of '<eos>', so plain string formatting
+    gives exactly `json.dumps(record.to_dict())` (a test checks it)."""
+    tokenizer = Tokenizer()
+    renderer = BatchRenderer(fmt, tokenizer)
+    task = fmt.task
     tail = f', "modulus": {fmt.modulus}}}}}\n' if task == "mod" else "}}\n"
 
     def lines(a_list: list, b_list: list) -> str:
-        if task in ("add", "sub"):
-            fast = _vector_lines(fmt, a_list, b_list)
-            if fast is not None:
-                return "".join(fast)
+        rendered = renderer.render(Digits.from_ints(a_list), Digits.from_ints(b_list))
+        texts = _text_rows(rendered["input_ids"].numpy(), tokenizer)
+        carries, chains = _carry_stats(task, a_list, b_list, fmt.modulus)
         out = []
         append = out.append
-        for a, b in zip(a_list, b_list):
-            answer, steps, carries, chain = trace(a, b)
-            sa, sb = str(a), str(b)
-            pa, pb = (f"{a:0{pad}d}", f"{b:0{pad}d}") if pad else (sa, sb)
-            ordered = ordered_answer(answer)
-            if use_steps:
-                steps_json = '"' + '", "'.join(steps) + '"'
-                target = "|".join(steps) + "|#" + ordered + "<eos>"
-            else:
-                steps_json = ""
-                target = "#" + ordered + "<eos>"
-            append(f'{{"prompt": "{pa}{op}{pb}=", "answer": "{answer}", "target": "{target}", '
-                   f'"steps": [{steps_json}], "meta": {{"task": "{task}", "digits": [{len(sa)}, {len(sb)}], '
-                   f'"carries": {carries}, "max_carry_chain": {chain}{tail}')
+        for a, b, text, car, ch in zip(a_list, b_list, texts, carries, chains):
+            split = text.index("=") + 1
+            target = text[split:]
+            mark = target.index(ANSWER_MARK)
+            steps_json = '"' + target[:mark - 1].replace(STEP_SEP, '", "') + '"' if mark else ""
+            append(f'{{"prompt": "{text[:split]}", "answer": "{tasks.solve(task, a, b, fmt.modulus)}", '
+                   f'"target": "{target}", "steps": [{steps_json}], "meta": {{"task": "{task}", '
+                   f'"digits": [{len(str(a))}, {len(str(b))}], "carries": {car}, "max_carry_chain": {ch}{tail}')
         return "".join(out)
 
     return lines

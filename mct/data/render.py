@@ -39,8 +39,8 @@ class Digits:
     @classmethod
     def from_ints(cls, numbers, device: torch.device | str = "cpu", width: int | None = None) -> "Digits":
         """Digits of Python ints or an int64 array (any size: long ints go through their text)."""
-        array = np.asarray(numbers, dtype=object) if not isinstance(numbers, np.ndarray) else numbers
-        if array.dtype != object and len(array) and int(array.max()) < 10**INT64_DIGITS:
+        array = numbers if isinstance(numbers, np.ndarray) else np.asarray(numbers)  # object dtype for long ints
+        if array.dtype.kind in "iu" and len(array) and int(array.max()) < 10**INT64_DIGITS:
             array = array.astype(np.int64)
             longest = len(str(int(array.max()))) if len(array) else 1
             L = max(longest, width or 0, 1)
@@ -49,7 +49,7 @@ class Digits:
             values[:, :len(powers)] = (array[:, None] // powers[None, :]) % 10
             lengths = 1 + (array[:, None] >= powers[None, 1:]).sum(1) if len(powers) > 1 else np.ones(len(array))
         else:
-            texts = [str(int(v)) for v in array]
+            texts = [str(int(v)) for v in numbers]  # the originals: numpy may have made long ints floats
             if any(t.startswith("-") for t in texts):
                 raise ValueError("Digits holds non-negative numbers only")
             L = max([len(t) for t in texts] + [width or 0, 1])

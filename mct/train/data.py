@@ -56,11 +56,24 @@ def training_batches(config, tokenizer, data_format: DataFormat, exclude: set, d
     return GeneratedBatches(config.data, data_format, tokenizer, batch_size, device, exclude, seed), 0
 
 
-def validation_tensors(records, tokenizer, config) -> tuple[torch.Tensor, torch.Tensor] | None:
-    """(input_ids, labels) of the records that have targets (for the validation loss), or None."""
+def validation_tensors(records, tokenizer, config) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None:
+    """(input_ids, labels, scored) of the records that have targets, or None.
+
+    `scored [N, T]` marks the tokens an exact match is judged on: what the model writes and the step-
+    masking mode scores (steps and answer for "none", the answer for "mask_steps", the steps for
+    "mask_answer"); labels follow the training loss (for "none" the prompt too)."""
+    from mct.data.render import ROLE_ANSWER, ROLE_STEP
+
     examples = [encode_example(r, tokenizer) for r in records if r.target is not None]
     if not examples:
         return None
-    batch = collate_fn(examples, pad_id=tokenizer.pad_id, step_masking_mode=config.data.step_masking_mode,
-                       max_seq_len=config.data.max_seq_len)
-    return batch["input_ids"], batch["labels"]
+    mode = config.data.step_masking_mode
+    batch = collate_fn(examples, pad_id=tokenizer.pad_id, step_masking_mode=mode, max_seq_len=config.data.max_seq_len)
+    kept = [e for e in examples if len(e) <= config.data.max_seq_len]
+    width = batch["input_ids"].shape[1]
+    roles = torch.tensor([e.roles + [-1] * (width - len(e)) for e in kept])
+    wanted = {"none": (ROLE_STEP, ROLE_ANSWER), "mask_steps": (ROLE_ANSWER,), "mask_answer": (ROLE_STEP,)}[mode]
+    scored = torch.zeros_like(roles, dtype=torch.bool)
+    for role in wanted:
+        scored |= roles == role
+    return batch["input_ids"], batch["labels"], scored

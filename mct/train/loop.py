@@ -101,26 +101,35 @@ def torch_threads(n: int | None):
 
 
 @torch.no_grad()
-def validation_loss(model, tensors, precision, device: torch.device, batch_size: int = 512) -> float:
-    """Mean loss per labelled token over the validation tensors (teacher forcing)."""
+def validate(model, tensors, precision, device: torch.device, batch_size: int = 1024) -> tuple[float, float]:
+    """(mean loss per labelled token, teacher-forced exact match) over the validation tensors.
+
+    A problem counts as exact when the model's argmax is the reference at every scored token, given the
+    reference before it. That is exactly when greedy decoding writes the reference text, so this equals
+    the decoded exact match whenever the model writes the reference format, and is never above it (a
+    different text with the same answer counts only when decoded): a conservative stopping signal for
+    one forward pass instead of a decoding loop."""
     if tensors is None:
-        return float("nan")
-    ids_all, labels_all = tensors
+        return float("nan"), 0.0
+    ids_all, labels_all, scored_all = tensors
     total = torch.zeros((), device=device, dtype=torch.float64)
-    count = 0
+    count = torch.zeros((), device=device, dtype=torch.long)
+    exact = torch.zeros((), device=device, dtype=torch.long)
     model.eval()
     for start in range(0, ids_all.shape[0], batch_size):
         ids = ids_all[start:start + batch_size].to(device)
         labels = labels_all[start:start + batch_size].to(device)
+        scored = scored_all[start:start + batch_size].to(device)
         with precision.autocast(device):
-            total += summed_loss(model, ids, labels).double()
-        count += int((labels[:, 1:] != -100).sum())
-    return float(total) / max(count, 1)
-
-
-def validation_exact_match(model, tokenizer, data_format: DataFormat, records, device: torch.device) -> float:
-    """Greedy exact match on `records`, scored exactly as `mct eval` scores the test set."""
-    return evaluate_records(model, tokenizer, data_format, records, batch_size=512, device=device).exact_match
+            logits, _, _ = model(ids)
+        predictions = logits[:, :-1].argmax(-1)
+        total += torch.nn.functional.cross_entropy(
+            logits[:, :-1].reshape(-1, logits.shape[-1]).float(), labels[:, 1:].reshape(-1),
+            ignore_index=-100, reduction="sum").double()
+        count += (labels[:, 1:] != -100).sum()
+        wrong = (predictions != ids[:, 1:]) & scored[:, 1:]
+        exact += (~wrong.any(1)).sum()
+    return float(total) / max(int(count), 1), int(exact) / ids_all.shape[0]
 
 
 def _rng_state() -> dict:
@@ -220,7 +229,7 @@ class _Run:
     def _graphs_wanted(self) -> bool:
         """CUDA graphs: on by default on CUDA where they apply (one process, no accumulation, no fp16
         scaler, eager model), off elsewhere; `train.cuda_graphs = false` turns them off."""
-        wanted = getattr(self.config.train, "cuda_graphs", "auto")
+        wanted = self.config.train.cuda_graphs
         possible = (self.device.type == "cuda" and not self.dist.enabled and self.config.train.grad_accum_steps == 1
                     and not self.precision.use_scaler and not self.config.train.compile)
         if wanted is True and not possible:
@@ -243,8 +252,7 @@ class _Run:
     def evaluate_and_checkpoint(self) -> bool:
         """Validation loss and exact match; best.pt when they improve. True when the target is reached."""
         s = self.state
-        val_loss = validation_loss(s.raw_model, self.val_tensors, self.precision, self.device)
-        val_em = validation_exact_match(s.raw_model, self.tokenizer, self.format, self.val_subset, self.device)
+        val_loss, val_em = validate(s.raw_model, self.val_tensors, self.precision, self.device)
         s.model.train()
         row = {"step": s.step, "val_loss": round(val_loss, 6), "val_exact_match": val_em,
                "elapsed_s": round(time.perf_counter() - self.started, 2)}
@@ -256,7 +264,9 @@ class _Run:
             self.save("best.pt", with_state=False)
         self.emit({"event": "eval", **row, "best_val_exact_match": s.best_val_exact_match})
         target = self.config.train.target_accuracy
-        return target is not None and val_em >= target
+        # the target must hold at `target_patience` evaluations in a row: one lucky sample does not stop
+        self.at_target = self.at_target + 1 if (target is not None and val_em >= target) else 0
+        return self.at_target >= self.config.train.target_patience
 
     # --- loop ------------------------------------------------------------------------------------
     def _log(self, totals: StepTotals, lr_step: int, window: float) -> None:
@@ -280,7 +290,7 @@ class _Run:
         self.emit({"event": "start", "run_dir": str(self.folder.path), "device": str(self.device),
                    "precision": self.precision.name, "parameters": s.raw_model.num_parameters(),
                    "start_step": self.start_step, "max_steps": cfg.max_steps, "world_size": self.dist.world_size})
-        self.tokens_seen, self.train_seconds = 0, 0.0
+        self.tokens_seen, self.train_seconds, self.at_target = 0, 0.0, 0
         totals = StepTotals.zeros(self.device)
         window_start = time.perf_counter()
         in_step = False

@@ -253,3 +253,19 @@ def test_a_training_file_never_trains_on_held_out_problems(tmp_path):
     padded = lambda ids: tuple(ids + [tokenizer.pad_id] * (data.width - len(ids)))  # noqa: E731
     assert not any(padded(tokenizer.encode(r.prompt + r.target)) in seen for r in records[:50])
     assert len(seen) == len(records) - 50  # every other problem is seen (40 batches of 16 > 150)
+
+
+def test_training_leaves_the_callers_random_streams_and_backend_alone(tmp_path):
+    import random
+
+    import matplotlib
+
+    torch.manual_seed(123)
+    random.seed(123)
+    expected_torch, expected_python = torch.rand(3), random.random()
+    torch.manual_seed(123)
+    random.seed(123)
+    backend = matplotlib.get_backend()
+    train(tiny_config(tmp_path, train={"max_steps": 2, "eval_every": 2}), tmp_path / "run")
+    assert torch.equal(torch.rand(3), expected_torch) and random.random() == expected_python
+    assert matplotlib.get_backend() == backend

@@ -98,7 +98,10 @@ class GeneratedBatches:
     def _render_chunk(self, index: int) -> None:
         rng = sampling.make_rng(self.seed, f"stream:{index}")
         a, a_len, b, b_len = self._draw(rng, self.steps_per_chunk * self.batch_size)
-        to = lambda x: torch.from_numpy(x).to(self.device)  # noqa: E731
+        def to(array):  # pinned host memory makes the one copy per chunk asynchronous on CUDA
+            tensor = torch.from_numpy(array)
+            return (tensor.pin_memory() if self.device.type == "cuda" else tensor).to(self.device, non_blocking=True)
+
         rendered = self.renderer.render(Digits(to(a), to(a_len)), Digits(to(b), to(b_len)), width=self.width)
         longest = int(rendered["lengths"].max())  # one sync per chunk, so no example is ever cut
         if longest > self.width:

@@ -379,7 +379,13 @@ def train(config: Config, run_dir: str | Path, resume: bool = False, force: bool
     """
     dist_info, device = setup_distributed(config.train.device)
     emit = progress if (progress is not None and dist_info.is_main) else (lambda event: None)
-    run = _Run(config, Path(run_dir), resume, force, emit, dist_info, device, stop or (lambda: False))
-    run.build()
-    stopped = run.loop()
-    return run.finish(stopped)
+    python_state = random.getstate()
+    # the run seeds torch's and Python's generators; the caller gets its own streams back afterwards
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else [], device_type=device.type):
+        try:
+            run = _Run(config, Path(run_dir), resume, force, emit, dist_info, device, stop or (lambda: False))
+            run.build()
+            stopped = run.loop()
+            return run.finish(stopped)
+        finally:
+            random.setstate(python_state)

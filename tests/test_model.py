@@ -7,7 +7,8 @@ from hypothesis import strategies as st
 
 from mct.config import Config, ModelConfig
 from mct.errors import MctError
-from mct.model import ActivationCache, CompactTransformer, KVCache, apply_rope, create_model
+from mct.generation import KVCache
+from mct.model import ActivationCache, CompactTransformer, apply_rope, create_model
 
 V = 19
 
@@ -379,11 +380,14 @@ def test_kv_cache_gives_the_same_logits_and_tokens_as_recomputing():
     full_mask = torch.cat([mask, torch.ones(3, new, dtype=torch.bool)], dim=1)
     cache = KVCache(len(model.blocks), 7 + new)
     with torch.no_grad():
-        step_logits = model._forward_cached(tokens[:, :7], full_mask[:, :7], cache)
+        prefill, _, _ = model(tokens[:, :7], full_mask[:, :7], cache=cache)  # one forward path, with a cache
+        full, _, _ = model(tokens[:, :7], full_mask[:, :7])
+        assert torch.allclose(prefill, full, atol=1e-5) and cache.length == 7
+        step_logits = prefill[:, -1]
         for length in range(7, 7 + new):
             full, _, _ = model(tokens[:, :length], full_mask[:, :length])
             assert torch.allclose(step_logits, full[:, -1], atol=1e-5)
-            step_logits = model._forward_cached(tokens[:, length:length + 1], full_mask[:, :length + 1], cache)
+            step_logits = model(tokens[:, length:length + 1], full_mask[:, length:length + 1], cache=cache)[0][:, -1]
 
 
 @pytest.mark.parametrize("use_cache", [True, False])

@@ -138,8 +138,8 @@ def test_cpu_inputs_work_with_a_model_on_cuda():
     tokens = model.generate(ids, 4, attention_mask=mask)
     next_token = model.generate_next_token(ids, mask, temperature=0.0)
     assert tokens.device.type == "cpu" and next_token.device.type == "cpu"  # back where the inputs were
-    assert torch.cat([ids, next_token], dim=1).shape == (2, 6)
-    assert torch.equal(tokens, tiny().generate(ids, 4, attention_mask=mask))
+    assert torch.cat([ids, next_token], dim=1).shape == (2, 6) and tokens.shape == (2, 9)
+    assert torch.allclose(logits.cpu(), tiny()(ids, mask)[0], atol=5e-3)  # loose: GPU kernels may use TF32
 
 
 # ---- generate and sampling ---------------------------------------------------------------------

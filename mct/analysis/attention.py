@@ -76,7 +76,7 @@ def select_heads(num_layers: int, num_heads: int, layers=None, heads=None) -> tu
     for name, chosen, count in (("layer", layers, num_layers), ("head", heads, num_heads)):
         for index in chosen or ():
             if not 0 <= index < count:
-                raise MctError(f"--{name} {index} is out of range: the model has {count} {name}s "
+                raise MctError(f"{name} {index} is out of range: the model has {count} {name}s "
                                f"(0..{count - 1})")
     return (layers if layers is not None else list(range(num_layers)),
             heads if heads is not None else list(range(num_heads)))

@@ -27,7 +27,8 @@ sys.path.insert(0, str(ROOT))
 from mct.config import load_config  # noqa: E402
 from mct.data.dataset import Record  # noqa: E402
 from mct.data.format import DataFormat  # noqa: E402
-from mct.evaluate import evaluate_records, max_new_tokens_for  # noqa: E402
+from mct.evaluate import evaluate_records  # noqa: E402
+from mct.generation import max_new_tokens_for  # noqa: E402
 from mct.model import create_model  # noqa: E402
 from mct.tokenizer import Tokenizer  # noqa: E402
 

@@ -260,7 +260,8 @@ def eval_(
     with _progress_bar(f"eval {path.name}", total, enabled=total >= 1000) as progress:
         report = evaluate_records(predictor.model, predictor.tokenizer, predictor.data_format, records,
                                   batch_size=batch_size, device=predictor.device, limit=limit,
-                                  use_cache=not no_cache, progress=progress)
+                                  use_cache=not no_cache, progress=progress,
+                                  step_masking_mode=predictor.step_masking_mode)
     if errors is not None:
         lines = [json.dumps({"prompt": e["prompt"], "expected": e["expected"], "got": e["got"],
                              "completion": e["completion"], "malformed": e["malformed"]}) for e in report.errors]
@@ -332,19 +333,25 @@ def _render_eval(result: dict) -> None:
     summary.add_row("checkpoint", result["checkpoint"])
     summary.add_row("data", result["data"])
     summary.add_row("format", f"{result['task']}, answer {result['answer_order']}"
-                    + (", with steps" if result["steps"] is not None else ""))
+                    + (", with steps" if result["steps"] is not None or result["steps_supplied"] else ""))
+    mode = result["step_masking_mode"]
+    decoding = {"none": f"the model writes {'the steps and ' if result['steps'] else ''}the answer",
+                "mask_steps": "the reference steps are supplied, the model writes the answer",
+                "mask_answer": "the model writes the steps, which are scored (its answer was not trained)"}
+    summary.add_row("step masking", f"{mode}: {decoding[mode]}")
     summary.add_row("problems", f"{result['n']:,}")
-    summary.add_row("exact match", f"{_pct(result['exact_match'])} ({result['correct']:,} right)")
+    summary.add_row(f"exact match ({result['scored']})", f"{_pct(result['exact_match'])} ({result['correct']:,} right)")
     malformed = result["malformed"]
     reasons = ", ".join(f"{reason}: {count}" for reason, count in malformed["by_reason"].items())
     summary.add_row("malformed", f"{malformed['count']:,}" + (f" ({reasons})" if reasons else ""))
     if result["steps"] is not None:
         steps = result["steps"]
         summary.add_row("steps correct", _pct(steps["steps_correct"]))
-        summary.add_row("right answer after wrong steps",
-                        f"{steps['right_answer_after_wrong_steps']:,} "
-                        f"({_pct(steps['right_answer_after_wrong_steps_share'])} of wrong-step problems)")
-        summary.add_row("wrong answer after right steps", f"{steps['wrong_answer_after_right_steps']:,}")
+        if "right_answer_after_wrong_steps" in steps:
+            summary.add_row("right answer after wrong steps",
+                            f"{steps['right_answer_after_wrong_steps']:,} "
+                            f"({_pct(steps['right_answer_after_wrong_steps_share'])} of wrong-step problems)")
+            summary.add_row("wrong answer after right steps", f"{steps['wrong_answer_after_right_steps']:,}")
     err_console.print(summary)
 
     from rich.columns import Columns
@@ -356,11 +363,13 @@ def _render_eval(result: dict) -> None:
         table.add_column("exact match" if label != "digit" else "accuracy", justify="right")
         return table
 
-    digits = group_table("by answer digit", "digit")
-    for position, accuracy in result["per_digit_accuracy"].items():
-        label = f"{position} (units)" if position == "0" else position
-        digits.add_row(label, f"{result['per_digit_count'][position]:,}", _pct(accuracy))
-    tables = [digits]
+    tables = []
+    if result["per_digit_accuracy"]:  # empty when the answer is not scored
+        digits = group_table("by answer digit", "digit")
+        for position, accuracy in result["per_digit_accuracy"].items():
+            label = f"{position} (units)" if position == "0" else position
+            digits.add_row(label, f"{result['per_digit_count'][position]:,}", _pct(accuracy))
+        tables.append(digits)
     for key, title, label in (("by_digits", "by operand lengths", "a,b"),
                               ("by_carries", "by number of carries", "carries"),
                               ("by_max_carry_chain", "by longest carry chain", "chain")):
@@ -410,15 +419,7 @@ def generate(
                                      top_k=top_k)
     results = []
     for prompt, completion in zip(prompt_list, completions):
-        parsed = predictor.parse(completion)
-        try:
-            expected = predictor.data_format.solve(predictor.data_format.operands_from_prompt(prompt))
-        except MctError:  # not a problem of the model's task: show the completion only
-            expected = None
-        answer = parsed.answer if parsed.malformed is None else None
-        entry = {"prompt": prompt, "completion": completion, "answer": answer, "steps": list(parsed.steps),
-                 "malformed": parsed.malformed, "expected": expected,
-                 "correct": None if expected is None else answer == expected}
+        entry = predictor.grade(prompt, completion)
         if explain:
             if seed is not None:
                 seed_everything(seed)
@@ -435,13 +436,17 @@ def generate(
 def _render_generate(results: list[dict]) -> None:
     from rich.table import Table
 
-    table = Table(title="mct generate")
-    for column in ("prompt", "completion", "answer", "expected", ""):
+    scored = results[0]["scored"] if results else "answer"
+    supplied = any(entry["supplied"] for entry in results)
+    table = Table(title="mct generate" + (" (reference steps supplied after the prompt)" if supplied else ""))
+    for column in ("prompt + steps" if supplied else "prompt", "completion", scored, "expected", ""):
         table.add_column(column, no_wrap=True)
     for entry in results:
         mark = "" if entry["correct"] is None else ("[green]✓[/]" if entry["correct"] else "[red]✗[/]")
-        answer = entry["answer"] if entry["answer"] is not None else f"[red]malformed: {entry['malformed']}[/]"
-        table.add_row(entry["prompt"], entry["completion"], answer, entry["expected"] or "?", mark)
+        got = entry["answer"] if scored == "answer" else "".join(step + "|" for step in entry["steps"])
+        if entry["malformed"] is not None:
+            got = f"[red]malformed: {entry['malformed']}[/]"
+        table.add_row(entry["prompt"] + entry["supplied"], entry["completion"], got, entry["expected"] or "?", mark)
     err_console.print(table, highlight=False)
     for entry in results:
         if "explain" not in entry:

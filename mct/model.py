@@ -3,21 +3,24 @@
 Shapes (B = batch, T = sequence, H = heads, Dh = head size, D = d_model, F = d_ff, V = vocab):
 
     model(input_ids [B, T], attention_mask [B, T] bool | None, labels [B, T] | None,
-          return_attention_weights=False)
-        -> (logits [B, T, V], loss scalar | None, attention_weights list of [B, H, T, T] | None)
+          return_attention_weights=False, *, position_ids [B, T] | None, cache KVCache | None)
+        -> (logits [B, T, V], loss scalar | None, attention_weights list of [B, H, T, T_k] | None)
 
 Design, in brief:
 - Pre-norm blocks (`layernorm` or `rmsnorm`), nanoGPT initialisation, optional tied embeddings.
 - Positions: RoPE inside attention (`use_rope`), else learned absolute embeddings or none (NoPE).
   Position ids come from the attention mask (`cumsum - 1`), so a left- or right-padded row gives every
   real token the position it has alone. That is what makes batched generation with left padding exact.
+  A caller with its own position scheme passes `position_ids` instead.
 - Attention has two paths that compute the same function: `F.scaled_dot_product_attention` (fast) and
   an explicit softmax (inspectable). The explicit one runs when weights are requested, or when a hook sits
   on that layer's `attn.hook_attn_scores` / `attn.hook_pattern` (so `run_with_cache` sees real patterns).
 - Every activation worth studying passes through an identity `HookPoint` named like TransformerLens
   (`blocks.0.attn.hook_z`, ...). With no hook registered a HookPoint is one cheap module call; a forward
   hook that returns a tensor replaces the activation (ablation, patching).
-- `generate` keeps a per-layer key/value cache (preallocated `[B, H, T_max, Dh]` buffers).
+- One forward path: with `cache` (a `mct.generation.KVCache`) `input_ids` are the tokens after the cached
+  ones and attend to those too; `generate`, `generate_next_token` live in `mct.generation`.
+- Inputs on another device than the model (say CPU tensors and a model on cuda) are moved to the model's.
 """
 
 from __future__ import annotations
@@ -31,10 +34,12 @@ import torch.nn.functional as F
 import torch.nn.modules.module as _module_hooks
 from pydantic import ValidationError
 
+from mct import generation
 from mct.config import Config, ModelConfig
 from mct.errors import MctError
+from mct.generation import KVCache, to_device
 
-__all__ = ["ActivationCache", "CompactTransformer", "HookPoint", "KVCache", "apply_rope", "create_model"]
+__all__ = ["ActivationCache", "CompactTransformer", "HookPoint", "apply_rope", "create_model"]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -120,33 +125,6 @@ class RotaryTables(nn.Module):
         else:
             cos, sin = self.cos[position_ids][:, :, None, :], self.sin[position_ids][:, :, None, :]
         return cos.to(dtype), sin.to(dtype)
-
-
-class KVCache:
-    """Keys and values of every layer for incremental decoding.
-
-    keys[i], values[i]: [B, H, T_max, Dh] (keys already rotated by RoPE); positions `[0, length)` are
-    filled. Each buffer is allocated once, on its layer's first update (with that layer's dtype, so
-    autocast works), and a decoding step then writes one slot instead of copying the whole cache.
-    """
-
-    def __init__(self, num_layers: int, max_len: int):
-        self.keys: list[torch.Tensor | None] = [None] * num_layers
-        self.values: list[torch.Tensor | None] = [None] * num_layers
-        self.max_len = max_len
-        self.length = 0
-
-    def update(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Store k, v [B, H, T_new, Dh] after the filled part; return all keys/values so far [B, H, L, Dh]."""
-        start, end = self.length, self.length + k.shape[2]
-        assert end <= self.max_len, f"KV cache holds {self.max_len} positions, asked for {end}"
-        if self.keys[layer] is None:
-            B, H, _, Dh = k.shape
-            self.keys[layer] = k.new_zeros(B, H, self.max_len, Dh)
-            self.values[layer] = v.new_zeros(B, H, self.max_len, Dh)
-        self.keys[layer][:, :, start:end] = k
-        self.values[layer][:, :, start:end] = v
-        return self.keys[layer][:, :, :end], self.values[layer][:, :, :end]
 
 
 class Attention(nn.Module):
@@ -406,13 +384,27 @@ class CompactTransformer(nn.Module):
 
     # ---- forward ------------------------------------------------------------------------------
 
-    def _positions_and_mask(self, attention_mask: torch.Tensor | None, T: int):
-        """(position_ids [B, T] | None, combined bool mask [B, 1, T, T] | None) from attention_mask [B, T]."""
-        if attention_mask is None:
-            return None, None
-        attention_mask = attention_mask.bool()
-        position_ids = (attention_mask.long().cumsum(-1) - 1).clamp_(min=0)
-        allowed = self.causal_mask[:T, :T][None, None] & attention_mask[:, None, None, :]
+    @property
+    def device(self) -> torch.device:
+        """The device of the model's weights; inputs given elsewhere are moved here."""
+        return self.embed.weight.device
+
+    def _positions_and_mask(self, attention_mask: torch.Tensor | None, position_ids: torch.Tensor | None,
+                            B: int, T: int, cache: KVCache | None):
+        """(position_ids [B, T] | None, combined bool mask [B, 1, T, T_k] | None) for T new tokens.
+
+        attention_mask [B, T] covers the new tokens; a cache adds its earlier positions (T_k = cached + T).
+        Position ids, unless given, count the real tokens before each one (`cumsum - 1`), cached ones too."""
+        start = cache.length if cache is not None else 0
+        if cache is not None:
+            key_mask = cache.extend_mask(attention_mask, B, T, self.device)  # [B, start + T]
+        elif attention_mask is not None:
+            key_mask = attention_mask.bool()
+        else:
+            return position_ids, None  # no padding, nothing cached: plain causal attention
+        if position_ids is None:
+            position_ids = (key_mask.long().cumsum(-1) - 1).clamp_(min=0)[:, start:]
+        allowed = self.causal_mask[start:start + T, :start + T][None, None] & key_mask[:, None, None, :]
         return position_ids, allowed
 
     def _embed(self, input_ids: torch.Tensor, position_ids: torch.Tensor | None):
@@ -428,22 +420,36 @@ class CompactTransformer(nn.Module):
         return self.drop(x), rope
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
-                labels: torch.Tensor | None = None, return_attention_weights: bool = False):
+                labels: torch.Tensor | None = None, return_attention_weights: bool = False, *,
+                position_ids: torch.Tensor | None = None, cache: KVCache | None = None):
         """input_ids [B, T] long; attention_mask [B, T] bool (True = real token) or None (no padding);
         labels [B, T] long aligned with input_ids (-100 = no loss; the model shifts: logits[:, t] predict
-        labels[:, t + 1]).
+        labels[:, t + 1]); position_ids [B, T] long in [0, max_seq_len) or None (counted from the mask);
+        cache: a `KVCache` for incremental decoding. With a cache, input_ids and attention_mask are the
+        tokens after the cached ones, which they also attend to, and the cache grows by T.
 
+        Tensors on another device than the model are moved to the model's device; the outputs are there.
         Returns (logits [B, T, V], loss (mean cross-entropy over labelled tokens) or None,
-        attention_weights: list per layer of [B, H, T, T] when requested, else None).
+        attention_weights: list per layer of [B, H, T, T_k] when requested, else None; T_k = T without
+        a cache, cached + T with one).
         """
+        device = self.device
+        input_ids, attention_mask = to_device(input_ids, device), to_device(attention_mask, device)
+        labels, position_ids = to_device(labels, device), to_device(position_ids, device)
         B, T = input_ids.shape
-        if T > self.config.max_seq_len:
-            raise MctError(f"input has {T} tokens but the model's max_seq_len is {self.config.max_seq_len}")
-        position_ids, allowed = self._positions_and_mask(attention_mask, T)
+        length = T + (cache.length if cache is not None else 0)
+        if length > self.config.max_seq_len:
+            raise MctError(f"input has {length} tokens but the model's max_seq_len is {self.config.max_seq_len}")
+        if position_ids is not None and position_ids.shape != input_ids.shape:
+            raise MctError(f"position_ids must have the shape of input_ids {tuple(input_ids.shape)}, "
+                           f"got {tuple(position_ids.shape)}")
+        position_ids, allowed = self._positions_and_mask(attention_mask, position_ids, B, T, cache)
         x, rope = self._embed(input_ids, position_ids)
         weights = [] if return_attention_weights else None
         for block in self.blocks:
-            x = block(x, allowed, rope, weights)
+            x = block(x, allowed, rope, weights, cache)
+        if cache is not None:
+            cache.advance(T)
         logits = self.unembed(self.ln_final(x))
         loss = None
         if labels is not None:
@@ -499,8 +505,9 @@ class CompactTransformer(nn.Module):
         """Forward pass (no_grad, mode unchanged: call `model.eval()` first to disable dropout) that records
         activations. names_filter: None (all hook points), a name, a list of names, or a predicate.
 
-        Returns (logits [B, T, V], ActivationCache). Caching a layer's `attn.hook_pattern` or
-        `attn.hook_attn_scores` runs that layer on the explicit attention path (same logits)."""
+        Returns (logits [B, T, V], ActivationCache), on the model's device whatever the inputs' device.
+        Caching a layer's `attn.hook_pattern` or `attn.hook_attn_scores` runs that layer on the explicit
+        attention path (same logits)."""
         store: dict[str, torch.Tensor] = {}
         handles = []
 
@@ -522,7 +529,7 @@ class CompactTransformer(nn.Module):
     def forward_analysis(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None):
         """Eval mode + no_grad + attention weights, restoring the previous mode.
 
-        Returns (logits [B, T, V], attention_weights: list per layer of [B, H, T, T])."""
+        Returns (logits [B, T, V], attention_weights: list per layer of [B, H, T, T]), on the model's device."""
         was_training = self.training
         self.eval()
         try:
@@ -532,105 +539,22 @@ class CompactTransformer(nn.Module):
             self.train(was_training)
         return logits, weights
 
-    # ---- generation -----------------------------------------------------------------------------
+    # ---- generation (mct.generation) ------------------------------------------------------------
 
-    @staticmethod
-    def _sample(logits: torch.Tensor, temperature: float, top_k: int | None) -> torch.Tensor:
-        """logits [B, V] -> token ids [B, 1]; temperature 0 = greedy (argmax)."""
-        if temperature < 0:
-            raise MctError(f"temperature must be >= 0, got {temperature}")
-        if temperature == 0:
-            return logits.argmax(dim=-1, keepdim=True)
-        logits = logits.float() / temperature
-        if top_k is not None:
-            if top_k < 1:
-                raise MctError(f"top_k must be at least 1, got {top_k}")
-            kth = torch.topk(logits, min(top_k, logits.shape[-1]), dim=-1).values[:, -1:]
-            logits = logits.masked_fill(logits < kth, float("-inf"))
-        return torch.multinomial(F.softmax(logits, dim=-1), num_samples=1)
-
-    @torch.no_grad()
     def generate_next_token(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
                             temperature: float = 1.0, top_k: int | None = None, return_logits: bool = False):
-        """One decoding step without cache (no_grad; mode unchanged, call `model.eval()` first).
+        """One decoding step without cache: next_token [B, 1] (and its logits [B, V] with return_logits),
+        on the device of input_ids. See `mct.generation.generate_next_token`."""
+        return generation.generate_next_token(self, input_ids, attention_mask, temperature, top_k, return_logits)
 
-        input_ids [B, T]; attention_mask [B, T] bool or None. The next token follows each row's last real
-        token (left or right padding both work). Returns next_token [B, 1], and with return_logits also
-        the raw logits [B, V] it was chosen from."""
-        logits, _, _ = self(input_ids, attention_mask)
-        if attention_mask is None:
-            last = logits[:, -1]
-        else:
-            T = input_ids.shape[1]
-            index = (attention_mask.long() * torch.arange(1, T + 1, device=input_ids.device)).argmax(-1)
-            last = logits[torch.arange(input_ids.shape[0], device=input_ids.device), index]
-        next_token = self._sample(last, temperature, top_k)
-        return (next_token, last) if return_logits else next_token
-
-    @torch.no_grad()
     def generate(self, input_ids: torch.Tensor, max_new_tokens: int, attention_mask: torch.Tensor | None = None,
                  temperature: float = 0.0, top_k: int | None = None, eos_token_id: int | None = None,
-                 pad_token_id: int = 0, use_cache: bool = True) -> torch.Tensor:
-        """Autoregressive decoding (no_grad; mode unchanged, call `model.eval()` first).
-
-        input_ids [B, T] LEFT-padded prompts with attention_mask [B, T] bool (None = no padding). Returns
-        [B, T + n] long, n <= max_new_tokens: it stops early once every row has emitted eos_token_id; after
-        its eos a row is filled with pad_token_id. temperature 0 = greedy. use_cache: reuse keys/values of
-        earlier positions (same tokens as recomputing everything, much faster for long answers)."""
-        B, T = input_ids.shape
-        if max_new_tokens < 0:
-            raise MctError(f"max_new_tokens must be >= 0, got {max_new_tokens}")
-        if T + max_new_tokens > self.config.max_seq_len:
-            raise MctError(f"prompt of {T} tokens + {max_new_tokens} new tokens exceeds the model's max_seq_len "
-                           f"({self.config.max_seq_len}); ask for at most {self.config.max_seq_len - T} new tokens")
-        device = input_ids.device
-        if attention_mask is None:
-            attention_mask = torch.ones(B, T, dtype=torch.bool, device=device)
-        attention_mask = attention_mask.bool()
-        if not bool(attention_mask[:, -1].all()):
-            raise MctError("generate needs left-padded prompts: the last column of attention_mask must be all True")
-        total = T + max_new_tokens
-        tokens = torch.full((B, total), pad_token_id, dtype=torch.long, device=device)
-        tokens[:, :T] = input_ids
-        mask = torch.ones(B, total, dtype=torch.bool, device=device)
-        mask[:, :T] = attention_mask
-        finished = torch.zeros(B, dtype=torch.bool, device=device)
-        length = T
-        cache = None
-        if use_cache and max_new_tokens > 0:
-            cache = KVCache(len(self.blocks), total)
-            logits = self._forward_cached(input_ids, mask[:, :T], cache)
-        for step in range(max_new_tokens):
-            if cache is None:
-                logits, _, _ = self(tokens[:, :length], mask[:, :length])
-                logits = logits[:, -1]
-            elif step > 0:
-                logits = self._forward_cached(tokens[:, length - 1:length], mask[:, :length], cache)
-            next_token = self._sample(logits, temperature, top_k).squeeze(1)
-            next_token = torch.where(finished, torch.full_like(next_token, pad_token_id), next_token)
-            tokens[:, length] = next_token
-            length += 1
-            if eos_token_id is not None:
-                finished |= next_token == eos_token_id
-                if bool(finished.all()):
-                    break
-        return tokens[:, :length]
-
-    def _forward_cached(self, new_ids: torch.Tensor, mask: torch.Tensor, cache: KVCache) -> torch.Tensor:
-        """Run new_ids [B, T_new] (the tokens after the cache's `length`) and return the last logits [B, V].
-
-        mask [B, L] bool covers the cached and the new tokens (L = cache.length + T_new)."""
-        T_new, L = new_ids.shape[1], mask.shape[1]
-        position_ids = (mask.long().cumsum(-1) - 1).clamp_(min=0)[:, L - T_new:]
-        if T_new == 1:  # the newest token sees every real token
-            allowed = mask[:, None, None, :]  # [B, 1, 1, L]
-        else:
-            allowed = self.causal_mask[L - T_new:L, :L][None, None] & mask[:, None, None, :]  # [B, 1, T_new, L]
-        x, rope = self._embed(new_ids, position_ids)
-        for block in self.blocks:
-            x = block(x, allowed, rope, None, cache)
-        cache.length = L
-        return self.unembed(self.ln_final(x[:, -1]))
+                 pad_token_id: int = 0, use_cache: bool = True, return_logits: bool = False):
+        """Decode up to max_new_tokens after LEFT-padded prompts input_ids [B, T] (attention_mask [B, T]):
+        tokens [B, T + n] on the device of input_ids (and the logits [B, n, V] with return_logits). See
+        `mct.generation.generate`."""
+        return generation.generate(self, input_ids, max_new_tokens, attention_mask, temperature, top_k,
+                                   eos_token_id, pad_token_id, use_cache, return_logits)
 
 
 def _describe_errors(exc: ValidationError) -> str:

@@ -18,7 +18,17 @@ from typing import Sequence
 import torch
 
 from mct.device import resolve_device
-from mct.evaluate import DECODE_SLACK, decode_batched, encode_prompt
+from mct.errors import MctError
+from mct.generation import (
+    decode_batched,
+    decoding_mode,
+    decoding_plan,
+    encode_prompt,
+    max_new_tokens_for,
+    model_device,
+    written_steps,
+)
+from mct.tokenizer import STEP_SEP
 
 
 @dataclass
@@ -38,19 +48,26 @@ class Predictor:
     """A model with its tokenizer, data format and config, ready to answer problems.
 
     Attributes: `model` (CompactTransformer, eval mode), `tokenizer`, `data_format` (DataFormat),
-    `config` (Config), `device` (torch.device).
+    `config` (Config), `device` (torch.device), `step_masking_mode` (how the model was trained, which
+    decides what it is asked; see `mct.generation.decoding_plan`): under mask_steps the reference steps
+    are supplied after each problem and the model writes the answer; under mask_answer it writes the
+    steps only, and has no answer to give.
     """
 
-    def __init__(self, model, tokenizer, data_format, config=None, device: str | torch.device | None = None):
+    def __init__(self, model, tokenizer, data_format, config=None, device: str | torch.device | None = None,
+                 step_masking_mode: str | None = None):
         from mct.data.format import DataFormat
 
         if isinstance(data_format, dict):
             data_format = DataFormat.from_dict(data_format)
-        self.device = torch.device(device) if device is not None else next(model.parameters()).device
+        self.device = torch.device(device) if device is not None else model_device(model)
         self.model = model.to(self.device).eval()
         self.tokenizer = tokenizer
         self.data_format = data_format
         self.config = config
+        if step_masking_mode is None and config is not None:
+            step_masking_mode = config.data.step_masking_mode
+        self.step_masking_mode = decoding_mode(data_format, step_masking_mode)
 
     @classmethod
     def from_checkpoint(cls, path: str | Path, device: str = "auto") -> "Predictor":
@@ -63,8 +80,8 @@ class Predictor:
 
     def __repr__(self) -> str:
         return (f"Predictor(task={self.data_format.task!r}, answer_order={self.data_format.answer_order!r}, "
-                f"use_steps={self.data_format.use_steps}, parameters={self.model.num_parameters()}, "
-                f"device={str(self.device)!r})")
+                f"use_steps={self.data_format.use_steps}, step_masking_mode={self.step_masking_mode!r}, "
+                f"parameters={self.model.num_parameters()}, device={str(self.device)!r})")
 
     @property
     def max_seq_len(self) -> int:
@@ -74,43 +91,61 @@ class Predictor:
         """Token ids of a prompt; MctError for a character outside the vocabulary or a too-long prompt."""
         return encode_prompt(self.tokenizer, prompt, self.max_seq_len)
 
+    def supplied_steps(self, prompt: str) -> str:
+        """The reference steps given to the model after `prompt` ("2+4+0=06|1+3+0=04|" under mask_steps,
+        else ""). MctError under mask_steps when the prompt is not a problem of the model's task."""
+        if self.step_masking_mode != "mask_steps":
+            return ""
+        return decoding_plan(self.data_format, prompt, self.step_masking_mode).supplied
+
+    def _inputs_and_budget(self, prompts: list[str], max_new_tokens: int | None):
+        """(what the model reads for each prompt, the token budget decode_batched takes)."""
+        inputs = [prompt + self.supplied_steps(prompt) for prompt in prompts]
+        for text in inputs:
+            self.encode(text)  # vocabulary and context errors first: they name the character or length
+        if max_new_tokens is not None:
+            return inputs, max_new_tokens
+        if self.step_masking_mode == "mask_answer":  # the steps only: the model never learned to stop
+            return inputs, max_new_tokens_for(self.data_format, self.tokenizer, prompts, self.max_seq_len,
+                                              self.step_masking_mode)
+        return inputs, self.max_seq_len - min(len(self.encode(text)) for text in inputs)
+
     def complete(self, prompts: str | Sequence[str], max_new_tokens: int | None = None,
                  temperature: float = 0.0, top_k: int | None = None, use_cache: bool = True,
                  batch_size: int = 256) -> str | list[str]:
         """The raw text the model writes after each prompt (steps, marker, answer in training order, `<eos>`).
 
-        Greedy unless `temperature` > 0. `max_new_tokens` None = until `<eos>` or the context is full.
+        Under mask_steps the model reads the prompt plus the reference steps (`supplied_steps`), and the
+        text it writes after them is returned ("#64<eos>"); under mask_answer it writes the steps only.
+        Greedy unless `temperature` > 0. `max_new_tokens` None = until `<eos>` or the context is full
+        (mask_answer: as many tokens as the reference steps have).
         """
         single = isinstance(prompts, str)
         prompt_list = [prompts] if single else list(prompts)
         if not prompt_list:
             return []
-        if max_new_tokens is None:
-            max_new_tokens = self.max_seq_len - min(len(self.encode(p)) for p in prompt_list)
-        completions = decode_batched(
-            self.model, self.tokenizer, prompt_list, max_new_tokens, batch_size=batch_size,
-            device=self.device, use_cache=use_cache, temperature=temperature, top_k=top_k,
-        )
+        inputs, budget = self._inputs_and_budget(prompt_list, max_new_tokens)
+        completions = decode_batched(self.model, self.tokenizer, inputs, budget, batch_size=batch_size,
+                                     use_cache=use_cache, temperature=temperature, top_k=top_k)
         return completions[0] if single else completions
 
     def answer(self, prompts: str | Sequence[str], batch_size: int = 256) -> str | list[str]:
         """The greedy answer to each problem in natural order ("46", "-8"); "" when the output is malformed.
 
         A prompt without the trailing "=" gets it appended. MctError for a prompt that is not a problem
-        of the model's task, holds a character outside the vocabulary, or does not fit the context.
+        of the model's task, holds a character outside the vocabulary, or does not fit the context, and
+        for a model trained with step_masking_mode mask_answer (it writes the steps, not the answer).
         """
+        if self.step_masking_mode == "mask_answer":
+            raise MctError("this model was trained with step_masking_mode 'mask_answer' (loss on the steps "
+                           "only): it writes the steps, not the answer; complete() returns its steps")
         single = isinstance(prompts, str)
         prompt_list = [self.normalize_prompt(p) for p in ([prompts] if single else list(prompts))]
         if not prompt_list:
             return []
-        for prompt in prompt_list:
-            self.encode(prompt)  # vocabulary and context errors first: they name the character or length
-        longest_target = max(
-            len(self.tokenizer.encode(self.data_format.target(self.data_format.operands_from_prompt(p))))
-            for p in prompt_list
-        )
-        completions = self.complete(prompt_list, max_new_tokens=longest_target + DECODE_SLACK,
-                                    batch_size=batch_size)
+        budget = max_new_tokens_for(self.data_format, self.tokenizer, prompt_list, self.max_seq_len,
+                                    self.step_masking_mode)
+        completions = self.complete(prompt_list, max_new_tokens=budget, batch_size=batch_size)
         parsed = [self.parse(c) for c in completions]
         answers = [p.answer if p.malformed is None and p.answer else "" for p in parsed]
         return answers[0] if single else answers
@@ -129,38 +164,59 @@ class Predictor:
         """`ParsedCompletion(answer (natural order) | None, steps, malformed reason | None)` of a completion."""
         return self.data_format.parse_completion(completion)
 
-    @torch.no_grad()
+    def grade(self, prompt: str, completion: str) -> dict:
+        """One completion of `prompt` judged as `mct generate` shows it: `{"prompt", "supplied", "completion",
+        "scored", "answer", "steps", "malformed", "expected", "correct"}`. `scored` is "answer", or "steps"
+        under mask_answer (then `expected` is the reference steps text and `answer` None); `supplied` the
+        reference steps given under mask_steps. `expected` and `correct` are None for a prompt that is not a
+        problem of the model's task."""
+        try:
+            plan = decoding_plan(self.data_format, prompt, self.step_masking_mode)
+        except MctError:  # not a problem of the model's task: nothing to compare with
+            plan = None
+        supplied = plan.supplied if plan is not None else ""
+        if self.step_masking_mode == "mask_answer":
+            steps, malformed = written_steps(completion)
+            answer, scored = None, "steps"
+            expected = plan.expected if plan is not None else None
+            correct = None if plan is None else "".join(s + STEP_SEP for s in steps) == expected
+        else:
+            parsed = self.parse(supplied + completion)
+            steps, malformed, scored = parsed.steps, parsed.malformed, "answer"
+            answer = parsed.answer if malformed is None else None
+            expected = self.data_format.solve(self.data_format.operands_from_prompt(prompt)) if plan else None
+            correct = None if plan is None else answer == expected
+        return {"prompt": prompt, "supplied": supplied, "completion": completion, "scored": scored,
+                "answer": answer, "steps": list(steps), "malformed": malformed, "expected": expected,
+                "correct": correct}
+
     def explain(self, prompt: str, max_new_tokens: int | None = None, temperature: float = 0.0,
                 top_k: int | None = None, top_n: int = 5) -> list[TokenChoice]:
-        """Generate one token at a time and keep, for each, the `top_n` candidates with probabilities.
-
-        Uses `model.generate_next_token(..., return_logits=True)`; probabilities are softmax(logits)
-        at temperature 1, the model's own belief, whatever temperature picks the token.
-        """
-        ids = self.encode(prompt)
-        budget = self.max_seq_len - len(ids)
-        max_new_tokens = budget if max_new_tokens is None else max(0, min(max_new_tokens, budget))
-        input_ids = torch.tensor([ids], dtype=torch.long, device=self.device)
+        """Generate the completion `complete` gives and keep, for each token, the `top_n` candidates with
+        probabilities: softmax(logits) at temperature 1, the model's own belief, whatever temperature
+        picks the token."""
+        inputs, budget = self._inputs_and_budget([prompt], max_new_tokens)
+        ids = self.encode(inputs[0])
+        budget = max(0, min(budget if isinstance(budget, int) else budget[0], self.max_seq_len - len(ids)))
+        input_ids = torch.tensor([ids], dtype=torch.long)
+        tokens, logits = self.model.generate(input_ids, budget, temperature=temperature, top_k=top_k,
+                                             eos_token_id=self.tokenizer.eos_id, return_logits=True)
         top_n = max(1, min(top_n, self.tokenizer.vocab_size))
         choices: list[TokenChoice] = []
-        for _ in range(max_new_tokens):
-            next_token, logits = self.model.generate_next_token(
-                input_ids, temperature=temperature, top_k=top_k, return_logits=True)  # [1, 1], [1, V]
-            probs = torch.softmax(logits[0].float(), dim=-1)  # [V]
-            token_id = int(next_token[0, 0])
+        for token_id, step_logits in zip(tokens[0, len(ids):].tolist(), logits[0]):  # step_logits [V]
+            probs = torch.softmax(step_logits.float(), dim=-1)
             top_p, top_i = probs.topk(top_n)
             choices.append(TokenChoice(
                 token=self.tokenizer.vocab[token_id], probability=float(probs[token_id]),
                 candidates=[(self.tokenizer.vocab[i], float(p)) for p, i in zip(top_p.tolist(), top_i.tolist())],
             ))
-            if token_id == self.tokenizer.eos_id:
-                break
-            input_ids = torch.cat([input_ids, torch.tensor([[token_id]], device=self.device)], dim=1)
         return choices
 
     def attention(self, prompt: str, max_new_tokens: int | None = None):
-        """Attention maps of the prompt plus the model's own greedy completion (see mct.analysis.attention)."""
+        """Attention maps of what the model reads (the prompt, plus the reference steps under mask_steps)
+        and its own greedy completion (see mct.analysis.attention)."""
         from mct.analysis.attention import attention_maps
 
-        return attention_maps(self.model, self.tokenizer, prompt, max_new_tokens=max_new_tokens,
-                              device=self.device)
+        inputs, budget = self._inputs_and_budget([prompt], max_new_tokens)
+        return attention_maps(self.model, self.tokenizer, inputs[0],
+                              max_new_tokens=budget if isinstance(budget, int) else budget[0])

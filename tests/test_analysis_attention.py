@@ -54,9 +54,9 @@ def test_render_makes_one_labelled_heatmap_per_chosen_head(maps):
 
 
 def test_out_of_range_layer_or_head_is_a_user_error(maps):
-    with pytest.raises(MctError, match="--layer 2 is out of range: the model has 2 layers"):
+    with pytest.raises(MctError, match="^layer 2 is out of range: the model has 2 layers"):
         render_attention(maps.tokens, maps.weights, layers=2)
-    with pytest.raises(MctError, match="--head"):
+    with pytest.raises(MctError, match="^head -1 is out of range"):
         select_heads(2, 2, None, -1)
 
 

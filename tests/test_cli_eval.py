@@ -94,6 +94,48 @@ def test_eval_record_with_a_character_outside_the_vocabulary(ckpt, tmp_path, cap
     assert_one_line_error(*run(["eval", ckpt, bad], capsys)[::2])
 
 
+def test_eval_of_another_tasks_data_is_a_one_line_error(ckpt, tmp_path, capsys):
+    sub = tmp_path / "sub.jsonl"
+    sub.write_text(json.dumps({"prompt": "12+34=", "answer": "46"}) + "\n"
+                   + json.dumps({"prompt": "34-12=", "answer": "22", "meta": {"task": "sub"}}) + "\n")
+    assert_one_line_error(*run(["eval", ckpt, sub], capsys)[::2], "sub problem", "trained on add")
+
+
+@pytest.fixture(scope="module")
+def steps_ckpts(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("steps")
+    return {mode: make_checkpoint(folder / f"{mode}.pt", use_steps=True, max_seq_len=64, step_masking_mode=mode)
+            for mode in ("none", "mask_steps", "mask_answer")}
+
+
+@pytest.mark.parametrize("mode, scored, supplied", [("none", "answer", False), ("mask_steps", "answer", True),
+                                                    ("mask_answer", "steps", False)])
+def test_eval_says_which_step_masking_mode_and_what_is_scored(steps_ckpts, data_file, mode, scored, supplied,
+                                                              capsys):
+    code, out, _ = run(["eval", steps_ckpts[mode], data_file, "--json", "--device", "cpu"], capsys)
+    assert code == 0
+    report = json.loads(out)
+    assert (report["step_masking_mode"], report["scored"], report["steps_supplied"]) == (mode, scored, supplied)
+    assert (report["steps"] is None) == supplied
+    code, _, err = run(["eval", steps_ckpts[mode], data_file, "--device", "cpu"], capsys)
+    assert code == 0 and f"exact match ({scored})" in err
+    assert any("step masking" in line and f" {mode}:" in line for line in err.splitlines())
+
+
+def test_generate_of_a_mask_steps_model_shows_the_supplied_steps(steps_ckpts, capsys):
+    code, out, _ = run(["generate", steps_ckpts["mask_steps"], "12+34=", "--json", "--device", "cpu"], capsys)
+    assert code == 0
+    result = json.loads(out)["results"][0]
+    assert result["supplied"] == "2+4+0=06|1+3+0=04|" and result["scored"] == "answer"
+    assert result["steps"][:2] == ["2+4+0=06", "1+3+0=04"] and result["expected"] == "46"
+    code, _, err = run(["generate", steps_ckpts["mask_steps"], "12+34=", "--explain", "--max-new-tokens", "2"],
+                       capsys)
+    assert code == 0 and "reference steps supplied" in err
+    code, out, _ = run(["generate", steps_ckpts["mask_answer"], "12+34=", "--json"], capsys)
+    result = json.loads(out)["results"][0]
+    assert result["scored"] == "steps" and result["expected"] == "2+4+0=06|1+3+0=04|" and result["answer"] is None
+
+
 # ---- mct generate -----------------------------------------------------------------------------
 
 

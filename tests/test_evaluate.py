@@ -1,4 +1,5 @@
-"""Metrics of `score_completions` on hand-made completions, and `decode_batched` on an oracle model."""
+"""Metrics of `score_completions` on hand-made completions, and `evaluate_records` on oracle and tiny
+models, under each step masking mode."""
 
 import pytest
 
@@ -6,15 +7,10 @@ from mct.config import DataConfig
 from mct.data.dataset import Record
 from mct.data.format import DataFormat
 from mct.errors import MctError
-from mct.evaluate import (
-    EvalReport,
-    decode_batched,
-    evaluate_records,
-    max_new_tokens_for,
-    score_completions,
-)
+from mct.evaluate import EvalReport, evaluate_records, score_completions
+from mct.generation import decode_batched, max_new_tokens_for
 from mct.tokenizer import Tokenizer
-from tiny_checkpoint import OracleModel
+from tiny_checkpoint import OracleModel, make_checkpoint
 
 
 def fmt(task="add", answer_order="reversed", use_steps=False, **extra):
@@ -135,24 +131,6 @@ def test_no_records_is_a_user_error():
         score_completions(fmt(), [], [])
 
 
-def test_decode_batched_left_pads_sorts_and_restores_the_order():
-    tokenizer, data_format = Tokenizer(), fmt()
-    model = OracleModel(tokenizer, data_format)
-    prompts = ["999+999=", "1+2=", "45+6=", "7+80=", "100+1="]
-    completions = decode_batched(model, tokenizer, prompts, max_new_tokens=6, batch_size=2)
-    assert completions == ["#8991<eos>", "#3<eos>", "#15<eos>", "#78<eos>", "#101<eos>"]
-    assert [shape for shape, _ in model.calls] == [(2, 5), (2, 6), (1, 8)]  # shortest prompts first
-
-
-def test_decode_batched_rejects_prompts_outside_the_vocabulary_or_context():
-    tokenizer = Tokenizer()
-    model = OracleModel(tokenizer, fmt(), max_seq_len=8)
-    with pytest.raises(MctError, match="not in the vocabulary"):
-        decode_batched(model, tokenizer, ["1a+2="], 4)
-    with pytest.raises(MctError, match="max_seq_len"):
-        decode_batched(model, tokenizer, ["12345+678="], 4)
-
-
 def test_evaluate_records_scores_an_oracle_perfectly_and_limits():
     tokenizer, data_format = Tokenizer(), fmt()
     model = OracleModel(tokenizer, data_format)
@@ -172,8 +150,6 @@ def test_natural_prompts_are_rendered_for_a_padded_model(tiny_trained_checkpoint
     from mct.checkpoint import load_checkpoint
     from mct.data.dataset import Record
     from mct.data.format import DataFormat
-    from mct.evaluate import decode_batched, evaluate_records
-
     checkpoint = load_checkpoint(tiny_trained_checkpoint)
     data_format = DataFormat.from_dict(checkpoint.data_format)
     assert data_format.operand_width == 3
@@ -186,3 +162,78 @@ def test_natural_prompts_are_rendered_for_a_padded_model(tiny_trained_checkpoint
     completions = decode_batched(checkpoint.model, checkpoint.tokenizer, [r.prompt for r in padded], 6)
     got = [data_format.parse_completion(c).answer for c in completions]
     assert report_natural.correct == sum(g == r.answer for g, r in zip(got, natural))
+
+
+# ---- step masking: what is decoded and scored follows the training -------------------------------
+
+STEP_RECORDS = [rec("12+34=", "46"), rec("58+67=", "125"), rec("9+9=", "18")]
+
+
+def test_mask_steps_supplies_the_reference_steps_and_scores_the_answer():
+    tokenizer, data_format = Tokenizer(), fmt(use_steps=True)
+    model = OracleModel(tokenizer, data_format, max_seq_len=64, step_masking_mode="mask_steps")
+    report = evaluate_records(model, tokenizer, data_format, STEP_RECORDS, step_masking_mode="mask_steps")
+    assert report.exact_match == 1.0 and report.malformed["count"] == 0
+    assert report.scored == "answer" and report.steps_supplied and report.steps is None
+    assert report.step_masking_mode == "mask_steps"
+    assert sorted(model.prompts) == sorted(r.prompt + "".join(s + "|" for s in data_format.steps(
+        data_format.operands_from_prompt(r.prompt))) for r in STEP_RECORDS)
+    assert model.calls[-1][1] == len("#521<eos>") - 4 + 1  # the answer's tokens and one of slack
+    # the old protocol asked this model for steps it was never trained to write: 0%
+    assert evaluate_records(model, tokenizer, data_format, STEP_RECORDS).exact_match == 0.0
+
+
+def test_a_real_mask_steps_model_is_given_the_steps_and_decodes_only_the_answer(tmp_path, monkeypatch):
+    from mct.checkpoint import load_checkpoint
+
+    checkpoint = load_checkpoint(make_checkpoint(tmp_path / "steps.pt", use_steps=True, max_seq_len=64))
+    assert checkpoint.config.data.step_masking_mode == "mask_steps"
+    model, tokenizer = checkpoint.model, checkpoint.tokenizer
+    data_format = DataFormat.from_dict(checkpoint.data_format)
+    decoded, generate = [], model.generate
+
+    def recording_generate(input_ids, max_new_tokens, attention_mask=None, **options):
+        decoded.extend(tokenizer.decode(row[keep].tolist()) for row, keep in zip(input_ids, attention_mask))
+        decoded.append(max_new_tokens)
+        return generate(input_ids, max_new_tokens, attention_mask, **options)
+
+    monkeypatch.setattr(model, "generate", recording_generate)
+    report = evaluate_records(model, tokenizer, data_format, STEP_RECORDS[:2],
+                              step_masking_mode=checkpoint.config.data.step_masking_mode)
+    assert decoded == ["12+34=2+4+0=06|1+3+0=04|", "58+67=8+7+0=15|5+6+1=12|", 6]  # '#', 3 digits, <eos>, slack
+    assert report.n == 2 and report.steps_supplied and report.scored == "answer"
+
+
+def test_mask_answer_decodes_the_steps_exactly_and_scores_them():
+    tokenizer, data_format = Tokenizer(), fmt(use_steps=True)
+    model = OracleModel(tokenizer, data_format, max_seq_len=64, step_masking_mode="mask_answer")
+    report = evaluate_records(model, tokenizer, data_format, STEP_RECORDS, step_masking_mode="mask_answer")
+    # the oracle keeps writing made-up steps after the right ones: each completion is cut at its steps
+    assert report.exact_match == 1.0 and report.scored == "steps" and report.malformed["count"] == 0
+    assert report.steps == {"steps_correct": 1.0, "steps_wrong_count": 0}
+    assert report.per_digit_accuracy == {} and not report.steps_supplied
+    data = report.to_dict()
+    assert data["scored"] == "steps" and data["step_masking_mode"] == "mask_answer"
+
+
+def test_mask_answer_scores_wrong_steps_as_wrong_whatever_the_answer():
+    data_format = fmt(use_steps=True)
+    right = "2+4+0=06|1+3+0=04|"
+    report = score_completions(data_format, STEP_RECORDS[:1] * 3, [right, "2+4+0=06|1+3+0=05|", "2+4+0=06|#64"],
+                               step_masking_mode="mask_answer")
+    assert report.correct == 1 and report.by_carries == {"0": {"n": 3, "exact_match": pytest.approx(1 / 3)}}
+    assert report.errors[0]["expected"] == right and report.errors[0]["got"] == "2+4+0=06|1+3+0=05|"
+    assert report.malformed["by_reason"] == {"answer marker or <eos> before the steps end": 1}
+
+
+def test_formats_without_steps_score_the_answer_whatever_the_mode():
+    report = score_completions(fmt(), ADD, ["#64<eos>", "#001<eos>", "#01<eos>"], step_masking_mode="mask_steps")
+    assert report.exact_match == 1.0 and report.step_masking_mode == "none" and not report.steps_supplied
+
+
+@pytest.mark.parametrize("record, other", [(rec("5-3=", "2"), "sub"), (rec("5*3=", "15"), "mul"),
+                                           (rec("5+3=", "8", meta={"task": "mod"}), "mod")])
+def test_records_of_another_task_are_refused_in_one_line(record, other):
+    tokenizer, data_format = Tokenizer(), fmt()
+    with pytest.raises(MctError, match=f"record 2 .* is a {other} problem but the model was trained on add"):
+        evaluate_records(OracleModel(tokenizer, data_format), tokenizer, data_format, [ADD[0], record])

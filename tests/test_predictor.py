@@ -17,10 +17,11 @@ def checkpoint(tmp_path_factory):
     return make_checkpoint(tmp_path_factory.mktemp("ckpt") / "tiny.pt")
 
 
-def oracle_predictor(**data_fields):
+def oracle_predictor(step_masking_mode=None, **data_fields):
     tokenizer = Tokenizer()
     data_format = DataFormat.from_config(DataConfig(**data_fields))
-    return Predictor(OracleModel(tokenizer, data_format), tokenizer, data_format)
+    model = OracleModel(tokenizer, data_format, max_seq_len=64, step_masking_mode=step_masking_mode or "none")
+    return Predictor(model, tokenizer, data_format, step_masking_mode=step_masking_mode)
 
 
 @pytest.mark.parametrize("order", ["reversed", "plain"])
@@ -102,3 +103,41 @@ def test_missing_truncated_and_foreign_checkpoints_are_user_errors(tmp_path, che
     torch.save({"weights": torch.zeros(2)}, foreign)
     with pytest.raises(MctError):
         mct.load(foreign)
+
+
+def test_a_mask_steps_model_is_given_the_reference_steps_and_answers():
+    predictor = oracle_predictor("mask_steps", use_steps=True)
+    assert predictor.step_masking_mode == "mask_steps" and "mask_steps" in repr(predictor)
+    assert predictor.supplied_steps("12+34=") == "2+4+0=06|1+3+0=04|"
+    assert predictor.answer(["12+34", "58+67="]) == ["46", "125"]
+    assert predictor.complete("12+34=") == "#64<eos>"  # what the model wrote after the supplied steps
+    assert predictor.model.prompts[-1] == "12+34=2+4+0=06|1+3+0=04|"
+    graded = predictor.grade("12+34=", "#64<eos>")
+    assert graded["supplied"] == "2+4+0=06|1+3+0=04|" and graded["steps"] == ["2+4+0=06", "1+3+0=04"]
+    assert graded["answer"] == "46" and graded["correct"] and graded["scored"] == "answer"
+
+
+def test_a_mask_answer_model_writes_the_steps_and_has_no_answer():
+    predictor = oracle_predictor("mask_answer", use_steps=True)
+    assert predictor.complete(["12+34=", "5+5="]) == ["2+4+0=06|1+3+0=04|", "5+5+0=10|"]  # cut at the steps
+    assert predictor.supplied_steps("12+34=") == ""
+    graded = predictor.grade("5+5=", "5+5+0=10|")
+    assert graded["scored"] == "steps" and graded["correct"] and graded["expected"] == "5+5+0=10|"
+    assert graded["answer"] is None and graded["malformed"] is None
+    with pytest.raises(MctError, match="mask_answer") as info:
+        predictor.answer("12+34=")
+    assert "\n" not in str(info.value)
+
+
+def test_without_steps_the_mode_changes_nothing():
+    predictor = oracle_predictor("mask_steps")
+    assert predictor.step_masking_mode == "none"
+    assert predictor.answer("12+34=") == "46" and predictor.complete("12+34=") == "#64<eos>"
+
+
+def test_a_checkpoint_gives_the_predictor_its_step_masking_mode(tmp_path):
+    path = make_checkpoint(tmp_path / "steps.pt", use_steps=True, max_seq_len=64, step_masking_mode="mask_answer")
+    predictor = mct.load(path, device="cpu")
+    assert predictor.step_masking_mode == "mask_answer"
+    steps = predictor.complete("12+34=")
+    assert len(Tokenizer().encode(steps)) <= len("2+4+0=06|1+3+0=04|")  # a random model, cut at the steps

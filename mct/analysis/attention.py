@@ -16,6 +16,7 @@ import torch
 
 from mct.errors import MctError
 from mct.fileio import atomic_path
+from mct.generation import decode_batched, encode_prompt
 
 FIGURE_FORMATS = ("png", "svg", "pdf")
 # Short column labels for the specials, so a heatmap column stays one character wide.
@@ -75,31 +76,27 @@ def select_heads(num_layers: int, num_heads: int, layers=None, heads=None) -> tu
     for name, chosen, count in (("layer", layers, num_layers), ("head", heads, num_heads)):
         for index in chosen or ():
             if not 0 <= index < count:
-                raise MctError(f"--{name} {index} is out of range: the model has {count} {name}s "
+                raise MctError(f"{name} {index} is out of range: the model has {count} {name}s "
                                f"(0..{count - 1})")
     return (layers if layers is not None else list(range(num_layers)),
             heads if heads is not None else list(range(num_heads)))
 
 
 @torch.no_grad()
-def attention_maps(model, tokenizer, prompt: str, max_new_tokens: int | None = None,
-                   device: str | torch.device | None = None) -> AttentionMaps:
-    """Greedy-complete `prompt`, then run prompt + completion through `model.forward_analysis`.
+def attention_maps(model, tokenizer, prompt: str, max_new_tokens: int | None = None) -> AttentionMaps:
+    """Greedy-complete `prompt`, then run prompt + completion through `model.forward_analysis` (on the
+    model's device; the weights come back on the CPU).
 
     `max_new_tokens` None = until `<eos>` or the context is full. MctError for a character outside the
     vocabulary or a prompt that does not fit the context.
     """
-    from mct.evaluate import decode_batched, encode_prompt
-
-    device = torch.device(device) if device is not None else next(model.parameters()).device
     max_seq_len = model.config.max_seq_len
     prompt_ids = encode_prompt(tokenizer, prompt, max_seq_len)
     budget = max_seq_len - len(prompt_ids)
     max_new_tokens = budget if max_new_tokens is None else max(1, min(max_new_tokens, budget))
-    completion = decode_batched(model, tokenizer, [prompt], max_new_tokens, batch_size=1, device=device)[0]
+    completion = decode_batched(model, tokenizer, [prompt], max_new_tokens, batch_size=1)[0]
     ids = prompt_ids + tokenizer.encode(completion)
-    input_ids = torch.tensor([ids], dtype=torch.long, device=device)  # [1, T]
-    _, attention = model.forward_analysis(input_ids)
+    _, attention = model.forward_analysis(torch.tensor([ids], dtype=torch.long))  # [1, T] -> per layer [1, H, T, T]
     weights = torch.stack([layer[0] for layer in attention]).float().cpu()  # [layers, heads, T, T]
     return AttentionMaps(prompt=prompt, completion=completion, tokens=[tokenizer.vocab[i] for i in ids],
                          weights=weights, num_prompt_tokens=len(prompt_ids))

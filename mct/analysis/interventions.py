@@ -22,6 +22,7 @@ from collections.abc import Callable, Iterator, Sequence
 import torch
 
 from mct.errors import MctError
+from mct.generation import model_device, to_device
 
 __all__ = ["ablate_heads", "activation_patching", "patch_activation"]
 
@@ -201,7 +202,10 @@ def activation_patching(model, clean_ids: torch.Tensor, corrupt_ids: torch.Tenso
     hook_names = list(hook_names)
     for name in hook_names:
         _hook_point(model, name)
-    targets = torch.as_tensor(target_token_ids, dtype=torch.long).reshape(-1).to(clean_ids.device)
+    device = model_device(model)  # inputs given on the CPU work with a model anywhere
+    clean_ids, corrupt_ids = to_device(clean_ids, device), to_device(corrupt_ids, device)
+    attention_mask = to_device(attention_mask, device)
+    targets = torch.as_tensor(target_token_ids, dtype=torch.long).reshape(-1).to(device)
     vocab = model.config.vocab_size
     if len(targets) == 0 or int(targets.min()) < 0 or int(targets.max()) >= vocab:
         raise MctError(f"target_token_ids must be token ids in 0..{vocab - 1}, got {targets.tolist()}")
@@ -227,7 +231,6 @@ def activation_patching(model, clean_ids: torch.Tensor, corrupt_ids: torch.Tenso
         position_axis, head_axis = _layout(name)
         H = clean.shape[head_axis] if head_axis is not None else 1
         N = T * H
-        device = clean.device
         index = [slice(None)] * clean.ndim
         positions = torch.arange(T, device=device).repeat_interleave(H)
         index[0], index[position_axis] = torch.arange(2, N + 2, device=device), positions

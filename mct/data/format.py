@@ -234,3 +234,31 @@ class DataFormat:
         if self.operand_width:
             natural = strip_zeros(natural)
         return ParsedCompletion(natural, steps, malformed)
+
+
+def place_ids(input_ids, tokenizer):
+    """Place-value position ids (Abacus, McLeish et al. 2024) of token rows [B, T] -> [B, T] long.
+
+    A digit of a number before '=' gets its place counted from the number's least significant digit
+    (1 = units), so "123+45=" -> 3 2 1 0 2 1 0; a digit after the answer marker '#' (answers written
+    least significant digit first) gets its index in the answer (1, 2, 3...), so operand and answer
+    digits of the same place share an id; every other token (operators, '=', '#', a sign, <eos>,
+    padding) gets 0. Ids of a row depend only on its own tokens up to each answer digit, so the id of
+    a generated token is known when it is fed back (KV-cache decoding included). One implementation for
+    data, training, evaluation and generation."""
+    import torch
+
+    ids = torch.as_tensor(input_ids)
+    digit_values = torch.tensor([tokenizer.token_to_id[str(d)] for d in range(10)], device=ids.device)
+    is_digit = torch.isin(ids, digit_values).long()
+    after_eq = torch.cumsum((ids == tokenizer.token_to_id["="]).long(), -1) > 0
+    after_mark = torch.cumsum((ids == tokenizer.token_to_id[ANSWER_MARK]).long(), -1) > 0
+
+    def run_count(flags):  # 1, 2, 3... along each run of digits (reset by any other token)
+        counts = torch.cumsum(flags, -1)
+        reset = torch.cummax(torch.where(flags == 0, counts, 0), -1).values
+        return counts - reset
+
+    from_right = run_count(is_digit.flip(-1)).flip(-1)  # places of numbers written most significant first
+    answer = torch.cumsum(is_digit * after_mark, -1)
+    return torch.where(after_mark, answer * is_digit, torch.where(after_eq, 0, from_right))

@@ -346,7 +346,7 @@ class _Run:
             final = load_checkpoint(best, device=self.device).model if best.is_file() else self.state.raw_model
             self.emit({"event": "test_start", "n": len(self.test_records)})
             report = evaluate_records(final, self.tokenizer, self.format, self.test_records, batch_size=512,
-                                      device=self.device)
+                                      device=self.device, step_masking_mode=self.config.data.step_masking_mode)
             test_report = report.to_dict()
             test_report.pop("errors", None)
             self.folder.write_eval(test_report)

@@ -50,9 +50,12 @@ class ModelConfig(_Section):
     ffn_type: Literal["gelu", "geglu", "swiglu"] = Field("gelu", description="feed-forward type")
     use_rope: bool = Field(True, description="rotary position embeddings in attention")
     rope_base: float = Field(10000.0, gt=0, description="RoPE frequency base")
-    absolute_positions: Literal["learned", "none"] = Field(
-        "learned", description="position scheme when use_rope is false: learned embeddings or none (NoPE)"
+    absolute_positions: Literal["learned", "none", "abacus", "coupled"] = Field(
+        "learned",
+        description="position scheme when use_rope is false: learned embeddings, none (NoPE), or learned "
+        "embeddings of each digit's place value (abacus; coupled also ties '+' and '=') for length generalisation",
     )
+    max_place: int = Field(64, ge=2, le=4096, description="abacus/coupled: the largest position id (longest number + offset)")
     norm_type: Literal["layernorm", "rmsnorm"] = Field("layernorm", description="pre-norm type")
     tie_weights: bool = Field(True, description="share the input embedding and output projection")
 
@@ -148,6 +151,10 @@ class TrainConfig(_Section):
     precision: Literal["auto", "fp32", "bf16", "fp16"] = Field(
         "auto", description="auto = bf16 on GPUs that support it, fp16 on others, fp32 on CPU"
     )
+    position_offset: int | None = Field(
+        None, ge=0, description="abacus/coupled: largest random offset added to the position ids while training "
+        "(none = up to model.max_place, so every id the model may meet is trained)"
+    )
     compile: bool = Field(False, description="torch.compile the model")
     cuda_graphs: bool | Literal["auto"] = Field(
         "auto", description="capture the whole training step in a CUDA graph (auto = on CUDA where possible)"
@@ -171,6 +178,16 @@ class Config(_Section):
     data: DataConfig = Field(default_factory=DataConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
     generate: GenConfig = Field(default_factory=GenConfig)
+
+    @model_validator(mode="after")
+    def _check_place_positions(self):
+        if self.model.absolute_positions in ("abacus", "coupled") and not self.model.use_rope:
+            if self.data.answer_order != "reversed":
+                raise ValueError(f"model.absolute_positions = {self.model.absolute_positions!r} needs "
+                                 "data.answer_order = 'reversed' (an answer digit's place must be known when it is written)")
+            if self.data.max_digits + 2 > self.model.max_place:
+                raise ValueError(f"model.max_place ({self.model.max_place}) must exceed data.max_digits + 1")
+        return self
 
     @model_validator(mode="after")
     def _check_lengths(self):

@@ -52,8 +52,15 @@ class KVCache:
         self.keys: list[torch.Tensor | None] = [None] * num_layers
         self.values: list[torch.Tensor | None] = [None] * num_layers
         self.mask: torch.Tensor | None = None
+        self.tokens: torch.Tensor | None = None  # [B, length] the ids so far (place-value positions need them)
         self.max_len = max_len
         self.length = 0
+
+    def extend_tokens(self, input_ids: torch.Tensor) -> torch.Tensor:
+        """The token ids of every position so far, cached and the new `input_ids` [B, T]: [B, length + T]."""
+        tokens = input_ids if self.tokens is None else torch.cat([self.tokens[:, :self.length], input_ids], 1)
+        self.tokens = tokens
+        return tokens
 
     def extend_mask(self, attention_mask: torch.Tensor | None, batch: int, new: int,
                     device: torch.device) -> torch.Tensor:

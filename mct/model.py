@@ -343,8 +343,12 @@ class CompactTransformer(nn.Module):
         self.embed = nn.Embedding(config.vocab_size, d)
         self.hook_embed = HookPoint()
         self.learned_positions = not config.use_rope and config.absolute_positions == "learned"
-        if self.learned_positions:
-            self.pos_embed = nn.Embedding(config.max_seq_len, d)
+        # abacus / coupled: learned embeddings of place-value ids computed from the tokens (data.format.place_ids)
+        self.place_positions = None if config.use_rope or config.absolute_positions in ("learned", "none") \
+            else config.absolute_positions
+        if self.learned_positions or self.place_positions:
+            rows = config.max_place + 1 if self.place_positions else config.max_seq_len
+            self.pos_embed = nn.Embedding(rows, d)
             self.hook_pos_embed = HookPoint()
         self.rotary = RotaryTables(config.head_dim, config.max_seq_len, config.rope_base) if config.use_rope else None
         self.drop = nn.Dropout(config.dropout)
@@ -407,12 +411,30 @@ class CompactTransformer(nn.Module):
         allowed = self.causal_mask[start:start + T, :start + T][None, None] & key_mask[:, None, None, :]
         return position_ids, allowed
 
+    def place_ids(self, input_ids: torch.Tensor, cache: KVCache | None = None) -> torch.Tensor:
+        """Abacus/coupled position ids [B, T] of input_ids [B, T] (with a cache: of the tokens after the
+        cached ones, which the cache remembers). MctError when a number has more places than max_place."""
+        from mct.data.format import place_ids
+
+        tokens = cache.extend_tokens(input_ids) if cache is not None else input_ids
+        ids = place_ids(tokens, self._tokenizer(), coupled=self.place_positions == "coupled")[:, -input_ids.shape[1]:]
+        if not torch.compiler.is_compiling() and ids.numel() and int(ids.max()) > self.config.max_place:
+            raise MctError(f"a number of {int(ids.max())} digits is longer than this model's positions allow "
+                           f"(model.max_place = {self.config.max_place})")
+        return ids
+
+    @staticmethod
+    def _tokenizer():
+        from mct.tokenizer import Tokenizer
+
+        return Tokenizer()  # every mct checkpoint uses the default vocabulary (checked when training)
+
     def _embed(self, input_ids: torch.Tensor, position_ids: torch.Tensor | None):
         """input_ids [B, T] -> (residual [B, T, D], rope (cos, sin) or None)."""
         T = input_ids.shape[1]
         x = self.hook_embed(self.embed(input_ids))
         rope = None
-        if self.learned_positions:
+        if self.learned_positions or self.place_positions:
             pos = position_ids if position_ids is not None else torch.arange(T, device=input_ids.device)[None]
             x = x + self.hook_pos_embed(self.pos_embed(pos))
         elif self.rotary is not None:
@@ -443,6 +465,8 @@ class CompactTransformer(nn.Module):
         if position_ids is not None and position_ids.shape != input_ids.shape:
             raise MctError(f"position_ids must have the shape of input_ids {tuple(input_ids.shape)}, "
                            f"got {tuple(position_ids.shape)}")
+        if self.place_positions and position_ids is None:
+            position_ids = self.place_ids(input_ids, cache)
         position_ids, allowed = self._positions_and_mask(attention_mask, position_ids, B, T, cache)
         x, rope = self._embed(input_ids, position_ids)
         weights = [] if return_attention_weights else None

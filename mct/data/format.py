@@ -236,7 +236,7 @@ class DataFormat:
         return ParsedCompletion(natural, steps, malformed)
 
 
-def place_ids(input_ids, tokenizer):
+def place_ids(input_ids, tokenizer, coupled: bool = False):
     """Place-value position ids (Abacus, McLeish et al. 2024) of token rows [B, T] -> [B, T] long.
 
     A digit of a number before '=' gets its place counted from the number's least significant digit
@@ -245,7 +245,10 @@ def place_ids(input_ids, tokenizer):
     digits of the same place share an id; every other token (operators, '=', '#', a sign, <eos>,
     padding) gets 0. Ids of a row depend only on its own tokens up to each answer digit, so the id of
     a generated token is known when it is fed back (KV-cache decoding included). One implementation for
-    data, training, evaluation and generation."""
+    data, training, evaluation and generation.
+
+    `coupled` (position coupling, Cho et al. 2024) also gives the operator and '=' one shared id, one
+    above the longest operand's top place, so they sit "above" the numbers they join."""
     import torch
 
     ids = torch.as_tensor(input_ids)
@@ -261,4 +264,10 @@ def place_ids(input_ids, tokenizer):
 
     from_right = run_count(is_digit.flip(-1)).flip(-1)  # places of numbers written most significant first
     answer = torch.cumsum(is_digit * after_mark, -1)
-    return torch.where(after_mark, answer * is_digit, torch.where(after_eq, 0, from_right))
+    places = torch.where(after_mark, answer * is_digit, torch.where(after_eq, 0, from_right))
+    if coupled:
+        in_prompt = ~after_eq | (ids == tokenizer.token_to_id["="])
+        top = torch.where(in_prompt, places, 0).max(-1, keepdim=True).values + 1
+        joiner = torch.isin(ids, torch.tensor([tokenizer.token_to_id[c] for c in "+-*="], device=ids.device))
+        places = torch.where(joiner & in_prompt, top, places)
+    return places

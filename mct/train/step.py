@@ -60,14 +60,35 @@ def set_learning_rate(optimizer: torch.optim.Optimizer, lr: float) -> None:
             group["lr"] = lr
 
 
+def training_positions(raw_model, input_ids: torch.Tensor, config) -> torch.Tensor | None:
+    """Position ids for a training batch of a place-value model (abacus / coupled), else None.
+
+    The place ids of the tokens plus a random offset (abacus: one per batch, as McLeish et al.; coupled:
+    one per example, as Cho et al.), so every id up to model.max_place is trained and a model trained on
+    short numbers has seen the ids of long ones. Drawn on the device from torch's generator: no sync,
+    capturable, and restored exactly on resume."""
+    scheme = getattr(raw_model, "place_positions", None)
+    if not scheme:
+        return None
+    from mct.data.format import place_ids
+
+    places = place_ids(input_ids, raw_model._tokenizer(), coupled=scheme == "coupled")
+    top = config.train.position_offset
+    if top is None:
+        top = max(0, config.model.max_place - (config.data.max_digits + 2))
+    rows = input_ids.shape[0] if scheme == "coupled" else 1
+    offset = torch.randint(0, top + 1, (rows, 1), device=input_ids.device)
+    return torch.where(places > 0, places + offset, 0)
+
+
 def summed_loss(model, input_ids: torch.Tensor, labels: torch.Tensor,
-                attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+                attention_mask: torch.Tensor | None = None, position_ids: torch.Tensor | None = None) -> torch.Tensor:
     """Cross-entropy summed over the labelled tokens (a device scalar).
 
     logits [B, T, V] at position t predict labels[t + 1] (labels are aligned with input_ids). Training
     batches are right-padded, so the causal mask alone keeps real tokens from seeing padding and no
     attention mask is needed (the fast fused attention path)."""
-    logits, _, _ = model(input_ids, attention_mask=attention_mask)
+    logits, _, _ = model(input_ids, attention_mask=attention_mask, position_ids=position_ids)
     return F.cross_entropy(logits[:, :-1].reshape(-1, logits.size(-1)).float(), labels[:, 1:].reshape(-1),
                            ignore_index=IGNORE_INDEX, reduction="sum")
 
@@ -137,8 +158,9 @@ def train_step(state: TrainState, config, precision, device: torch.device, dist_
         last = i == accum - 1
         sync = contextlib.nullcontext() if (last or not dist_info.enabled) else model.no_sync()
         with sync:
+            positions = training_positions(state.raw_model, ids, config)
             with precision.autocast(device):
-                loss_sum = summed_loss(model, ids, labels)
+                loss_sum = summed_loss(model, ids, labels, position_ids=positions)
             # DDP averages gradients over ranks; scaling by world size turns that into a global sum
             state.scaler.scale(loss_sum * dist_info.world_size / global_labels.clamp(min=1)).backward()
         loss_total += loss_sum.detach().float()
@@ -173,7 +195,8 @@ class GraphedStep:
         dtype = self.precision.dtype
         with torch.autocast(self.device.type, dtype=dtype or torch.float32, enabled=dtype is not None,
                             cache_enabled=False):
-            loss_sum = summed_loss(state.model, ids, labels)
+            loss_sum = summed_loss(state.model, ids, labels,
+                                   position_ids=training_positions(state.raw_model, ids, self.config))
         (loss_sum / count.clamp(min=1)).backward()
         if self.config.train.grad_clip > 0:
             torch.nn.utils.clip_grad_norm_(state.model.parameters(), self.config.train.grad_clip, foreach=True)

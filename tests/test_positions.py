@@ -1,0 +1,97 @@
+"""Place-value positions (abacus, coupled): ids from the text, through training, generation and hooks."""
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from mct.config import Config, ModelConfig
+from mct.data.format import DataFormat, place_ids
+from mct.errors import MctError
+from mct.generation import generate
+from mct.model import create_model
+from mct.tokenizer import Tokenizer
+from mct.train.step import training_positions
+
+TOK = Tokenizer()
+
+
+def ids(text):
+    return torch.tensor([TOK.encode(text)])
+
+
+def test_place_ids_count_operands_from_the_right_and_the_answer_from_the_left():
+    assert place_ids(ids("123+45=#861<eos>"), TOK).tolist() == [[3, 2, 1, 0, 2, 1, 0, 0, 1, 2, 3, 0]]
+    assert place_ids(ids("123+45=#861<eos>"), TOK, coupled=True).tolist() == [[3, 2, 1, 4, 2, 1, 4, 0, 1, 2, 3, 0]]
+    assert place_ids(ids("12-345=#-333<eos>"), TOK).tolist() == [[2, 1, 0, 3, 2, 1, 0, 0, 0, 1, 2, 3, 0]]
+    # left padding is not a digit
+    assert place_ids(ids("<pad><pad>7+5=#21"), TOK).tolist() == [[0, 0, 1, 0, 1, 0, 0, 1, 2]]
+
+
+@settings(max_examples=50, deadline=None)
+@given(a=st.integers(0, 10**30), b=st.integers(0, 10**30))
+def test_operand_and_answer_digits_of_one_place_share_an_id(a, b):
+    fmt = DataFormat("add")
+    text = fmt.prompt((a, b)) + fmt.target((a, b))
+    places = place_ids(ids(text), TOK)[0].tolist()
+    tokens = TOK.encode(text)
+    answer_start = text.index("#") + 1
+    operand_a = places[: len(str(a))]
+    assert operand_a == list(range(len(str(a)), 0, -1))
+    answer = places[answer_start: answer_start + len(str(a + b))]
+    assert answer == list(range(1, len(str(a + b)) + 1))
+    assert places[-1] == 0 and tokens[-1] == TOK.eos_id
+
+
+def place_model(scheme="abacus", **extra):
+    return create_model(ModelConfig(vocab_size=TOK.vocab_size, d_model=32, num_layers=2, num_heads=4, d_ff=64,
+                                    use_rope=False, absolute_positions=scheme, max_place=60, max_seq_len=140, **extra))
+
+
+@pytest.mark.parametrize("scheme", ["abacus", "coupled"])
+def test_cached_decoding_equals_uncached_and_reaches_long_numbers(scheme):
+    torch.manual_seed(0)
+    model = place_model(scheme).eval()
+    prompts = [ids("12345678901234567890123+9=")[0], ids("7+5=")[0]]
+    width = max(len(p) for p in prompts)
+    batch = torch.full((2, width), TOK.pad_id)
+    mask = torch.zeros(2, width, dtype=torch.bool)
+    for row, p in enumerate(prompts):
+        batch[row, width - len(p):], mask[row, width - len(p):] = p, True
+    cached = generate(model, batch, 20, attention_mask=mask, use_cache=True)
+    uncached = generate(model, batch, 20, attention_mask=mask, use_cache=False)
+    assert torch.equal(cached, uncached)
+
+
+def test_the_ids_pass_through_hook_pos_embed():
+    model = place_model()
+    seen = {}
+    model.register_hook("pos", "hook_pos_embed", lambda module, inputs, output: seen.setdefault("out", output))
+    model(ids("123+45=#861"))
+    expected = model.pos_embed(place_ids(ids("123+45=#861"), TOK))
+    assert torch.allclose(seen["out"], expected)
+
+
+def test_a_number_past_max_place_is_one_clear_error():
+    model = place_model()
+    with pytest.raises(MctError, match="max_place = 60"):
+        model(ids("1" * 70 + "+1="))
+
+
+def test_training_offsets_shift_every_place_and_stay_in_the_table():
+    config = Config(model={"use_rope": False, "absolute_positions": "coupled", "max_place": 30, "max_seq_len": 64},
+                    data={"max_digits": 5, "max_seq_len": 40})
+    model = place_model("coupled")
+    batch = ids("123+45=#861<eos>").repeat(64, 1)
+    torch.manual_seed(0)
+    positions = training_positions(model, batch, config)
+    base = place_ids(batch, TOK, coupled=True)
+    shift = (positions - base)[base > 0].view(64, -1)
+    assert (shift == shift[:, :1]).all()  # one offset per example ...
+    assert len(set(shift[:, 0].tolist())) > 5  # ... that differs between examples (coupled)
+    assert int(positions.max()) <= 30 and ((positions == 0) == (base == 0)).all()
+
+
+def test_place_positions_need_reversed_answers():
+    with pytest.raises(ValueError, match="answer_order = 'reversed'"):
+        Config(model={"use_rope": False, "absolute_positions": "abacus"}, data={"answer_order": "plain"})

@@ -269,3 +269,63 @@ def test_training_leaves_the_callers_random_streams_and_backend_alone(tmp_path):
     train(tiny_config(tmp_path, train={"max_steps": 2, "eval_every": 2}), tmp_path / "run")
     assert torch.equal(torch.rand(3), expected_torch) and random.random() == expected_python
     assert matplotlib.get_backend() == backend
+
+
+class _ReplayingGraph:
+    """Stands in for a CUDA graph on the CPU: capture records the step function without running it, and
+    replay runs it and writes into the captured output tensors, as a real graph does. A captured backward
+    writes the gradients it allocated (it does not add to them), hence the reset before each replay."""
+
+    def __init__(self, fn, optimizer):
+        self.fn, self.optimizer = fn, optimizer
+        self.outputs = (torch.zeros(()), torch.zeros((), dtype=torch.long))
+
+    def replay(self):
+        self.optimizer.zero_grad(set_to_none=True)
+        for static, fresh in zip(self.outputs, self.fn()):
+            static.copy_(fresh)
+
+
+class _NoStream:
+    def wait_stream(self, other):
+        pass
+
+
+def test_graphed_step_bookkeeping_matches_the_eager_step(tmp_path, monkeypatch):
+    """Warm-up, capture and replay of GraphedStep (faked on the CPU) give the eager loss sequence."""
+    import contextlib
+
+    from mct.data.format import DataFormat
+    from mct.device import choose_precision
+    from mct.model import create_model
+    from mct.tokenizer import Tokenizer
+    from mct.train import step as step_module
+    from mct.train.distributed import Dist
+
+    def fake_capture(fn):
+        graph = _ReplayingGraph(fn, graphed_state.optimizer)
+        return graph, graph.outputs
+
+    monkeypatch.setattr(step_module, "capture_graph", fake_capture)
+    monkeypatch.setattr(torch.cuda, "Stream", _NoStream)
+    monkeypatch.setattr(torch.cuda, "current_stream", lambda: _NoStream())
+    monkeypatch.setattr(torch.cuda, "stream", lambda s: contextlib.nullcontext())
+    config = tiny_config(tmp_path, train={"grad_clip": 0.5})
+    tokenizer = Tokenizer()
+    config.model.vocab_size = tokenizer.vocab_size
+    fmt, cpu = DataFormat.from_config(config.data), torch.device("cpu")
+    precision = choose_precision(cpu)
+
+    def fresh():
+        torch.manual_seed(0)
+        model = create_model(config.model)
+        data, _ = training_batches(config, tokenizer, fmt, set(), cpu)
+        return step_module.TrainState(model, model, build_optimizer(model, config), torch.amp.GradScaler("cpu", enabled=False), data)
+
+    eager_state, graphed_state = fresh(), fresh()
+    graphed = step_module.GraphedStep(graphed_state, config, precision, cpu, tokenizer.pad_id, warmup=2)
+    eager = [float(step_module.train_step(eager_state, config, precision, cpu, Dist(), tokenizer.pad_id)[0])
+             for _ in range(8)]
+    replayed = [float(graphed()[0]) for _ in range(8)]
+    assert graphed.graph is not None and graphed.failed is None and graphed_state.step == 8
+    assert replayed == pytest.approx(eager, rel=1e-5)

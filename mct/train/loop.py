@@ -362,7 +362,8 @@ class _Run:
             num_truncated=self.num_truncated, parameters=self.state.raw_model.num_parameters(),
             device=str(self.device), precision=self.precision.name, world_size=self.dist.world_size,
             tokens_per_s=round(self.tokens_seen * self.dist.world_size / max(self.train_seconds, 1e-9), 1),
-            train_s=round(self.train_seconds, 3), cuda_graphs=self.use_graphs,
+            train_s=round(self.train_seconds, 3),
+            cuda_graphs=self.use_graphs and self.step_fn is not None and self.step_fn.failed is None,
             resumed_from_step=self.start_step if self.resume else None, files=files,
         )
 

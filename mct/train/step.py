@@ -188,6 +188,7 @@ class GraphedStep:
         self.state, self.config, self.precision, self.device, self.pad_id = state, config, precision, device, pad_id
         self.warmup = warmup
         self.graph = None
+        self.failed: str | None = None  # why capture failed (the run then goes on eagerly)
 
     def _body(self, ids: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         state = self.state
@@ -207,24 +208,46 @@ class GraphedStep:
         state = self.state
         set_learning_rate(state.optimizer, learning_rate(state.step, self.config))
         ids, labels = state.data.next_batch()
+        tokens = (ids != self.pad_id).sum()
         if self.graph is None:
-            if self.warmup > 0:
-                self.warmup -= 1
-                side = torch.cuda.Stream()
-                side.wait_stream(torch.cuda.current_stream())
-                with torch.cuda.stream(side):
-                    state.optimizer.zero_grad(set_to_none=True)
-                    loss, count = self._body(ids, labels)
-                torch.cuda.current_stream().wait_stream(side)
-                state.step += 1
-                return loss, count, (ids != self.pad_id).sum()
-            self.static_ids, self.static_labels = ids.clone(), labels.clone()
-            state.optimizer.zero_grad(set_to_none=True)
-            self.graph = torch.cuda.CUDAGraph()
-            with torch.cuda.graph(self.graph):
-                self.static_loss, self.static_count = self._body(self.static_ids, self.static_labels)
+            if self.warmup > 0 or self.failed is not None:
+                return self._eager(ids, labels, tokens, side_stream=self.failed is None)
+            try:
+                self._capture(ids, labels)
+            except Exception as exc:  # noqa: BLE001 - a kernel that cannot be captured: train eagerly instead
+                self.failed = f"{type(exc).__name__}: {exc}"
+                self.graph = None
+                state.optimizer.zero_grad(set_to_none=True)
+                return self._eager(ids, labels, tokens, side_stream=False)
         self.static_ids.copy_(ids, non_blocking=True)
         self.static_labels.copy_(labels, non_blocking=True)
         self.graph.replay()
         state.step += 1
-        return self.static_loss.clone(), self.static_count.clone(), (ids != self.pad_id).sum()
+        return self.static_loss.clone(), self.static_count.clone(), tokens
+
+    def _eager(self, ids, labels, tokens, side_stream: bool):
+        """One step without a graph; the warm-up steps before capture run on a side stream, as capture needs."""
+        self.warmup -= 1
+        stream = torch.cuda.Stream() if side_stream else torch.cuda.current_stream()
+        stream.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(stream):
+            self.state.optimizer.zero_grad(set_to_none=True)
+            loss, count = self._body(ids, labels)
+        torch.cuda.current_stream().wait_stream(stream)
+        self.state.step += 1
+        return loss, count, tokens
+
+    def _capture(self, ids: torch.Tensor, labels: torch.Tensor) -> None:
+        self.static_ids, self.static_labels = ids.clone(), labels.clone()
+        self.state.optimizer.zero_grad(set_to_none=True)
+        self.graph, (self.static_loss, self.static_count) = capture_graph(
+            lambda: self._body(self.static_ids, self.static_labels))
+
+
+def capture_graph(fn):
+    """(graph, outputs): `fn()` recorded into a CUDA graph (not run); `graph.replay()` runs it again,
+    writing its results into the same `outputs` tensors."""
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        outputs = fn()
+    return graph, outputs

@@ -215,6 +215,9 @@ def _render_train_summary(result) -> None:
         table.add_row("best val exact match", f"{result.best_val_exact_match:.2%}")
     if result.test is not None:
         table.add_row("test exact match", f"[bold]{result.test['exact_match']:.2%}[/] of {result.test['n']:,} problems")
+        hard = result.test.get("hard")
+        if hard:
+            table.add_row("hard split", f"{hard['exact_match']:.2%} of {hard['n']:,} (carry chains, boundaries, zeros)")
     if result.num_truncated:
         table.add_row("dropped (too long)", f"{result.num_truncated:,} examples longer than data.max_seq_len")
     table.add_row("checkpoint", result.checkpoint)

@@ -44,7 +44,8 @@ class EvalReport:
     - `per_digit_accuracy[p]`: share of problems whose answer digit at position p (0 = units, counted
       over the expected answer's digits) is right; `per_digit_count[p]` problems have that digit (empty
       when the answer is not scored).
-    - `by_digits["a,b"]`, `by_carries["k"]`, `by_max_carry_chain["k"]`: `{"n", "exact_match"}`.
+    - `by_digits["a,b"]`, `by_length["L"]` (L = the longer operand's digits), `by_carries["k"]`,
+      `by_max_carry_chain["k"]`: `{"n", "exact_match"}`.
     - `steps` (when the model writes steps): `steps_correct` share and `steps_wrong_count`; under none
       also `right_answer_after_wrong_steps` count and its share of the problems whose steps were wrong,
       and `wrong_answer_after_right_steps`.
@@ -58,6 +59,7 @@ class EvalReport:
     per_digit_accuracy: dict[int, float]
     per_digit_count: dict[int, int]
     by_digits: dict[str, dict]
+    by_length: dict[str, dict]
     by_carries: dict[str, dict]
     by_max_carry_chain: dict[str, dict]
     steps: dict | None
@@ -130,6 +132,7 @@ def score_completions(data_format, records: Sequence, completions: Sequence[str]
     digit_hits: dict[int, int] = defaultdict(int)
     digit_total: dict[int, int] = defaultdict(int)
     by_digits: dict[str, list[int]] = defaultdict(list)
+    by_length: dict[str, list[int]] = defaultdict(list)
     by_carries: dict[str, list[int]] = defaultdict(list)
     by_chain: dict[str, list[int]] = defaultdict(list)
     malformed_reasons: dict[str, int] = defaultdict(int)
@@ -163,6 +166,7 @@ def score_completions(data_format, records: Sequence, completions: Sequence[str]
         if not (isinstance(digits, (list, tuple)) and len(digits) == 2):
             digits = [len(str(abs(int(x)))) for x in operands]
         by_digits[f"{digits[0]},{digits[1]}"].append(hit)
+        by_length[str(max(digits))].append(hit)
 
         if task in CARRY_TASKS:
             carries, chain = _meta_int(meta, "carries"), _meta_int(meta, "max_carry_chain")
@@ -206,6 +210,7 @@ def score_completions(data_format, records: Sequence, completions: Sequence[str]
         per_digit_accuracy={p: digit_hits[p] / digit_total[p] for p in sorted(digit_total)},
         per_digit_count={p: digit_total[p] for p in sorted(digit_total)},
         by_digits=_finish_groups(by_digits),
+        by_length=_finish_groups(by_length),
         by_carries=_finish_groups(by_carries),
         by_max_carry_chain=_finish_groups(by_chain),
         steps=steps,

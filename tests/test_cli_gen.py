@@ -17,7 +17,7 @@ def test_gen_add_steps_alone_gives_a_three_digit_set(tmp_path, monkeypatch, caps
     code, out, err = run(["gen", "add", "--steps"], capsys)
     assert code == 0 and out == ""
     manifest = json.loads((tmp_path / "data/add/manifest.json").read_text())
-    assert manifest["counts"] == {"train": 100000, "val": 1000, "test": 2000}
+    assert manifest["counts"] == {"train": 100000, "val": 1000, "test": 2000, "hard": 232}
     assert (manifest["min_digits"], manifest["max_digits"]) == (1, 3) and manifest["format"]["use_steps"]
     first = json.loads((tmp_path / "data/add/train.jsonl").open().readline())
     assert first["steps"] and max(first["meta"]["digits"]) <= 3
@@ -31,7 +31,8 @@ def test_gen_json_prints_the_manifest_and_flags_reach_the_config(tmp_path, capsy
                         "--output-dir", str(out_dir), "--json"], capsys)
     assert code == 0
     manifest = json.loads(out)
-    assert manifest["counts"] == {"train": 300, "val": 20, "test": 30, "test_ood": 30}
+    assert {k: v for k, v in manifest["counts"].items() if k != "hard"} == {"train": 300, "val": 20, "test": 30, "test_ood": 30}
+    assert manifest["counts"]["hard"] > 0
     assert manifest["format"]["answer_order"] == "plain" and manifest["seed"] == 9
     assert manifest["ood_digits"] == [4, 5] and (out_dir / "test_ood.jsonl").exists()
 
@@ -41,7 +42,7 @@ def test_gen_reads_a_config_file_and_flags_override_it(tmp_path, capsys):
     cfg.write_text("[data]\nn_train = 123\nn_val = 7\nn_test = 8\nmax_digits = 2\nuse_steps = true\n")
     code, out, _ = run(["gen", "mul", "--config", str(cfg), "--val", "9", "--out", str(tmp_path / "m"), "--json"], capsys)
     manifest = json.loads(out)
-    assert code == 0 and manifest["counts"] == {"train": 123, "val": 9, "test": 8}
+    assert code == 0 and {k: v for k, v in manifest["counts"].items() if k != "hard"} == {"train": 123, "val": 9, "test": 8}
     assert manifest["max_digits"] == 2 and manifest["format"]["use_steps"] is True
 
 
@@ -62,7 +63,8 @@ def test_gen_pad_writes_zero_padded_records(tmp_path, capsys):
 def test_gen_mod_splits_all_pairs(tmp_path, capsys):
     code, out, _ = run(["gen", "mod", "--modulus", "11", "--train-fraction", "0.5", "--out", str(tmp_path), "--json"], capsys)
     counts = json.loads(out)["counts"]
-    assert code == 0 and sum(counts.values()) == 121 and counts["train"] == 60
+    # every pair once; the hard pairs (0+0, 10+10, 10+1...) leave the seed's partition for their own split
+    assert code == 0 and sum(counts.values()) == 121 and 60 - counts["hard"] <= counts["train"] <= 60
     code, _, err = run(["gen", "mod", "--instances", "5", "--out", str(tmp_path / "x")], capsys)
     assert code == 2 and "--train-fraction" in err
 
@@ -77,7 +79,7 @@ def test_gen_refuses_to_overwrite_without_force(tmp_path, capsys):
 
 
 @pytest.mark.parametrize("argv,message", [
-    (["gen", "add", "--max-digits", "1", "--instances", "20000"], "ask for at most 100"),
+    (["gen", "add", "--max-digits", "1", "--instances", "20000"], "ask for at most 76"),  # 100 one-digit additions, 24 in the hard split
     (["gen", "div"], "unknown task"),
     (["gen", "add", "--ood-digits", "x"], "C-D"),
     (["gen", "add", "--answer-order", "sideways"], "reversed or plain"),

@@ -8,7 +8,7 @@ import pytest
 from mct.config import DataConfig
 from mct.data import sampling
 from mct.data.format import DataFormat
-from mct.data.generate import generate_splits, make_record, plan_splits, sample_heldout, write_dataset
+from mct.data.generate import hard_split, generate_splits, make_record, plan_splits, sample_heldout, write_dataset
 from mct.data.tasks import carry_stats
 from mct.errors import MctError
 
@@ -29,7 +29,8 @@ def test_splits_are_disjoint_distinct_and_of_the_asked_size(task):
     fmt = DataFormat.from_config(cfg)
     splits = generate_splits(cfg)
     sets = {name: operands(recs, fmt) for name, recs in splits.items()}
-    assert {n: len(r) for n, r in splits.items()} == {"train": 2000, "val": 200, "test": 300, "test_ood": 300}
+    counts = {n: len(r) for n, r in splits.items()}
+    assert counts == {"train": 2000, "val": 200, "test": 300, "test_ood": 300, "hard": len(hard_split(cfg))}
     assert all(len(sets[n]) == len(splits[n]) for n in splits)  # no duplicates inside a split
     names = list(sets)
     for i, x in enumerate(names):
@@ -45,7 +46,8 @@ def test_mod_uses_every_pair_once_with_the_train_fraction():
     fmt = DataFormat.from_config(cfg)
     all_pairs = [p for recs in splits.values() for p in operands(recs, fmt)]
     assert len(all_pairs) == len(set(all_pairs)) == 23 * 23
-    assert len(splits["train"]) == round(0.4 * 23 * 23)
+    # the partition is the seed's; the hard pairs (0+0, 22+22, 22+1...) leave it for a split of their own
+    assert round(0.4 * 23 * 23) - len(splits["hard"]) <= len(splits["train"]) <= round(0.4 * 23 * 23)
     assert abs(len(splits["val"]) - len(splits["test"])) <= 1
     r = splits["train"][0]
     assert r.meta["modulus"] == 23 and int(r.answer) == sum(fmt.operands_from_prompt(r.prompt)) % 23
@@ -97,8 +99,10 @@ def test_vector_path_matches_reference_on_long_operands(task, pad):
 
 def test_length_pairs_are_balanced_and_small_spaces_taken_whole():
     cfg = small(n_train=30000, n_val=100, n_test=100)
-    counts = Counter(tuple(r.meta["digits"]) for recs in generate_splits(cfg).values() for r in recs)
-    assert counts[(1, 1)] == 100 and counts[(1, 2)] == counts[(2, 1)] == 900  # all there is
+    splits = generate_splits(cfg)
+    everything = Counter(tuple(r.meta["digits"]) for recs in splits.values() for r in recs)
+    assert everything[(1, 1)] == 100 and everything[(1, 2)] == everything[(2, 1)] == 900  # all there is
+    counts = Counter(tuple(r.meta["digits"]) for name, recs in splits.items() if name != "hard" for r in recs)
     big = [counts[p] for p in [(2, 3), (3, 2), (3, 3), (2, 2), (1, 3), (3, 1)]]
     assert max(big) - min(big) <= 1
 
@@ -151,8 +155,10 @@ def test_every_problem_of_a_bucket_is_reachable_exactly_once():
 
 
 def test_too_many_problems_is_an_error_with_the_maximum(tmp_path):
-    with pytest.raises(MctError, match="only 100 exist; ask for at most 100"):
-        write_dataset(DataConfig(min_digits=1, max_digits=1, n_train=20000), tmp_path / "x")
+    config = DataConfig(min_digits=1, max_digits=1, n_train=20000)
+    left = 100 - len(hard_split(config))  # one-digit additions, less those of the hard split
+    with pytest.raises(MctError, match=f"only {left} exist; ask for at most {left}"):
+        write_dataset(config, tmp_path / "x")
     assert not (tmp_path / "x").exists()
 
 
@@ -170,7 +176,8 @@ def test_refuses_to_overwrite_without_force(tmp_path):
 def test_progress_callback_counts_every_record(tmp_path):
     seen = []
     write_dataset(small(), tmp_path, progress=lambda done, total: seen.append((done, total)))
-    assert seen[0] == (0, 2500) and seen[-1] == (2500, 2500)
+    total = 2500 + len(hard_split(small()))  # train, val, test and the hard split
+    assert seen[0] == (0, total) and seen[-1] == (total, total)
 
 
 def test_ood_digits_must_reach_past_training():

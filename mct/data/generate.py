@@ -18,6 +18,7 @@ import numpy as np
 from mct.data import sampling
 from mct.data.dataset import Record
 from mct.data.format import DataFormat, build_target
+from mct.data.hard import hard_problems
 from mct.data import tasks
 from mct.data.render import BatchRenderer, Digits
 from mct.data.tasks import tracer
@@ -25,7 +26,7 @@ from mct.tokenizer import ANSWER_MARK, EOS, PAD, STEP_SEP, Tokenizer
 from mct.errors import MctError
 from mct.fileio import atomic_path
 
-SPLITS = ("train", "val", "test", "test_ood")
+SPLITS = ("train", "val", "test", "test_ood", "hard")
 MANIFEST = "manifest.json"
 MANIFEST_VERSION = 1
 CHUNK = 20_000  # records formatted and written per progress update
@@ -51,19 +52,40 @@ def _ood_range(data_config) -> tuple[int, int] | None:
     return low, high
 
 
+def hard_split(data_config) -> list[tuple[int, int]]:
+    """The hard problems of the data config (see mct/data/hard.py): written as hard.jsonl, never trained on."""
+    return hard_problems(data_config.task, data_config.min_digits, data_config.max_digits,
+                         data_config.modulus if data_config.task == "mod" else None, data_config.seed)
+
+
+def _without(pairs: tuple[list, list], excluded: set) -> tuple[list, list]:
+    kept = [(a, b) for a, b in zip(*pairs) if (a, b) not in excluded]
+    return [a for a, _ in kept], [b for _, b in kept]
+
+
 def plan_splits(data_config) -> dict[str, tuple[list, list]]:
-    """Operands of each split: {"train": (a list, b list), "val": ..., "test": ..., ["test_ood": ...]}."""
+    """Operands of each split: {"train": (a list, b list), "val": ..., "test": ..., ["test_ood": ...],
+    "hard": ...}. The hard problems are taken out of the training split."""
+    hard = hard_split(data_config)
+    splits = _draw_splits(data_config, set(hard))
+    splits["hard"] = ([a for a, _ in hard], [b for _, b in hard])
+    return {name: splits[name] for name in SPLITS if name in splits}
+
+
+def _draw_splits(data_config, hard: set) -> dict[str, tuple[list, list]]:
     task, seed = data_config.task, data_config.seed
-    if task == "mod":
+    if task == "mod":  # the partition is fixed by the seed; the hard pairs leave the training share
         train, val, test = sampling.mod_partition(data_config.modulus, data_config.train_fraction, seed)
-        return {name: ([p[0] for p in part], [p[1] for p in part])
-                for name, part in (("train", train), ("val", val), ("test", test))}
+        parts = {name: ([p[0] for p in part], [p[1] for p in part])  # hard pairs form their own split
+                 for name, part in (("train", train), ("val", val), ("test", test))}
+        return {name: _without(part, hard) for name, part in parts.items()}
     ood = _ood_range(data_config)
     buckets = sampling.space_buckets(task, sampling.length_pairs(data_config.min_digits, data_config.max_digits))
+    buckets = sampling.excluding(task, buckets, hard)  # the hard problems are a split of their own
     n_val, n_test = data_config.n_val, data_config.n_test
     total = data_config.n_train + n_val + n_test
     a, b = sampling.draw(sampling.make_rng(seed, f"{task}:splits"), buckets, total,
-                         f"{task} with {_digit_text(data_config)} operands")
+                         f"{task} with {_digit_text(data_config)} operands (besides the hard split)")
     splits = {
         "val": (a[:n_val], b[:n_val]),
         "test": (a[n_val:n_val + n_test], b[n_val:n_val + n_test]),
@@ -74,7 +96,7 @@ def plan_splits(data_config) -> dict[str, tuple[list, list]]:
             task, sampling.length_pairs(ood[0], ood[1], longer_than=data_config.max_digits))
         splits["test_ood"] = sampling.draw(sampling.make_rng(seed, f"{task}:ood"), ood_buckets, n_test,
                                            f"{task} OOD split with {ood[0]}-{ood[1]} digit operands")
-    return {name: splits[name] for name in SPLITS if name in splits}
+    return splits
 
 
 # --- records -----------------------------------------------------------------------------------------

@@ -211,6 +211,7 @@ class Bucket:
     _unrank: object = None
     _unrank_many: object = None
     _sample: object = None
+    excluded: frozenset = frozenset()  # problems of the bucket that `draw` never returns (size counts without them)
 
     def unrank(self, index: int) -> tuple[int, int] | None:
         return self._unrank(index)
@@ -372,10 +373,29 @@ def _unrank_indices(bucket: Bucket, indices) -> tuple[np.ndarray, np.ndarray]:
     return a, b
 
 
+def excluding(task: str, buckets: list[list[Bucket]], problems) -> list[list[Bucket]]:
+    """The buckets without `problems` (operand pairs): each bucket's size drops by the ones it holds."""
+    from collections import defaultdict
+    from dataclasses import replace
+
+    from mct.data import tasks
+
+    held = defaultdict(set)
+    for a, b in problems:
+        carries = tasks.carry_stats(task, a, b)[0] if task in ("add", "sub") else None
+        held[(len(str(a)), len(str(b))), carries].add((a, b))
+    return [[replace(b, size=b.size - len(held[b.digits, b.carries]), excluded=frozenset(held[b.digits, b.carries]))
+             if held.get((b.digits, b.carries)) else b for b in group] for group in buckets]
+
+
 def draw_bucket(rng: np.random.Generator, bucket: Bucket, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """k distinct problems of `bucket`, uniformly at random: (a [k], b [k])."""
+    """k distinct problems of `bucket`, uniformly at random, none of its `excluded`: (a [k], b [k])."""
     if k <= 0:
         return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
+    if bucket.excluded:
+        a, b = draw_bucket(rng, replace_size(bucket), min(k + len(bucket.excluded), bucket.size + len(bucket.excluded)))
+        keep = np.array([(x, y) not in bucket.excluded for x, y in zip(a.tolist(), b.tolist())], dtype=bool)
+        return a[keep][:k], b[keep][:k]
     if bucket.index_space == bucket.size:
         return _unrank_indices(bucket, _distinct_indices(rng, bucket.size, k))
     take = k
@@ -384,6 +404,13 @@ def draw_bucket(rng: np.random.Generator, bucket: Bucket, k: int) -> tuple[np.nd
         a, b = _unrank_indices(bucket, _distinct_indices(rng, bucket.index_space, take))
         if len(a) >= k or take == bucket.index_space:
             return a[:k], b[:k]
+
+
+def replace_size(bucket: Bucket) -> Bucket:
+    """The bucket with its excluded problems counted back in (what the index space holds)."""
+    from dataclasses import replace
+
+    return replace(bucket, size=bucket.size + len(bucket.excluded), excluded=frozenset())
 
 
 def check_capacity(buckets: list[list[Bucket]], total: int, what: str) -> None:

@@ -3,11 +3,11 @@
 `distributed` (torchrun)."""
 
 from mct.train.loop import TrainResult, stop_on_interrupt, torch_threads, train, validate
-from mct.train.run_folder import RUN_FILES, RunFolder, load_run_config, plot_curves, read_metrics
+from mct.train.run_folder import RUN_FILES, RunFolder, load_run_config, read_metrics
 from mct.train.step import GraphedStep, TrainState, build_optimizer, learning_rate, summed_loss, train_step
 
 __all__ = [
     "TrainResult", "train", "stop_on_interrupt", "torch_threads", "validate", "RUN_FILES", "RunFolder",
-    "load_run_config", "plot_curves", "read_metrics", "GraphedStep", "TrainState", "build_optimizer",
+    "load_run_config", "read_metrics", "GraphedStep", "TrainState", "build_optimizer",
     "learning_rate", "summed_loss", "train_step",
 ]

@@ -21,6 +21,7 @@ import torch
 from mct.checkpoint import load_checkpoint
 from mct.config import Config
 from mct.data.format import DataFormat
+from mct.data.generate import hard_split, make_record
 from mct.device import choose_precision, seed_everything
 from mct.errors import MctError
 from mct.evaluate import evaluate_records
@@ -195,7 +196,9 @@ class _Run:
         self.val_records, self.test_records = heldout_records(config, self.format)
         if not self.val_records or not self.test_records:
             raise MctError("the validation and test sets must not be empty")
-        exclude = {self.format.operands_from_prompt(r.prompt) for r in self.val_records + self.test_records}
+        self.hard_records = [make_record(self.format, a, b) for a, b in hard_split(config.data)]
+        exclude = {self.format.operands_from_prompt(r.prompt)
+                   for r in self.val_records + self.test_records + self.hard_records}
         data, self.num_truncated = training_batches(config, self.tokenizer, self.format, exclude, device)
         self.val_subset = self.val_records[: config.train.eval_samples]
         self.val_tensors = validation_tensors(self.val_subset, self.tokenizer, config)
@@ -222,7 +225,7 @@ class _Run:
             self.state.best_val_loss = ts.get("best_val_loss", float("inf"))
             self.started -= float(ts.get("wall_s", 0.0))
         self.folder.start(config, self.start_step if self.resume else None,
-                          {"val": self.val_records, "test": self.test_records})
+                          {"val": self.val_records, "test": self.test_records, "hard": self.hard_records})
         self.step_fn = (GraphedStep(self.state, config, self.precision, device, self.tokenizer.pad_id)
                         if self.use_graphs else None)
 
@@ -349,9 +352,14 @@ class _Run:
                                       device=self.device, step_masking_mode=self.config.data.step_masking_mode)
             test_report = report.to_dict()
             test_report.pop("errors", None)
+            hard = evaluate_records(final, self.tokenizer, self.format, self.hard_records, batch_size=512,
+                                    device=self.device, step_masking_mode=self.config.data.step_masking_mode)
+            test_report["hard"] = {"n": hard.n, "correct": hard.correct, "exact_match": hard.exact_match,
+                                   "errors": [e["prompt"] for e in hard.errors][:50]}
             self.folder.write_eval(test_report)
             files.update(eval=str(self.folder / "eval.json"), curves=str(self.folder / "curves.png"))
-            self.emit({"event": "test", "exact_match": test_report["exact_match"], "n": test_report["n"]})
+            self.emit({"event": "test", "exact_match": test_report["exact_match"], "n": test_report["n"],
+                       "hard_exact_match": hard.exact_match, "hard_n": hard.n})
         barrier(self.dist)
         best = self.folder / "best.pt"
         return TrainResult(

@@ -17,7 +17,8 @@ from pathlib import Path
 from mct.checkpoint import save_checkpoint
 from mct.config import Config, save_config_toml, validate_config
 from mct.errors import MctError
-from mct.fileio import atomic_path, atomic_write_text
+from mct.fileio import atomic_write_text
+from mct.figures import plot_curves
 
 RUN_FILES = ("last.pt", "best.pt", "config.toml", "metrics.jsonl", "eval.json")
 # Changing these between a run and its resume would make the resumed run a different experiment.
@@ -114,36 +115,6 @@ def read_metrics(path: Path, up_to_step: int | None = None) -> list[dict]:
         return []
     rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
     return [r for r in rows if up_to_step is None or r["step"] <= up_to_step]
-
-
-def plot_curves(metrics: list[dict], path: Path) -> None:
-    """Training loss, validation loss and validation exact-match against steps, in one PNG.
-
-    Drawn on a `Figure` of its own (no pyplot), so a notebook's matplotlib backend is left alone."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    train_rows = [r for r in metrics if "loss" in r]
-    val_rows = [r for r in metrics if "val_exact_match" in r]
-    fig = Figure(figsize=(10, 3.8))
-    FigureCanvasAgg(fig)
-    ax_loss, ax_acc = fig.subplots(1, 2)
-    if train_rows:
-        ax_loss.plot([r["step"] for r in train_rows], [r["loss"] for r in train_rows], label="train loss", lw=1)
-    if val_rows:
-        ax_loss.plot([r["step"] for r in val_rows], [r["val_loss"] for r in val_rows], "o-", label="val loss", ms=3)
-        ax_acc.plot([r["step"] for r in val_rows], [r["val_exact_match"] for r in val_rows], "o-", ms=3)
-    ax_loss.set_yscale("log")
-    ax_loss.set_xlabel("step")
-    ax_loss.set_ylabel("loss per labelled token")
-    ax_loss.legend()
-    ax_acc.set_xlabel("step")
-    ax_acc.set_ylabel("validation exact match")
-    ax_acc.set_ylim(-0.02, 1.02)
-    ax_acc.grid(alpha=0.3)
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=110)
 
 
 def load_run_config(run_dir: Path) -> Config:

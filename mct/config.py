@@ -26,7 +26,7 @@ from pydantic_core import PydanticCustomError
 from pydantic_settings import BaseSettings, EnvSettingsSource, SettingsConfigDict, SettingsError
 from pydantic_settings import TomlConfigSettingsSource
 
-from mct.errors import MctError
+from mct.errors import ConfigError, MctError
 from mct.tokenizer import DEFAULT_VOCAB
 
 if sys.version_info >= (3, 11):
@@ -444,7 +444,7 @@ def _flag_layer(flags: Mapping[str, tuple[Any, str]] | None) -> Layer:
             continue
         loc = tuple(key.split("."))
         values = deep_merge(values, _nest(loc, value))
-        spelled[loc] = f"flag {flag}"
+        spelled[loc] = f"flag {flag}" if flag.startswith("-") else flag
     return Layer("the command line", values, spelled)
 
 
@@ -525,7 +525,7 @@ def _validate(layers: Sequence[Layer]) -> Config:
     try:
         return Config.model_validate(merged)
     except ValidationError as exc:
-        raise MctError(format_validation_error(exc, layers)) from None
+        raise ConfigError(format_validation_error(exc, layers)) from None
 
 
 # --------------------------------------------------------------------------------------------------
@@ -551,7 +551,7 @@ def resolve_config(path: str | Path | None = None, *, resume: str | Path | None 
     2. `path`: a TOML file (None = none; the CLI passes `default_config_path()` for a new run);
     3. the `MCT_*` environment (`environ`, default os.environ);
     4. `data`: `[data]` settings of a data folder (named `data_source` in errors);
-    5. `flags`: `{"train.lr": (value, "--lr")}`, values None are not given;
+    5. `flags`: `{"train.lr": (value, "--lr")}` (or `(value, "argument TASK")`), values None are not given;
     6. `sets`: `--set` items `table.key=value`, later ones win.
     """
     layers = _file_layers(path, resume) + [_env_layer(environ)]
@@ -601,7 +601,7 @@ def validate_model_config(data: Any, source: str = "the model config") -> ModelC
     try:
         return ModelConfig.model_validate(dict(data))
     except ValidationError as exc:
-        raise MctError(format_validation_error(exc, [Layer(source, {"model": dict(data)})], prefix=("model",))) from None
+        raise ConfigError(format_validation_error(exc, [Layer(source, {"model": dict(data)})], prefix=("model",))) from None
 
 
 # --------------------------------------------------------------------------------------------------

@@ -86,7 +86,9 @@ def gen(
     set_: Annotated[Optional[list[str]], typer.Option("--set", help=SET_HELP)] = None,
     json_out: Annotated[bool, typer.Option("--json", help="Print the manifest as JSON on stdout.")] = False,
 ) -> None:
-    """Generate a data set: disjoint, balanced train/val/test JSONL and a manifest.
+    """Generate a data set: disjoint, balanced JSONL splits.
+
+    Writes train/val/test JSONL and manifest.json (counts, format, sha256 of each file).
 
     Sampling is balanced over operand lengths and (add/sub) carry counts; records hold prompt, answer,
     target, steps and meta (see docs/data-format.md).
@@ -187,6 +189,9 @@ def train(
     run_dir = resume or out or cfg.train.out_dir or _new_run_dir(cfg.data.task)
     if main_process:
         check_writable(run_dir, "run folder", folder=True)
+    from mct.doctor import check_training_fits
+
+    check_training_fits(cfg)
     from mct.cli_progress import TrainProgress
 
     with (folder_lock(run_dir) if main_process else _nothing()), \
@@ -263,7 +268,7 @@ def eval_(
     no_cache: Annotated[bool, typer.Option("--no-cache", help="Decode without the KV cache (slower; for checks).")] = False,
     json_out: Annotated[bool, typer.Option("--json", help="Print the report as one JSON object on stdout.")] = False,
 ) -> None:
-    """Evaluate a checkpoint on a data set: exact match and where it fails.
+    """Evaluate a checkpoint: exact match and where it fails.
 
     Batched greedy decoding; reports exact match, per-digit accuracy, accuracy by operand lengths,
     carries and longest carry chain, step correctness and malformed outputs.
@@ -392,7 +397,9 @@ def generate(
     device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:N or mps.")] = "auto",
     json_out: Annotated[bool, typer.Option("--json", help="Print the results as one JSON object on stdout.")] = False,
 ) -> None:
-    """Complete prompts with a checkpoint: the raw completion and the answer in natural order.
+    """Complete prompts with a checkpoint and show the answers.
+
+    Shows the raw completion and the answer in natural order.
 
     Example: mct generate runs/add/best.pt 12+34= 999+1= --explain
     """
@@ -521,7 +528,9 @@ def doctor(
     set_: Annotated[Optional[list[str]], typer.Option("--set", help=SET_HELP)] = None,
     json_out: Annotated[bool, typer.Option("--json", help="Print the report as JSON on stdout.")] = False,
 ) -> None:
-    """Check Python, torch, CUDA/MPS and memory, and estimate the largest batch that fits.
+    """Check torch, GPUs and memory; estimate the largest batch.
+
+    Reports Python, the torch build, CUDA/MPS, CPU and GPU memory, and the largest batch that fits.
 
     With --device cuda it runs a real matrix product on the GPU and exits 1 when CUDA is not usable.
 
@@ -636,6 +645,12 @@ def main(argv: Optional[list[str]] = None) -> None:
         sys.exit(130)
     except typer.Exit as exc:
         sys.exit(exc.exit_code)
+    except UnicodeDecodeError as exc:
+        # An input file that is not UTF-8 text (a binary file given as data, say). The reader should
+        # name the file; until every reader does, this says what is wrong instead of a traceback.
+        _error(f"an input file is not UTF-8 text (byte {exc.object[exc.start:exc.start + 1]!r} at offset "
+               f"{exc.start}); data, config and prompt files must be UTF-8 text (was a checkpoint given as data?)")
+        sys.exit(2)
     except OSError as exc:
         # The system refused a read or write that no check could foresee (a full disk mid-run, a file
         # removed under us): one line naming the file, not a traceback. Other errors are bugs.

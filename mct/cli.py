@@ -99,8 +99,10 @@ def gen(
     from mct.data.generate import write_dataset
     from mct.fileio import check_writable
 
-    if task == "mod" and instances is not None:
-        raise MctError("the mod task uses every P*P pair; set its training share with --train-fraction, not --instances")
+    given = [flag for flag, value in (("--instances", instances), ("--val", val), ("--test", test)) if value is not None]
+    if task == "mod" and given:
+        raise MctError(f"the mod task splits every P*P pair by --train-fraction (the rest is halved into val and "
+                       f"test), so {', '.join(given)} cannot be set; drop {'it' if len(given) == 1 else 'them'}")
     ood = None
     if ood_digits is not None:
         parts = ood_digits.replace(",", "-").split("-")

@@ -312,3 +312,10 @@ def test_core_error_naming_a_config_key_gets_its_flag(tiny, tmp_path, capsys):
                             capsys)
     one_line_exit_2(code, err)
     assert "train.precision" in err and "(set with --precision)" in err
+
+
+@pytest.mark.parametrize("flag", ["--instances", "--val", "--test"])
+def test_gen_mod_refuses_split_counts_instead_of_ignoring_them(flag, tmp_path, capsys):
+    code, _, err = run_main(["gen", "mod", "--modulus", "7", flag, "5", "--out", str(tmp_path / "d")], capsys)
+    one_line_exit_2(code, err)
+    assert flag in err and not (tmp_path / "d").exists()

@@ -387,9 +387,10 @@ def _env_layer(environ: Mapping[str, str] | None = None) -> Layer:
             except ValueError:
                 value = None
             if not isinstance(value, dict):
+                key, info = next(iter(Config.model_fields[rest].annotation.model_fields.items()))
                 raise MctError(f"environment variable {name}: [{rest}] is a table, not a value; set one key with "
                                f"{ENV_PREFIX}{rest.upper()}{ENV_DELIMITER}<KEY>=VALUE "
-                               f"(e.g. {ENV_PREFIX}TRAIN{ENV_DELIMITER}LR=3e-3)")
+                               f"(e.g. {ENV_PREFIX}{rest.upper()}{ENV_DELIMITER}{key.upper()}={info.default})")
     try:
         values = _EnvSource(environ)()
     except SettingsError as exc:

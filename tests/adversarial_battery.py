@@ -178,6 +178,12 @@ class Battery:
         torch.save({"format": "mct-checkpoint", "version": 1, "config": Evil()}, self.work / "evil.pt")
 
 
+def _cuda() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
 def cases() -> list[Case]:
     c: list[Case] = []
     g = lambda what, *argv, **kw: c.append(Case("gen", what, ["gen", *argv], **kw))  # noqa: E731
@@ -287,7 +293,8 @@ def cases() -> list[Case]:
     a("pickled code in a checkpoint", "evil.pt", "1+1=")
 
     d("--config is a folder", "--config", "data")
-    d("--device cuda:x", "--device", "cuda:x")
+    d("--device cuda:x (exit 1 where CUDA is not usable, as documented)", "--device", "cuda:x",
+      expect=1 if not _cuda() else 2)
     d("--set model.d_model=3", "--set", "model.d_model=3")
     d("--device tpu", "--device", "tpu")
     d("markup in --config path", "--config", "[red]missing.toml")
@@ -310,30 +317,39 @@ def kill_during_training(battery: Battery, kills: int, rng: random.Random) -> li
     run = battery.work / "killed"
     argv = ["train", "--config", "tiny.toml", "--out", str(run), "--set", "train.save_every=1",
             "--set", "train.eval_every=5", "--max-steps", "4000"]
-    report, corrupt = [], 0
+    report, corrupt, mid_write, steps = [], 0, 0, []
     for i in range(kills):
-        args = argv if i == 0 else ["train", "--resume", str(run), "--max-steps", "4000", "--set", "train.save_every=1"]
+        resume = (run / "last.pt").exists()
+        args = ["train", "--resume", str(run), "--max-steps", "4000", "--set", "train.save_every=1"] if resume else argv
         proc = subprocess.Popen(battery.command(args, False), cwd=battery.work, env=battery.env({}, False),
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        time.sleep(rng.uniform(4.0, 9.0))
+        deadline = time.time() + 120
+        while not resume and not (run / "last.pt").exists() and time.time() < deadline and proc.poll() is None:
+            time.sleep(0.1)  # the first run: start the clock once it has written something
+        time.sleep(rng.uniform(0.0, 6.0) if not resume else rng.uniform(3.0, 9.0))
         proc.send_signal(signal.SIGKILL)
         proc.wait()
+        temporaries = list(run.glob(".*.tmp"))
+        mid_write += bool(temporaries)
+        for tmp in temporaries:
+            tmp.unlink()
         for name in ("last.pt", "best.pt"):
             path = run / name
             if path.exists():
                 try:
-                    load_checkpoint(path, with_train_state=name == "last.pt")
+                    loaded = load_checkpoint(path, with_train_state=name == "last.pt")
+                    if name == "last.pt":
+                        steps.append(loaded.step)
                 except Exception as exc:  # noqa: BLE001 - the point is to see anything at all
                     corrupt += 1
                     report.append(f"kill {i}: {name} unreadable: {exc}")
-        leftovers = [p.name for p in run.glob(".*.tmp")]
-        if leftovers:
-            report.append(f"kill {i}: temporary files left behind (harmless, ignored): {', '.join(leftovers)}")
     step = torch.load(run / "last.pt", weights_only=True)["step"]
     done = subprocess.run(battery.command(["train", "--resume", str(run), "--max-steps", str(step + 3)], False),
                           cwd=battery.work, env=battery.env({}, False), capture_output=True)
-    report.insert(0, f"{kills} kill -9 at random moments (4-9 s after start, last.pt rewritten every step): "
-                     f"{corrupt} unreadable last.pt/best.pt; final resume from step {step} exit {done.returncode}")
+    report.insert(0, f"{kills} kill -9 at random moments of a run that rewrites last.pt every step ({mid_write} of "
+                     f"them in the middle of a checkpoint write, a temporary file left beside it): {corrupt} "
+                     f"unreadable last.pt/best.pt; last.pt's step after each kill (each run after the first resumed "
+                     f"the previous one): {steps}; the final resume from step {step} exit {done.returncode}")
     return report
 
 
@@ -396,16 +412,30 @@ def full_disk(battery: Battery) -> list[str]:
     if ok.returncode:
         return ["full disk: not run (cannot mount a small tmpfs here)"]
     try:
-        (mount / "filler").write_bytes(b"\0" * 60_000)
         out = []
-        for what, argv in (("gen --out", ["gen", "add", "--out", str(mount / "d")]),
-                           ("train --out", ["train", "--config", "tiny.toml", "--out", str(mount / "r")]),
-                           ("eval --errors", ["eval", "run/best.pt", "data", "--errors", str(mount / "e.jsonl")])):
-            proc = subprocess.run(battery.command(argv, False), cwd=battery.work, env=battery.env({}, False),
-                                  capture_output=True)
-            err = proc.stderr.decode().strip().splitlines()
-            out.append(f"full disk, {what}: exit {proc.returncode}, {'traceback' if 'Traceback' in proc.stderr.decode() else 'no traceback'}: "
-                       f"{err[-1] if err else ''}")
+        for state in ("nearly full (4 KB free)", "full"):
+            if state == "full":
+                fd = os.open(mount / "filler2", os.O_WRONLY | os.O_CREAT)  # fill it to the last byte
+                try:
+                    while os.write(fd, b"\0" * 512):
+                        pass
+                except OSError:
+                    pass
+                finally:
+                    os.close(fd)
+            else:
+                (mount / "filler").write_bytes(b"\0" * 60_000)
+            for what, argv in (("gen --out", ["gen", "add", "--out", str(mount / "d")]),
+                               ("train --out", ["train", "--config", "tiny.toml", "--out", str(mount / "r")]),
+                               ("eval --errors", ["eval", "run/best.pt", "data", "--errors", str(mount / "e.jsonl")])):
+                proc = subprocess.run(battery.command(argv, False), cwd=battery.work, env=battery.env({}, False),
+                                      capture_output=True)
+                err = proc.stderr.decode().replace(str(battery.work) + "/", "").strip().splitlines()
+                traceback = "traceback" if "Traceback" in proc.stderr.decode() else "no traceback"
+                out.append(f"{state} disk, {what}: exit {proc.returncode}, {traceback}: {err[-1] if err else ''}")
+            for leftover in ("d", "r", "e.jsonl"):
+                shutil.rmtree(mount / leftover, ignore_errors=True)
+                (mount / leftover).unlink(missing_ok=True) if (mount / leftover).is_file() else None
         return out
     finally:
         subprocess.run(["umount", str(mount)])
@@ -418,15 +448,18 @@ def main() -> None:
     parser.add_argument("--interrupts", type=int, default=6)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--only-cases", action="store_true")
+    parser.add_argument("--only-faults", action="store_true")
+    parser.add_argument("--faults", default="kill,lock,interrupt,disk", help="which fault injections to run")
     args = parser.parse_args()
     rng = random.Random(args.seed)
     work = Path(tempfile.mkdtemp(prefix="mct-battery-"))
     battery = Battery(work, args.nobody_python)
     battery.setup()
-    print("| command | input | exit | result |")
-    print("|---|---|---|---|")
     counts = {"ok": 0, "found": 0, "skipped": 0}
-    for case in cases():
+    if not args.only_faults:
+        print("| command | input | exit | result |")
+        print("|---|---|---|---|")
+    for case in [] if args.only_faults else cases():
         outcome = battery.run(case)
         if outcome is None:
             counts["skipped"] += 1
@@ -439,14 +472,19 @@ def main() -> None:
             shown = "traceback: " + shown
         print(f"| {case.command} | {case.what}{' (as nobody)' if case.as_nobody else ''} | {outcome.code} | "
               f"{mark}{shown[:220]} |")
-    print(f"\n{counts['ok']} as expected, {counts['found']} found, {counts['skipped']} not run; "
-          f"pickled code ran: {'YES' if (work / 'PWNED').exists() else 'no'}\n")
-    if not args.only_cases:
+    if not args.only_faults:
+        print(f"\n{counts['ok']} as expected, {counts['found']} found, {counts['skipped']} not run; "
+              f"pickled code ran: {'YES' if (work / 'PWNED').exists() else 'no'}\n")
+    faults = set() if args.only_cases else set(args.faults.split(","))
+    if "kill" in faults:
         for line in kill_during_training(battery, args.kills, rng):
             print(f"- {line}")
+    if "lock" in faults:
         print(f"- {two_runs_one_folder(battery)}")
+    if "interrupt" in faults:
         for line in interrupts(battery, rng, args.interrupts):
             print(f"- {line}")
+    if "disk" in faults:
         for line in full_disk(battery):
             print(f"- {line}")
     shutil.rmtree(work, ignore_errors=True)

@@ -6,6 +6,7 @@ field's own description, and `--set table.key=value` for every key (see docs/con
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
 from pathlib import Path
@@ -196,7 +197,7 @@ def train(
     check_training_fits(cfg)
     from mct.cli_progress import TrainProgress
 
-    with (folder_lock(run_dir) if main_process else _nothing()), \
+    with (folder_lock(run_dir) if main_process else contextlib.nullcontext()), \
             TrainProgress(err_console, enabled=main_process) as progress:
         result = run_training(cfg, run_dir, resume=resume is not None, force=force, progress=progress.update)
     if not main_process:
@@ -206,12 +207,6 @@ def train(
     _render_train_summary(result)
     if result.stopped == "interrupted":
         raise typer.Exit(130)
-
-
-def _nothing():
-    import contextlib
-
-    return contextlib.nullcontext()
 
 
 def _is_main_process() -> bool:

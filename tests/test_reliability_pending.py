@@ -6,7 +6,6 @@ lands, so whoever lands it removes the marker. docs/reliability.md lists them wi
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys

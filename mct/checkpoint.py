@@ -22,11 +22,9 @@ from pathlib import Path
 from typing import Any, Mapping
 
 import torch
-from pydantic import ValidationError
-
-from mct.config import Config, ModelConfig, validate_config
+from mct.config import TASKS, Config, ModelConfig, validate_config, validate_model_config
 from mct.errors import MctError
-from mct.fileio import atomic_path
+from mct.fileio import atomic_path, describe_os_error
 from mct.model import CompactTransformer, create_model
 from mct.tokenizer import Tokenizer
 
@@ -124,17 +122,55 @@ def save_checkpoint(path: str | Path, model: torch.nn.Module, config: Config | M
     }
     _check_plain(payload, "checkpoint")
     with atomic_path(path) as tmp:
-        torch.save(payload, tmp)
+        try:
+            torch.save(payload, tmp)
+        except RuntimeError as exc:  # torch reports a failed write (e.g. a full disk) as a RuntimeError
+            if "write" not in str(exc).lower():
+                raise
+            import shutil
+
+            full = shutil.disk_usage(tmp.parent).free < 1 << 20
+            raise MctError(f"cannot write {path}: "
+                           f"{'no space left on the device' if full else 'the write failed'}; "
+                           "the previous file, if any, is kept") from None
     return path
 
 
+_PYTORCH_HEADS = (b"PK\x03\x04", b"\x80")  # a zip archive (torch.save), a pickle (legacy torch.save)
+
+
+def _sniff(path: Path) -> str | None:
+    """Why `path` cannot be a PyTorch file, judged from its first bytes, or None when it may be one."""
+    try:
+        with path.open("rb") as handle:
+            head = handle.read(512)
+    except OSError as exc:
+        raise MctError(f"checkpoint {path} cannot be read: {describe_os_error(exc)}") from None
+    if not head:
+        return "the file is empty"
+    if head.startswith(_PYTORCH_HEADS):
+        return None
+    text = head.lstrip()
+    if text[:1] in (b"{", b"["):
+        return "it holds JSON text: a data file?"
+    try:
+        head.decode("utf-8")
+        return "it holds text"
+    except UnicodeDecodeError:
+        return "it is not a PyTorch file"
+
+
 def read_checkpoint_file(path: str | Path) -> dict:
-    """The raw checkpoint dict, checked for format name and version; every failure is one MctError line."""
+    """The raw checkpoint dict, checked for format name, version and the types of its entries; every
+    failure is one MctError line."""
     path = Path(path)
     if not path.exists():
         raise MctError(f"checkpoint {path} does not exist; pass the best.pt or last.pt of a run folder (`mct train` writes them)")
     if not path.is_file():
         raise MctError(f"checkpoint {path} is not a file")
+    reason = _sniff(path)
+    if reason is not None:
+        raise MctError(f"{path} is not an mct checkpoint: {reason}; pass a .pt file written by `mct train`")
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -149,50 +185,134 @@ def read_checkpoint_file(path: str | Path) -> dict:
     except (RuntimeError, EOFError, OSError, ValueError) as exc:
         with path.open("rb") as handle:
             head = handle.read(4)
-        if not head:
-            reason = "the file is empty"
-        elif head == b"PK\x03\x04":
-            reason = "truncated or corrupt"
-        else:
-            reason = "not a PyTorch file"
+        reason = "truncated or corrupt" if head == b"PK\x03\x04" else "not a PyTorch file"
         detail = str(exc).strip().splitlines()
         detail = f": {detail[0].split('. ')[0][:100]}" if detail and head == b"PK\x03\x04" else ""
         raise MctError(f"{path} is not a readable mct checkpoint ({reason}{detail})") from None
-    except Exception:  # the unpickler raises assorted errors on non-pickle bytes (e.g. text)
+    except Exception:  # the unpickler raises assorted errors on non-pickle bytes
         raise MctError(f"{path} is not an mct checkpoint (not a PyTorch file)") from None
     if not isinstance(data, dict) or data.get("format") != FORMAT_NAME:
         kind = type(data).__name__ if not isinstance(data, dict) else "dict without an mct format tag"
         raise MctError(f"{path} is not an mct checkpoint (it holds a {kind}); pass a file written by `mct train`")
     version = data.get("version")
     if version != FORMAT_VERSION:
-        raise MctError(f"{path} is mct checkpoint format version {version}, but this mct reads version "
+        raise MctError(f"{path} is mct checkpoint format version {version!r}, but this mct reads version "
                        f"{FORMAT_VERSION}; use the mct version that wrote it")
     missing = [k for k in ("model_config", "config", "tokenizer", "data_format", "model_state") if k not in data]
     if missing:
         raise MctError(f"{path} is an incomplete mct checkpoint (missing {', '.join(missing)})")
+    problem = _entry_problem(data)
+    if problem:
+        raise MctError(f"{path} is a damaged mct checkpoint: {problem}")
     return data
+
+
+def _entry_problem(data: dict) -> str | None:
+    """What is wrong with the types of a checkpoint's entries (a crafted or damaged file), or None."""
+    for key in ("model_config", "config", "tokenizer", "data_format", "model_state"):
+        if not isinstance(data[key], dict):
+            return f"'{key}' is a {type(data[key]).__name__}, not a table"
+    state = data["model_state"]
+    bad = next((k for k, v in state.items() if not isinstance(k, str) or not isinstance(v, torch.Tensor)), None)
+    if bad is not None:
+        return f"model_state entry {bad!r} is not a tensor"
+    vocab = data["tokenizer"].get("vocab")
+    if not isinstance(vocab, (list, tuple)) or not all(isinstance(t, str) for t in vocab):
+        return "the tokenizer vocabulary is not a list of strings"
+    fmt = data["data_format"]
+    checks = {"task": lambda v: v in TASKS, "answer_order": lambda v: v in ("reversed", "plain"),
+              "use_steps": lambda v: isinstance(v, bool),
+              "modulus": lambda v: v is None or (type(v) is int and v >= 2),
+              "operand_width": lambda v: type(v) is int and 0 <= v <= 1000}
+    if "task" not in fmt:
+        return "the data format has no task"
+    for key, ok in checks.items():
+        if key in fmt and not ok(fmt[key]):
+            return f"data_format.{key} = {fmt[key]!r} is not valid"
+    step = data.get("step")
+    if step is not None and (type(step) is not int or step < 0):
+        return f"step = {step!r} is not a count of steps"
+    train_state = data.get("train_state")
+    if train_state is not None and not isinstance(train_state, dict):
+        return f"train_state is a {type(train_state).__name__}, not a table"
+    return None
+
+
+def _train_state_problem(state: Any) -> str | None:
+    if state is None:
+        return "it holds no training state (a best.pt or an exported model has weights only)"
+    needed = {"step": int, "optimizer": dict, "data": dict, "rng": dict}
+    for key, kind in needed.items():
+        if not isinstance(state.get(key), kind) or (kind is int and isinstance(state.get(key), bool)):
+            return f"its training state has no valid '{key}'"
+    if state["step"] < 0:
+        return "its training state has a negative step"
+    return None
+
+
+def _build_model(path: Path, model_config: ModelConfig, state: Mapping[str, torch.Tensor]) -> CompactTransformer:
+    """The model of `model_config` with `state` loaded, checked on the meta device first so that a file
+    declaring a huge model with small weights is refused before anything is allocated."""
+    with torch.device("meta"):
+        shell = create_model(model_config)
+    expected = {k: tuple(v.shape) for k, v in shell.state_dict().items()}
+    found = {k: tuple(v.shape) for k, v in clean_state_dict_shapes(state).items()}
+    missing = sorted(set(expected) - set(found))
+    unexpected = sorted(set(found) - set(expected))
+    wrong = sorted(k for k in set(expected) & set(found) if expected[k] != found[k])
+    if missing or unexpected or wrong:
+        if wrong:
+            key = wrong[0]
+            detail = f"{key} has shape {list(found[key])}, the config needs {list(expected[key])}"
+        elif missing:
+            detail = f"missing {missing[0]}" + (f" and {len(missing) - 1} more" if len(missing) > 1 else "")
+        else:
+            detail = f"unexpected {unexpected[0]}" + (f" and {len(unexpected) - 1} more" if len(unexpected) > 1 else "")
+        raise MctError(f"{path}: the weights do not fit the stored model config ({detail})")
+    bad = next((k for k, v in state.items() if not (v.is_floating_point() or v.dtype == torch.bool)), None)
+    if bad is not None:
+        raise MctError(f"{path}: the weights do not fit the stored model config ({bad} holds {state[bad].dtype})")
+    model = create_model(model_config)
+    try:
+        model.load_state_dict(clean_state_dict(state))
+    except RuntimeError as exc:
+        raise MctError(f"{path}: the weights do not fit the stored model config "
+                       f"({str(exc).splitlines()[1].strip() if len(str(exc).splitlines()) > 1 else exc})") from None
+    return model
+
+
+def clean_state_dict_shapes(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """`state` under the names `clean_state_dict` gives, without copying the tensors."""
+    cleaned = {}
+    for key, value in state.items():
+        changed = True
+        while changed:
+            changed = False
+            for prefix in _WRAPPER_PREFIXES:
+                if key.startswith(prefix):
+                    key, changed = key[len(prefix):], True
+        cleaned[key] = value
+    return cleaned
 
 
 def load_checkpoint(path: str | Path, device: str | torch.device = "cpu",
                     with_train_state: bool = False) -> Checkpoint:
     """Load a checkpoint: the model is rebuilt from its stored config, moved to `device` and put in eval
-    mode. `train_state` is returned only when `with_train_state` (its tensors stay on the CPU)."""
+    mode. `train_state` is returned only when `with_train_state` (its tensors stay on the CPU); a file
+    without a usable training state is then refused, since resuming from it would start over."""
     path = Path(path)
     data = read_checkpoint_file(path)
-    try:
-        model_config = ModelConfig.model_validate(data["model_config"])
-    except ValidationError as exc:
-        raise MctError(f"{path}: invalid model config in checkpoint: {exc.errors()[0]['msg']}") from None
-    model = create_model(model_config)
-    try:
-        model.load_state_dict(clean_state_dict(data["model_state"]))
-    except RuntimeError as exc:
-        raise MctError(f"{path}: the weights do not fit the stored model config "
-                       f"({str(exc).splitlines()[1].strip() if len(str(exc).splitlines()) > 1 else exc})") from None
+    if with_train_state:
+        problem = _train_state_problem(data.get("train_state"))
+        if problem:
+            raise MctError(f"{path} cannot resume training: {problem}; resume from the last.pt that "
+                           "training wrote, or start a new run")
+    model_config = validate_model_config(data["model_config"], source=f"checkpoint {path}")
     config = validate_config(data["config"], source=f"checkpoint {path}")
     tokenizer = Tokenizer.from_dict(data["tokenizer"])
     if tokenizer.vocab_size != model_config.vocab_size:
         raise MctError(f"{path}: tokenizer has {tokenizer.vocab_size} tokens but the model {model_config.vocab_size}")
+    model = _build_model(path, model_config, data["model_state"])
     if isinstance(device, str) and device == "auto":
         from mct.device import resolve_device
 

@@ -1,7 +1,12 @@
-"""The `mct` command line: parse, load config, call the core, render with rich. No logic of its own."""
+"""The `mct` command line: parse, resolve the config, call the core, render with rich. No logic of its own.
+
+Config fields reach the command line two ways: short aliases (`--lr`, `--d-model`, ...) whose help is the
+field's own description, and `--set table.key=value` for every key (see docs/configs.md).
+"""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
 from pathlib import Path
@@ -9,9 +14,10 @@ from typing import Annotated, Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
-from mct.config import deep_merge, drop_none, read_toml
-from mct.errors import MctError
+from mct.config import field_help
+from mct.errors import ConfigError, MctError
 
 try:  # typer >= 0.2x vendors click; older typer depends on it
     from typer._click.exceptions import UsageError as _UsageError
@@ -26,111 +32,132 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-err_console = Console(stderr=True)
+# emoji=False: `cuda:x` is a device, not an emoji. User text (paths, prompts, messages) is escaped
+# before it meets rich markup, so `[/red]` or `[model]` print as written.
+err_console = Console(stderr=True, emoji=False)
+
+SET_HELP = ("Set any config key, as table.key=value (repeatable), e.g. --set train.lr=3e-3 "
+            "--set data.ood_digits=[4,6]; keys and defaults: docs/configs.md.")
+
+# Short flags of config keys, per command: the config layer names them in its errors, and errors of the
+# core that name a key get the flag beside it.
+TRAIN_FLAGS = {
+    "train.device": "--device", "model.ffn_type": "--ffn", "model.d_model": "--d-model",
+    "model.num_layers": "--layers", "model.num_heads": "--heads", "model.d_ff": "--d-ff", "train.lr": "--lr",
+    "train.batch_size": "--batch-size", "train.max_steps": "--max-steps", "train.seed": "--seed",
+    "train.precision": "--precision", "train.compile": "--compile/--no-compile",
+}
+GEN_FLAGS = {
+    "data.n_train": "--instances", "data.n_val": "--val", "data.n_test": "--test",
+    "data.min_digits": "--min-digits", "data.max_digits": "--max-digits", "data.use_steps": "--steps/--no-steps",
+    "data.answer_order": "--answer-order", "data.pad_operands": "--pad/--no-pad", "data.modulus": "--modulus",
+    "data.train_fraction": "--train-fraction", "data.ood_digits": "--ood-digits", "data.seed": "--seed",
+}
+COMMAND_FLAGS = {"train": TRAIN_FLAGS, "gen": GEN_FLAGS, "doctor": {}}
 
 
-def _not_built(command: str) -> None:
-    raise MctError(f"`mct {command}` is not built yet in this version")
+def _flags(table: dict[str, str], **values) -> dict:
+    """{"train.lr": (value, "--lr")} for the flags given (None = not given), keyed as in `table`."""
+    by_param = {flag.split("/")[0].lstrip("-").replace("-", "_"): key for key, flag in table.items()}
+    return {by_param[param]: (value, table[by_param[param]].split("/")[0]) for param, value in values.items()}
+
+
+def _help(key: str, extra: str = "") -> str:
+    return field_help(key) + (f" {extra}" if extra else "")
 
 
 @app.command()
 def gen(
     task: Annotated[str, typer.Argument(help="Task: add, sub, mul or mod.")],
-    instances: Annotated[Optional[int], typer.Option("--instances", "-n", help="Training records (default 100000; mod: set by --train-fraction).")] = None,
-    val: Annotated[Optional[int], typer.Option("--val", help="Validation records (default 1000).")] = None,
-    test: Annotated[Optional[int], typer.Option("--test", help="Test records (default 2000; also the size of test_ood).")] = None,
-    min_digits: Annotated[Optional[int], typer.Option("--min-digits", help="Shortest operand in digits (default 1).")] = None,
-    max_digits: Annotated[Optional[int], typer.Option("--max-digits", help="Longest operand in digits (default 3).")] = None,
-    steps: Annotated[Optional[bool], typer.Option("--steps/--no-steps", help="Write step-by-step traces before the answer.")] = None,
-    answer_order: Annotated[Optional[str], typer.Option("--answer-order", help="reversed (least significant digit first) or plain.")] = None,
-    pad: Annotated[Optional[bool], typer.Option("--pad/--no-pad", help="Zero-pad operands to --max-digits digits and the answer to its full width (012+034=, #6400).")] = None,
-    modulus: Annotated[Optional[int], typer.Option("--modulus", help="Modulus P of the mod task (default 113).")] = None,
-    train_fraction: Annotated[Optional[float], typer.Option("--train-fraction", help="mod: share of all P*P pairs used for training (default 0.3).")] = None,
-    ood_digits: Annotated[Optional[str], typer.Option("--ood-digits", help="Extra test_ood.jsonl with operand lengths C-D, longer than --max-digits (e.g. 4-5).")] = None,
-    seed: Annotated[Optional[int], typer.Option("--seed", help="Seed; the same arguments and seed give byte-identical files.")] = None,
+    instances: Annotated[Optional[int], typer.Option("--instances", "-n", help=_help("data.n_train", "mod: set by --train-fraction."))] = None,
+    val: Annotated[Optional[int], typer.Option("--val", help=_help("data.n_val"))] = None,
+    test: Annotated[Optional[int], typer.Option("--test", help=_help("data.n_test", "Also the size of test_ood."))] = None,
+    min_digits: Annotated[Optional[int], typer.Option("--min-digits", help=_help("data.min_digits"))] = None,
+    max_digits: Annotated[Optional[int], typer.Option("--max-digits", help=_help("data.max_digits"))] = None,
+    steps: Annotated[Optional[bool], typer.Option("--steps/--no-steps", help=_help("data.use_steps"))] = None,
+    answer_order: Annotated[Optional[str], typer.Option("--answer-order", help=_help("data.answer_order"))] = None,
+    pad: Annotated[Optional[bool], typer.Option("--pad/--no-pad", help=_help("data.pad_operands", "E.g. 012+034=, #6400."))] = None,
+    modulus: Annotated[Optional[int], typer.Option("--modulus", help=_help("data.modulus"))] = None,
+    train_fraction: Annotated[Optional[float], typer.Option("--train-fraction", help=_help("data.train_fraction"))] = None,
+    ood_digits: Annotated[Optional[str], typer.Option("--ood-digits", help=_help("data.ood_digits", "Written C-D, e.g. 4-5: an extra test_ood.jsonl."))] = None,
+    seed: Annotated[Optional[int], typer.Option("--seed", help=_help("data.seed", "The same arguments and seed give byte-identical files."))] = None,
     out: Annotated[Optional[Path], typer.Option("--out", "--output-dir", "-o", help="Output folder (default data/TASK).")] = None,
     force: Annotated[bool, typer.Option("--force", help="Overwrite a data set already in the folder.")] = False,
     config: Annotated[Optional[Path], typer.Option("--config", help="TOML config whose [data] table gives defaults; flags win.")] = None,
+    set_: Annotated[Optional[list[str]], typer.Option("--set", help=SET_HELP)] = None,
     json_out: Annotated[bool, typer.Option("--json", help="Print the manifest as JSON on stdout.")] = False,
 ) -> None:
-    """Generate an arithmetic data set: train/val/test JSONL (disjoint, balanced) and manifest.json.
+    """Generate a data set: disjoint, balanced JSONL splits.
+
+    Writes train/val/test JSONL and manifest.json (counts, format, sha256 of each file).
 
     Sampling is balanced over operand lengths and (add/sub) carry counts; records hold prompt, answer,
     target, steps and meta (see docs/data-format.md).
 
     Example: mct gen add --steps --instances 50000 --max-digits 4 --ood-digits 5-6 --out data/add4
     """
-    from mct.config import load_config
+    from mct.config import resolve_config
     from mct.data.generate import write_dataset
+    from mct.fileio import check_writable
 
-    if task not in ("add", "sub", "mul", "mod"):
-        raise MctError(f"unknown task {task!r}; use add, sub, mul or mod")
-    if task == "mod" and instances is not None:
-        raise MctError("the mod task uses every P*P pair; set its training share with --train-fraction, not --instances")
-    if answer_order is not None and answer_order not in ("reversed", "plain"):
-        raise MctError(f"--answer-order must be reversed or plain, got {answer_order!r}")
+    given = [flag for flag, value in (("--instances", instances), ("--val", val), ("--test", test)) if value is not None]
+    if task == "mod" and given:
+        raise MctError(f"the mod task splits every P*P pair by --train-fraction (the rest is halved into val and "
+                       f"test), so {', '.join(given)} cannot be set; drop {'it' if len(given) == 1 else 'them'}")
     ood = None
     if ood_digits is not None:
         parts = ood_digits.replace(",", "-").split("-")
         if len(parts) == 1:
             parts = parts * 2
-        if len(parts) != 2 or not all(p.strip().isdigit() for p in parts):
+        if len(parts) != 2 or not all(p.strip().isdigit() and len(p.strip()) <= 6 for p in parts):
             raise MctError(f"--ood-digits must look like C-D (e.g. 4-5), got {ood_digits!r}")
         ood = [int(p) for p in parts]
-    data_flags = {
-        "task": task, "n_train": instances, "n_val": val, "n_test": test, "min_digits": min_digits,
-        "max_digits": max_digits, "use_steps": steps, "answer_order": answer_order, "pad_operands": pad,
-        "modulus": modulus, "train_fraction": train_fraction, "ood_digits": ood, "seed": seed,
-    }
-    data_config = load_config(config, {"data": data_flags}).data
-    out_dir = out if out is not None else Path("data") / task
-    total = (data_config.modulus**2 if task == "mod"
-             else data_config.n_train + data_config.n_val + data_config.n_test * (2 if ood else 1))
+    flags = _flags(GEN_FLAGS, instances=instances, val=val, test=test, min_digits=min_digits,
+                   max_digits=max_digits, steps=steps, answer_order=answer_order, pad=pad, modulus=modulus,
+                   train_fraction=train_fraction, ood_digits=ood, seed=seed)
+    flags["data.task"] = (task, "argument TASK")
+    data_config = resolve_config(config, flags=flags, sets=set_ or ()).data
+    out_dir = out if out is not None else Path("data") / data_config.task
+    check_writable(out_dir, "output folder", folder=True)
+    from mct.cli_progress import CountProgress
 
-    if total >= 200_000 and err_console.is_terminal:
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-        with Progress(TextColumn(f"writing {out_dir}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-                      console=err_console, transient=True) as bar:
-            bar_task = bar.add_task("gen", total=total)
-            manifest = write_dataset(data_config, out_dir, force=force,
-                                     progress=lambda done, all_: bar.update(bar_task, completed=done, total=all_))
-    else:
-        manifest = write_dataset(data_config, out_dir, force=force)
+    with CountProgress(err_console, f"writing {out_dir}", min_total=200_000, enabled=err_console.is_terminal) as bar:
+        manifest = write_dataset(data_config, out_dir, force=force, progress=bar)
 
     if json_out:
         print(json.dumps(manifest, indent=2))
     fmt = manifest["format"]
-    digits = (f"mod {manifest['modulus']}, train fraction {manifest['train_fraction']}" if task == "mod"
+    digits = (f"mod {manifest['modulus']}, train fraction {manifest['train_fraction']}" if data_config.task == "mod"
               else f"{manifest['min_digits']}-{manifest['max_digits']} digits")
-    err_console.print(f"[bold green]wrote[/] {out_dir}: {task}, {digits}, "
+    err_console.print(f"[bold green]wrote[/] {escape(str(out_dir))}: {data_config.task}, {digits}, "
                       f"{'steps' if fmt['use_steps'] else 'no steps'}, {fmt['answer_order']} answers"
                       f"{', zero-padded to ' + str(fmt['operand_width']) + ' digits' if fmt.get('operand_width') else ''}"
                       f", seed {manifest['seed']}",
                       highlight=False)
     for name, filename in manifest["files"].items():
-        err_console.print(f"  {filename:<16} {manifest['counts'][name]:>10,} records", highlight=False)
+        err_console.print(f"  {escape(filename):<16} {manifest['counts'][name]:>10,} records", highlight=False)
     err_console.print(f"  {'manifest.json':<16} splits disjoint, sha256 of each file", highlight=False)
 
 
 @app.command()
 def train(
-    config: Annotated[Optional[Path], typer.Option("--config", "-c", help="TOML config (default: configs/default.toml).")] = None,
-    device: Annotated[Optional[str], typer.Option(help="auto, cpu, cuda, cuda:N or mps.")] = None,
-    ffn: Annotated[Optional[str], typer.Option(help="Feed-forward type: gelu, geglu or swiglu.")] = None,
-    d_model: Annotated[Optional[int], typer.Option(help="Width of the residual stream.")] = None,
-    layers: Annotated[Optional[int], typer.Option(help="Number of transformer blocks.")] = None,
-    heads: Annotated[Optional[int], typer.Option(help="Attention heads per block.")] = None,
-    d_ff: Annotated[Optional[int], typer.Option(help="Feed-forward hidden width.")] = None,
-    lr: Annotated[Optional[float], typer.Option(help="Peak learning rate.")] = None,
-    batch_size: Annotated[Optional[int], typer.Option(help="Examples per optimizer step (global).")] = None,
-    max_steps: Annotated[Optional[int], typer.Option(help="Optimizer steps at most.")] = None,
-    seed: Annotated[Optional[int], typer.Option(help="Seed of initialisation and data order.")] = None,
-    precision: Annotated[Optional[str], typer.Option(help="auto, fp32, bf16 or fp16.")] = None,
-    compile: Annotated[Optional[bool], typer.Option("--compile/--no-compile", help="torch.compile the model.")] = None,
-    out: Annotated[Optional[Path], typer.Option("--out", "--output-dir", help="Run folder (default: a new folder under runs/).")] = None,
+    config: Annotated[Optional[Path], typer.Option("--config", "-c", help="TOML config (default: configs/default.toml; on --resume: the run's own).")] = None,
+    device: Annotated[Optional[str], typer.Option(help=_help("train.device"))] = None,
+    ffn: Annotated[Optional[str], typer.Option(help=_help("model.ffn_type", "gelu, geglu or swiglu."))] = None,
+    d_model: Annotated[Optional[int], typer.Option(help=_help("model.d_model"))] = None,
+    layers: Annotated[Optional[int], typer.Option(help=_help("model.num_layers"))] = None,
+    heads: Annotated[Optional[int], typer.Option(help=_help("model.num_heads"))] = None,
+    d_ff: Annotated[Optional[int], typer.Option(help=_help("model.d_ff"))] = None,
+    lr: Annotated[Optional[float], typer.Option(help=_help("train.lr"))] = None,
+    batch_size: Annotated[Optional[int], typer.Option(help=_help("train.batch_size"))] = None,
+    max_steps: Annotated[Optional[int], typer.Option(help=_help("train.max_steps"))] = None,
+    seed: Annotated[Optional[int], typer.Option(help=_help("train.seed"))] = None,
+    precision: Annotated[Optional[str], typer.Option(help=_help("train.precision"))] = None,
+    compile: Annotated[Optional[bool], typer.Option("--compile/--no-compile", help=_help("train.compile"))] = None,
+    set_: Annotated[Optional[list[str]], typer.Option("--set", help=SET_HELP)] = None,
+    out: Annotated[Optional[Path], typer.Option("--out", "--output-dir", help="Run folder (default: train.out_dir, else a new folder under runs/).")] = None,
     data: Annotated[Optional[Path], typer.Option(help="Train on a folder written by `mct gen` (its splits and format).")] = None,
-    resume: Annotated[Optional[Path], typer.Option(help="Continue the run in this folder from its last.pt.")] = None,
+    resume: Annotated[Optional[Path], typer.Option(help="Continue the run in this folder from its last.pt (its config, under env and flags).")] = None,
     force: Annotated[bool, typer.Option(help="Overwrite a run folder that already holds a run.")] = False,
     json_out: Annotated[bool, typer.Option("--json", help="Print the summary as JSON on stdout.")] = False,
 ) -> None:
@@ -138,41 +165,44 @@ def train(
 
     With no arguments: 3-digit addition from configs/default.toml, on the CPU in about a minute.
     Writes last.pt, best.pt, config.toml, metrics.jsonl, curves.png and eval.json to the run folder.
+    Values: defaults < --config < MCT_* environment < --data < flags < --set (on --resume the run's
+    config.toml replaces the defaults and --config's file sits above it).
 
     Example: mct train --device cuda --ffn geglu --out runs/geglu
 
+    Example: mct train --set train.warmup_steps=50 --set model.norm_type=rmsnorm --out runs/rms
+
     Example: mct gen add --steps --out data/add && mct train --data data/add --out runs/add-steps
     """
-    from mct.config import default_config_path, load_config
+    from mct.config import default_config_path, resolve_config
     from mct.data.generate import data_config_from_folder
-    from mct.train import load_run_config, stop_on_interrupt, torch_threads, train as run_training
+    from mct.fileio import check_writable, folder_lock
+    from mct.train import stop_on_interrupt, torch_threads, train as run_training
 
-    overrides = {
-        "model": {"ffn_type": ffn, "d_model": d_model, "num_layers": layers, "num_heads": heads, "d_ff": d_ff},
-        "train": {"device": device, "lr": lr, "batch_size": batch_size, "max_steps": max_steps, "seed": seed,
-                  "precision": precision, "compile": compile},
-    }
-    if data is not None:
-        overrides["data"] = data_config_from_folder(data)
-    if resume is not None:
-        if out is not None and out != resume:
-            raise MctError("--resume DIR continues DIR; do not also give a different --out")
-        # The run's own config, then --config (if any), then flags.
-        base = load_run_config(resume).to_toml_dict()
-        if config is not None:
-            base = deep_merge(base, read_toml(config))
-        cfg = load_config(None, overrides=deep_merge(base, drop_none(overrides)))
-        run_dir = resume
-    else:
-        cfg = load_config(config if config is not None else default_config_path(), overrides=overrides)
-        run_dir = out or cfg.train.out_dir or _new_run_dir(cfg.data.task)
+    if resume is not None and out is not None and out != resume:
+        raise MctError("--resume DIR continues DIR; do not also give a different --out")
+    flags = _flags(TRAIN_FLAGS, device=device, ffn=ffn, d_model=d_model, layers=layers, heads=heads, d_ff=d_ff,
+                   lr=lr, batch_size=batch_size, max_steps=max_steps, seed=seed, precision=precision,
+                   compile=compile)
+    folder = data_config_from_folder(data) if data is not None else None
+    cfg = resolve_config(config if (config is not None or resume is not None) else default_config_path(),
+                         resume=resume, data=folder, data_source=f"data folder {data}", flags=flags,
+                         sets=set_ or ())
+    main_process = _is_main_process()
+    run_dir = resume or out or cfg.train.out_dir or _new_run_dir(cfg.data.task)
+    if main_process:
+        check_writable(run_dir, "run folder", folder=True)
+    from mct.doctor import check_training_fits
+
+    check_training_fits(cfg)
     from mct.cli_progress import TrainProgress
 
-    with TrainProgress(err_console, enabled=_is_main_process()) as progress, stop_on_interrupt() as stop, \
+    with (folder_lock(run_dir) if main_process else contextlib.nullcontext()), \
+            TrainProgress(err_console, enabled=main_process) as progress, stop_on_interrupt() as stop, \
             torch_threads(cfg.train.num_threads):
         result = run_training(cfg, run_dir, resume=resume is not None, force=force, progress=progress.update,
                               stop=stop)
-    if not _is_main_process():
+    if not main_process:
         return
     if json_out:
         print(json.dumps(result.to_dict(), indent=2))
@@ -220,10 +250,10 @@ def _render_train_summary(result) -> None:
             table.add_row("hard split", f"{hard['exact_match']:.2%} of {hard['n']:,} (carry chains, boundaries, zeros)")
     if result.num_truncated:
         table.add_row("dropped (too long)", f"{result.num_truncated:,} examples longer than data.max_seq_len")
-    table.add_row("checkpoint", result.checkpoint)
+    table.add_row("checkpoint", escape(result.checkpoint))
     if result.best_checkpoint:
-        table.add_row("best checkpoint", result.best_checkpoint)
-    table.add_row("run folder", result.run_dir)
+        table.add_row("best checkpoint", escape(result.best_checkpoint))
+    table.add_row("run folder", escape(result.run_dir))
     err_console.print(table)
 
 
@@ -240,8 +270,10 @@ def eval_(
     no_cache: Annotated[bool, typer.Option("--no-cache", help="Decode without the KV cache (slower; for checks).")] = False,
     json_out: Annotated[bool, typer.Option("--json", help="Print the report as one JSON object on stdout.")] = False,
 ) -> None:
-    """Evaluate a checkpoint with batched greedy decoding: exact match, per-digit accuracy, accuracy by
-    operand lengths, carries and longest carry chain, step correctness, malformed outputs.
+    """Evaluate a checkpoint: exact match and where it fails.
+
+    Batched greedy decoding; reports exact match, per-digit accuracy, accuracy by operand lengths,
+    carries and longest carry chain, step correctness and malformed outputs.
 
     Records need only `prompt` and `answer`; everything else is recomputed, so external test sets work.
 
@@ -249,18 +281,21 @@ def eval_(
     """
     from mct.data.dataset import read_records
     from mct.evaluate import evaluate_records
-    from mct.fileio import atomic_write_text
+    from mct.fileio import atomic_write_text, check_writable
     from mct.predictor import Predictor
 
     if errors is not None and errors.exists() and not force:
         raise MctError(f"--errors {errors} already exists; pass --force to overwrite it or choose another file")
+    if errors is not None:
+        check_writable(errors, "--errors file")
     path = _eval_data_path(data, split)
     predictor = Predictor.from_checkpoint(checkpoint, device=device)
     records = read_records(path, tokenizer=predictor.tokenizer)
     if not records:
         raise MctError(f"{path} holds no records; pass a JSONL file with one {{\"prompt\", \"answer\"}} object a line")
-    total = min(len(records), limit) if limit is not None else len(records)
-    with _progress_bar(f"eval {path.name}", total, enabled=total >= 1000) as progress:
+    from mct.cli_progress import CountProgress
+
+    with CountProgress(err_console, f"eval {path.name}", min_total=1000) as progress:
         report = evaluate_records(predictor.model, predictor.tokenizer, predictor.data_format, records,
                                   batch_size=batch_size, device=predictor.device, limit=limit,
                                   use_cache=not no_cache, progress=progress,
@@ -276,7 +311,8 @@ def eval_(
         return
     _render_eval(result)
     if errors is not None:
-        err_console.print(f"wrote {len(report.errors)} failure(s) to {errors}", highlight=False, soft_wrap=True)
+        err_console.print(f"wrote {len(report.errors)} failure(s) to {escape(str(errors))}", highlight=False,
+                          soft_wrap=True)
 
 
 EVAL_SPLITS = ("test", "val", "test_ood")
@@ -297,32 +333,6 @@ def _eval_data_path(data: Path, split: str) -> Path:
     return data
 
 
-class _progress_bar:
-    """A transient rich progress bar on stderr, used as `progress(done, total)`; a no-op when disabled."""
-
-    def __init__(self, description: str, total: int, enabled: bool = True):
-        self.description, self.total, self.enabled = description, total, enabled
-        self._progress = self._task = None
-
-    def __enter__(self):
-        if not self.enabled:
-            return None
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-        self._progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                                  TimeRemainingColumn(), console=err_console, transient=True)
-        self._progress.start()
-        self._task = self._progress.add_task(self.description, total=self.total)
-        return self
-
-    def __call__(self, done: int, total: int) -> None:
-        self._progress.update(self._task, completed=done, total=total)
-
-    def __exit__(self, *exc_info) -> None:
-        if self._progress is not None:
-            self._progress.stop()
-
-
 def _pct(share: float) -> str:
     return f"{100 * share:.2f}%"
 
@@ -333,8 +343,8 @@ def _render_eval(result: dict) -> None:
     summary = Table(title="mct eval", show_header=False)
     summary.add_column("item", style="bold")
     summary.add_column("value")
-    summary.add_row("checkpoint", result["checkpoint"])
-    summary.add_row("data", result["data"])
+    summary.add_row("checkpoint", escape(result["checkpoint"]))
+    summary.add_row("data", escape(result["data"]))
     summary.add_row("format", f"{result['task']}, answer {result['answer_order']}"
                     + (", with steps" if result["steps"] is not None or result["steps_supplied"] else ""))
     mode = result["step_masking_mode"]
@@ -398,7 +408,9 @@ def generate(
     device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:N or mps.")] = "auto",
     json_out: Annotated[bool, typer.Option("--json", help="Print the results as one JSON object on stdout.")] = False,
 ) -> None:
-    """Complete prompts with a checkpoint: the raw completion and the answer in natural order.
+    """Complete prompts with a checkpoint and show the answers.
+
+    Shows the raw completion and the answer in natural order.
 
     Example: mct generate runs/add/best.pt 12+34= 999+1= --explain
     """
@@ -446,22 +458,23 @@ def _render_generate(results: list[dict]) -> None:
         table.add_column(column, no_wrap=True)
     for entry in results:
         mark = "" if entry["correct"] is None else ("[green]✓[/]" if entry["correct"] else "[red]✗[/]")
-        got = entry["answer"] if scored == "answer" else "".join(step + "|" for step in entry["steps"])
+        got = escape(entry["answer"] or "") if scored == "answer" else escape("".join(step + "|" for step in entry["steps"]))
         if entry["malformed"] is not None:
-            got = f"[red]malformed: {entry['malformed']}[/]"
-        table.add_row(entry["prompt"] + entry["supplied"], entry["completion"], got, entry["expected"] or "?", mark)
+            got = f"[red]malformed: {escape(entry['malformed'])}[/]"
+        table.add_row(escape(entry["prompt"] + entry["supplied"]), escape(entry["completion"]), got,
+                      escape(entry["expected"] or "?"), mark)
     err_console.print(table, highlight=False)
     for entry in results:
         if "explain" not in entry:
             continue
-        steps = Table(title=f"{entry['prompt']} token by token")
+        steps = Table(title=f"{escape(entry['prompt'])} token by token")
         steps.add_column("#", justify="right")
         steps.add_column("token")
         steps.add_column("p", justify="right")
         steps.add_column("top candidates")
         for index, choice in enumerate(entry["explain"]):
-            candidates = "  ".join(f"{c['token']} {c['probability']:.3f}" for c in choice["candidates"])
-            steps.add_row(str(index), choice["token"], f"{choice['probability']:.3f}", candidates)
+            candidates = "  ".join(f"{escape(c['token'])} {c['probability']:.3f}" for c in choice["candidates"])
+            steps.add_row(str(index), escape(choice["token"]), f"{choice['probability']:.3f}", candidates)
         err_console.print(steps, highlight=False)
 
 
@@ -477,8 +490,10 @@ def attn(
     device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:N or mps.")] = "auto",
     json_out: Annotated[bool, typer.Option("--json", help="Print tokens and weights [layer][head][query][key] as JSON on stdout.")] = False,
 ) -> None:
-    """Show the attention patterns of a prompt plus the model's own completion, one heatmap per head
-    (rows = query token, columns = key token; all layers and heads unless --layer/--head).
+    """Show a prompt's attention patterns, one heatmap per head.
+
+    The prompt plus the model's own completion; rows = query token, columns = key token; all layers
+    and heads unless --layer/--head.
 
     Example: mct attn runs/add/best.pt 12+34= --layer 1 --out attn.png
     """
@@ -490,6 +505,9 @@ def attn(
             raise MctError(f"--out {out}: use a .png, .svg or .pdf file name")
         if out.exists() and not force:
             raise MctError(f"--out {out} already exists; pass --force to overwrite it or choose another file")
+        from mct.fileio import check_writable
+
+        check_writable(out, "--out file")
     predictor = Predictor.from_checkpoint(checkpoint, device=device)
     maps = predictor.attention(predictor.normalize_prompt(prompt), max_new_tokens=max_new_tokens)
     layers, heads = select_heads(maps.num_layers, maps.num_heads, layer, head)
@@ -499,12 +517,12 @@ def attn(
     if json_out:
         print(json.dumps(maps.to_dict(layers, heads)))
         return
-    err_console.print(f"[bold]{maps.prompt}[/] -> {maps.completion}   "
+    err_console.print(f"[bold]{escape(maps.prompt)}[/] -> {escape(maps.completion)}   "
                       f"({maps.num_layers} layers x {maps.num_heads} heads; E = <eos>)", highlight=False)
     for table in render_attention(maps.tokens, maps.weights, layers, heads):
         err_console.print(table)
     if out is not None:
-        err_console.print(f"wrote {out}", highlight=False, soft_wrap=True)
+        err_console.print(f"wrote {escape(str(out))}", highlight=False, soft_wrap=True)
 
 
 def _gib(n: int) -> str:
@@ -515,9 +533,12 @@ def _gib(n: int) -> str:
 def doctor(
     device: Annotated[str, typer.Option(help="Device to check and size for: auto, cpu, cuda, cuda:N, mps.")] = "auto",
     config: Annotated[Optional[Path], typer.Option(help="Config whose model is sized (default: configs/default.toml).")] = None,
+    set_: Annotated[Optional[list[str]], typer.Option("--set", help=SET_HELP)] = None,
     json_out: Annotated[bool, typer.Option("--json", help="Print the report as JSON on stdout.")] = False,
 ) -> None:
-    """Check Python, torch, CUDA/MPS and memory, and estimate the largest batch that fits.
+    """Check torch, GPUs and memory; estimate the largest batch.
+
+    Reports Python, the torch build, CUDA/MPS, CPU and GPU memory, and the largest batch that fits.
 
     With --device cuda it runs a real matrix product on the GPU and exits 1 when CUDA is not usable.
 
@@ -525,17 +546,18 @@ def doctor(
     """
     import torch
 
-    from mct.config import default_config_path, load_config
+    from mct.config import default_config_path, resolve_config
     from mct.doctor import collect_report
 
-    cfg = load_config(config if config is not None else default_config_path())
+    cfg = resolve_config(config if config is not None else default_config_path(), sets=set_ or ())
     wants_cuda = device.strip().lower().startswith("cuda")
     if wants_cuda and not torch.cuda.is_available():
         report = collect_report(cfg, "cpu")
         report["requested_device"] = device
         report["ok"] = False
         _render_doctor(report, json_out)
-        err_console.print(f"[bold red]error:[/] --device {device}: CUDA is not usable: {report['cuda_reason']}",
+        err_console.print(f"[bold red]error:[/] --device {escape(device)}: CUDA is not usable: "
+                          f"{escape(report['cuda_reason'])}",
                           highlight=False, soft_wrap=True)
         raise typer.Exit(1)
     report = collect_report(cfg, device, run_check=wants_cuda)
@@ -581,23 +603,71 @@ def _render_doctor(report: dict, json_out: bool) -> None:
     err_console.print(table)
 
 
+def _printable(text: str) -> str:
+    """`text` safe for any terminal: bytes that were not UTF-8 (surrogate escapes) shown as \\xNN."""
+    return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
+def _error(message: str) -> None:
+    err_console.print(f"[bold red]error:[/] {escape(_printable(message))}", highlight=False, soft_wrap=True)
+
+
+def _with_flags(message: str, command: str | None) -> str:
+    """A core message names config keys (`train.batch_size`); add the flags that set them here."""
+    import re
+
+    from mct.config import config_keys
+
+    if command not in COMMAND_FLAGS or "--" in message:
+        return message
+    named = [key for key in config_keys() if re.search(rf"(?<![\w.]){re.escape(key)}(?!\w)", message)]
+    if not named:
+        return message
+    flags = [f"{COMMAND_FLAGS[command][key]}" if key in COMMAND_FLAGS[command] else f"--set {key}=..."
+             for key in named]
+    return f"{message} (set with {', '.join(flags)})"
+
+
+def _command(argv: Optional[list[str]]) -> str | None:
+    args = sys.argv[1:] if argv is None else argv
+    return next((a for a in args if not a.startswith("-")), None)
+
+
 def main(argv: Optional[list[str]] = None) -> None:
     """Entry point: user mistakes become one line on stderr and exit code 2; bugs keep tracebacks."""
+    import errno
+
     try:
         result = app(args=argv, prog_name="mct", standalone_mode=False)
     except MctError as exc:
-        err_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        _error(str(exc) if isinstance(exc, ConfigError) else _with_flags(str(exc), _command(argv)))
         sys.exit(2)
     except _UsageError as exc:
         if not exc.format_message():  # `mct` alone: the help was shown
             sys.exit(2)
         command = exc.ctx.command_path if exc.ctx else "mct"
-        err_console.print(f"[bold red]error:[/] {command}: {exc.format_message()} (see `{command} --help`)",
-                          highlight=False, soft_wrap=True)
+        _error(f"{command}: {exc.format_message()} (see `{command} --help`)")
         sys.exit(2)
     except (typer.Abort, KeyboardInterrupt):
         err_console.print("aborted")
         sys.exit(130)
     except typer.Exit as exc:
         sys.exit(exc.exit_code)
+    except UnicodeDecodeError as exc:
+        # An input file that is not UTF-8 text (a binary file given as data, say). The reader should
+        # name the file; until every reader does, this says what is wrong instead of a traceback.
+        _error(f"an input file is not UTF-8 text (byte {exc.object[exc.start:exc.start + 1]!r} at offset "
+               f"{exc.start}); data, config and prompt files must be UTF-8 text (was a checkpoint given as data?)")
+        sys.exit(2)
+    except OSError as exc:
+        # The system refused a read or write that no check could foresee (a full disk mid-run, a file
+        # removed under us): one line naming the file, not a traceback. Other errors are bugs.
+        if exc.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOTDIR,
+                             errno.EISDIR, errno.ENOENT, errno.ENAMETOOLONG, errno.EIO):
+            raise
+        from mct.fileio import describe_os_error
+
+        where = f" {exc.filename}" if exc.filename else ""
+        _error(f"cannot access{where}: {describe_os_error(exc)}")
+        sys.exit(2)
     sys.exit(result if isinstance(result, int) else 0)

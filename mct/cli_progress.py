@@ -1,9 +1,45 @@
-"""Rich progress display for `mct train` on stderr (the CLI layer's renderer of training events)."""
+"""Rich progress on stderr, the CLI layer's renderers of the core's progress callbacks.
+
+- `CountProgress`: `progress(done, total)` of `write_dataset` and `evaluate_records`, a transient bar
+  that appears only for work of at least `min_total` items.
+- `TrainProgress`: `train()`'s events: step, loss, val exact-match, tokens/s, ETA.
+"""
 
 from __future__ import annotations
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+
+class CountProgress:
+    """`with CountProgress(console, "eval test.jsonl", min_total=1000) as progress: work(progress=progress)`.
+
+    The bar starts at the first call whose total reaches `min_total`; nothing shows for small work or
+    when `enabled` is false.
+    """
+
+    def __init__(self, console: Console, description: str, min_total: int = 0, enabled: bool = True):
+        self.console, self.description, self.min_total, self.enabled = console, description, min_total, enabled
+        self._progress = self._task = None
+
+    def __enter__(self):
+        return self
+
+    def __call__(self, done: int, total: int) -> None:
+        if self._progress is None:
+            if not self.enabled or total < self.min_total:
+                return
+            self._progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                                      TimeRemainingColumn(), console=self.console, transient=True)
+            self._progress.start()
+            self._task = self._progress.add_task(escape(self.description), total=total)
+        self._progress.update(self._task, completed=done, total=total)
+
+    def __exit__(self, *exc_info) -> bool:
+        if self._progress is not None:
+            self._progress.stop()
+        return False
 
 
 class TrainProgress:
@@ -34,7 +70,8 @@ class TrainProgress:
         if kind == "start":
             self.console.print(
                 f"training {event['parameters']:,} parameters on {event['device']} ({event['precision']}"
-                f"{', %d processes' % event['world_size'] if event['world_size'] > 1 else ''}) -> {event['run_dir']}"
+                f"{', %d processes' % event['world_size'] if event['world_size'] > 1 else ''}) -> "
+                f"{escape(str(event['run_dir']))}"
                 + (f", resuming at step {event['start_step']}" if event["start_step"] else ""),
                 highlight=False,
             )

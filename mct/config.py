@@ -1,22 +1,32 @@
 """Validated configuration: `[model]`, `[data]`, `[train]` and `[generate]` tables of a TOML file.
 
-Layers, later wins: field defaults < TOML file < `MCT_*` environment variables (nested with `__`,
-e.g. `MCT_TRAIN__DEVICE=cuda`) < CLI flags. Every mistake becomes one `MctError` line naming where the
-bad value came from (file, variable or flag), the key, and what is allowed.
+Every run's config is resolved here, by `resolve_config`, from layers (later wins):
+
+    field defaults < TOML file (`--config`)  < `MCT_*` environment < data folder (`--data`) < flags < `--set`
+
+On resume the run's saved `config.toml` takes the place of the defaults and the TOML file; the
+environment and the flags still apply above it. The TOML file and the environment (nested with `__`,
+`MCT_TRAIN__DEVICE=cuda`) are read by pydantic-settings' own sources. Every mistake becomes one
+`MctError` line from `format_validation_error`, naming the key and where its value came from (config
+file and key, environment variable, flag).
 """
 
 from __future__ import annotations
 
+import difflib
 import json
-import os
 import sys
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Mapping
+from typing import Any, Literal, Mapping, Sequence
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+import tomli_w
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic_core import PydanticCustomError
+from pydantic_settings import BaseSettings, EnvSettingsSource, SettingsConfigDict, SettingsError
+from pydantic_settings import TomlConfigSettingsSource
 
-from mct.errors import MctError
+from mct.errors import ConfigError, MctError
 from mct.tokenizer import DEFAULT_VOCAB
 
 if sys.version_info >= (3, 11):
@@ -25,6 +35,7 @@ else:  # pragma: no cover - exercised only on Python 3.10
     import tomli as tomllib
 
 ENV_PREFIX = "MCT_"
+ENV_DELIMITER = "__"
 # A checkout (or editable install) keeps configs/ beside the package; a wheel puts them in share/mct.
 CONFIGS_DIR = Path(__file__).resolve().parent.parent / "configs"
 if not CONFIGS_DIR.is_dir():
@@ -32,20 +43,45 @@ if not CONFIGS_DIR.is_dir():
 DEFAULT_CONFIG_PATH = CONFIGS_DIR / "default.toml"
 TASKS = ("add", "sub", "mul", "mod")
 
+# Upper bounds keep every size and count inside what torch and numpy accept (a C int), so a typo such
+# as `--d-model 99999999999999` is one line naming the key, not an overflow deep inside torch.
+MAX_WIDTH = 2**20
+MAX_COUNT = 2**31 - 1
+MAX_SEED = 2**32 - 1
+
+
+def _cross_field(keys: tuple[str, ...], message: str) -> PydanticCustomError:
+    """A check across fields; `keys` (paths from the model validated) let the error name each source."""
+    return PydanticCustomError("cross_field", message, {"keys": keys})
+
+
+def _check_path(value: Path | None) -> Path | None:
+    if value is None:
+        return value
+    text = str(value)
+    if "\x00" in text:
+        raise ValueError("a path cannot contain a NUL character")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError(f"the path {text.encode('utf-8', 'surrogateescape')!r} is not UTF-8 text, so it cannot "
+                         "be written to config.toml; rename it") from None
+    return value
+
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
 
 
 class ModelConfig(_Section):
     """The whole description of a model: a checkpoint rebuilds its model from this alone."""
 
-    vocab_size: int = Field(len(DEFAULT_VOCAB), ge=3, description="number of tokens (set from the tokenizer)")
-    d_model: int = Field(256, ge=1, description="width of the residual stream")
-    num_layers: int = Field(6, ge=1, description="number of transformer blocks")
-    num_heads: int = Field(8, ge=1, description="attention heads per block; must divide d_model")
-    d_ff: int = Field(1024, ge=1, description="hidden width of the feed-forward layer (also for gated FFNs)")
-    max_seq_len: int = Field(512, ge=2, description="longest sequence (prompt + target) the model accepts")
+    vocab_size: int = Field(len(DEFAULT_VOCAB), ge=3, le=MAX_WIDTH, description="number of tokens (set from the tokenizer)")
+    d_model: int = Field(256, ge=1, le=MAX_WIDTH, description="width of the residual stream")
+    num_layers: int = Field(6, ge=1, le=4096, description="number of transformer blocks")
+    num_heads: int = Field(8, ge=1, le=4096, description="attention heads per block; must divide d_model")
+    d_ff: int = Field(1024, ge=1, le=MAX_WIDTH, description="hidden width of the feed-forward layer (also for gated FFNs)")
+    max_seq_len: int = Field(512, ge=2, le=MAX_WIDTH, description="longest sequence (prompt + target) the model accepts")
     dropout: float = Field(0.0, ge=0.0, lt=1.0, description="dropout probability")
     ffn_type: Literal["gelu", "geglu", "swiglu"] = Field("gelu", description="feed-forward type")
     use_rope: bool = Field(True, description="rotary position embeddings in attention")
@@ -62,15 +98,13 @@ class ModelConfig(_Section):
     @model_validator(mode="after")
     def _check_heads(self):
         if self.d_model % self.num_heads:
-            raise ValueError(
-                f"d_model ({self.d_model}) must be divisible by num_heads ({self.num_heads})"
-            )
+            raise _cross_field(("d_model", "num_heads"),
+                               f"d_model ({self.d_model}) must be divisible by num_heads ({self.num_heads})")
         head_dim = self.d_model // self.num_heads
         if self.use_rope and head_dim % 2:
-            raise ValueError(
-                f"RoPE needs an even head size, but d_model/num_heads = {head_dim}; "
-                "change d_model or num_heads, or set use_rope = false"
-            )
+            raise _cross_field(("d_model", "num_heads", "use_rope"),
+                               f"RoPE needs an even head size, but d_model/num_heads = {head_dim}; "
+                               "change d_model or num_heads, or set use_rope = false")
         return self
 
     @property
@@ -93,61 +127,66 @@ class DataConfig(_Section):
         description="write operands with leading zeros to max_digits digits and the answer to its full width, "
         "so every digit sits at a fixed position",
     )
-    modulus: int = Field(113, ge=2, description="modulus P of the mod task")
+    modulus: int = Field(113, ge=2, le=MAX_COUNT, description="modulus P of the mod task")
     train_fraction: float = Field(0.3, gt=0.0, lt=1.0, description="mod task: share of all P*P pairs used for training")
     step_masking_mode: Literal["none", "mask_steps", "mask_answer"] = Field(
         "mask_steps",
         description="loss on every token (none), the answer only (mask_steps) or the steps only (mask_answer)",
     )
-    max_seq_len: int = Field(512, ge=2, description="longest example; longer ones are counted and dropped")
+    max_seq_len: int = Field(512, ge=2, le=MAX_WIDTH, description="longest example; longer ones are counted and dropped")
     train_path: Path | None = Field(None, description="training JSONL; none = generate problems on the fly")
     val_path: Path | None = Field(None, description="validation JSONL; none = generated, disjoint from test")
     test_path: Path | None = Field(None, description="test JSONL; none = generated, disjoint from training")
-    n_train: int = Field(100_000, ge=1, description="training records written by `mct gen`")
-    n_val: int = Field(1_000, ge=1, description="validation records")
-    n_test: int = Field(2_000, ge=1, description="test records")
+    n_train: int = Field(100_000, ge=1, le=MAX_COUNT, description="training records written by `mct gen`")
+    n_val: int = Field(1_000, ge=1, le=MAX_COUNT, description="validation records")
+    n_test: int = Field(2_000, ge=1, le=MAX_COUNT, description="test records")
     ood_digits: tuple[int, int] | None = Field(
         None, description="operand lengths [C, D] of an extra out-of-distribution test split"
     )
-    seed: int = Field(0, description="seed of data generation")
+    seed: int = Field(0, ge=-(2**63), lt=2**63, description="seed of data generation")
+
+    _paths = field_validator("train_path", "val_path", "test_path")(_check_path)
 
     @model_validator(mode="after")
     def _check_ranges(self):
         if self.min_digits > self.max_digits:
-            raise ValueError(f"min_digits ({self.min_digits}) is larger than max_digits ({self.max_digits})")
+            raise _cross_field(("min_digits", "max_digits"),
+                               f"min_digits ({self.min_digits}) is larger than max_digits ({self.max_digits})")
         if self.step_masking_mode == "mask_answer" and not self.use_steps:
-            raise ValueError("step_masking_mode 'mask_answer' trains on the steps only, so it needs use_steps = true")
-        if self.ood_digits is not None and self.ood_digits[0] > self.ood_digits[1]:
-            raise ValueError(f"ood_digits {list(self.ood_digits)} must be [shortest, longest]")
+            raise _cross_field(("step_masking_mode", "use_steps"),
+                               "step_masking_mode 'mask_answer' trains on the steps only, so it needs use_steps = true")
+        if self.ood_digits is not None and not 1 <= self.ood_digits[0] <= self.ood_digits[1] <= 1000:
+            raise _cross_field(("ood_digits",), f"ood_digits {list(self.ood_digits)} must be [shortest, longest], "
+                               "each from 1 to 1000 digits")
         return self
 
 
 class TrainConfig(_Section):
     """Optimisation, evaluation cadence, hardware and where results go."""
 
-    batch_size: int = Field(64, ge=1, description="examples per optimizer step (the global batch)")
-    grad_accum_steps: int = Field(1, ge=1, description="micro-batches per optimizer step")
+    batch_size: int = Field(64, ge=1, le=MAX_COUNT, description="examples per optimizer step (the global batch)")
+    grad_accum_steps: int = Field(1, ge=1, le=MAX_COUNT, description="micro-batches per optimizer step")
     lr: float = Field(1e-3, gt=0, description="peak learning rate")
     min_lr_ratio: float = Field(0.1, ge=0, le=1, description="cosine decay floor, as a share of lr")
     lr_schedule: Literal["cosine", "constant"] = Field("cosine", description="after warmup: cosine decay or constant")
-    warmup_steps: int = Field(100, ge=0, description="linear warmup steps")
-    max_steps: int = Field(5_000, ge=1, description="optimizer steps at most")
+    warmup_steps: int = Field(100, ge=0, le=MAX_COUNT, description="linear warmup steps")
+    max_steps: int = Field(5_000, ge=1, le=MAX_COUNT, description="optimizer steps at most")
     weight_decay: float = Field(0.1, ge=0, description="AdamW decay, applied to matrices only")
     beta1: float = Field(0.9, ge=0, lt=1, description="AdamW beta1")
     beta2: float = Field(0.99, ge=0, lt=1, description="AdamW beta2")
     grad_clip: float = Field(1.0, ge=0, description="clip the gradient norm to this (0 = off)")
-    eval_every: int = Field(250, ge=1, description="steps between evaluations")
-    eval_samples: int = Field(1000, ge=1, description="validation problems scored at each evaluation")
+    eval_every: int = Field(250, ge=1, le=MAX_COUNT, description="steps between evaluations")
+    eval_samples: int = Field(1000, ge=1, le=MAX_COUNT, description="validation problems scored at each evaluation")
     target_accuracy: float | None = Field(
         None, gt=0, le=1, description="stop early once validation exact-match reaches this"
     )
     target_patience: int = Field(
-        2, ge=1, description="evaluations in a row at target_accuracy before stopping early"
+        2, ge=1, le=MAX_COUNT, description="evaluations in a row at target_accuracy before stopping early"
     )
-    save_every: int = Field(500, ge=1, description="steps between rewrites of last.pt")
-    log_every: int = Field(10, ge=1, description="steps between metric lines")
-    device: str = Field("auto", description="auto, cpu, cuda, cuda:N or mps")
-    seed: int = Field(0, description="seed of initialisation and data order")
+    save_every: int = Field(500, ge=1, le=MAX_COUNT, description="steps between rewrites of last.pt")
+    log_every: int = Field(10, ge=1, le=MAX_COUNT, description="steps between metric lines")
+    device: str = Field("auto", min_length=1, max_length=64, description="auto, cpu, cuda, cuda:N or mps")
+    seed: int = Field(0, ge=0, le=MAX_SEED, description="seed of initialisation and data order (0 to 2**32-1)")
     precision: Literal["auto", "fp32", "bf16", "fp16"] = Field(
         "auto", description="auto = bf16 on GPUs that support it, fp16 on others, fp32 on CPU"
     )
@@ -159,16 +198,18 @@ class TrainConfig(_Section):
     cuda_graphs: bool | Literal["auto"] = Field(
         "auto", description="capture the whole training step in a CUDA graph (auto = on CUDA where possible)"
     )
-    num_threads: int | None = Field(None, ge=1, description="CPU threads for torch (none = torch's choice)")
+    num_threads: int | None = Field(None, ge=1, le=4096, description="CPU threads for torch (none = torch's choice)")
     out_dir: Path | None = Field(None, description="run folder; none = a new folder under runs/")
+
+    _paths = field_validator("out_dir")(_check_path)
 
 
 class GenConfig(_Section):
     """Decoding defaults for `mct generate`."""
 
     temperature: float = Field(0.0, ge=0, description="0 = greedy")
-    top_k: int | None = Field(None, ge=1, description="sample among the k most likely tokens")
-    max_new_tokens: int | None = Field(None, ge=1, description="none = until <eos> or the context is full")
+    top_k: int | None = Field(None, ge=1, le=MAX_WIDTH, description="sample among the k most likely tokens")
+    max_new_tokens: int | None = Field(None, ge=1, le=MAX_WIDTH, description="none = until <eos> or the context is full")
 
 
 class Config(_Section):
@@ -192,9 +233,9 @@ class Config(_Section):
     @model_validator(mode="after")
     def _check_lengths(self):
         if self.data.max_seq_len > self.model.max_seq_len:
-            raise ValueError(
-                f"data.max_seq_len ({self.data.max_seq_len}) exceeds model.max_seq_len ({self.model.max_seq_len})"
-            )
+            raise _cross_field(("data.max_seq_len", "model.max_seq_len"),
+                               f"data.max_seq_len ({self.data.max_seq_len}) exceeds model.max_seq_len "
+                               f"({self.model.max_seq_len})")
         return self
 
     def to_toml_dict(self) -> dict:
@@ -202,14 +243,74 @@ class Config(_Section):
         return drop_none(self.model_dump(mode="json"))
 
 
-class _EnvLayer(BaseSettings):
-    """Reads the `MCT_*` environment into nested dicts; validation happens on the merged layers."""
+# --------------------------------------------------------------------------------------------------
+# keys and help text
 
-    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, env_nested_delimiter="__", extra="ignore")
-    model: dict[str, Any] = {}
-    data: dict[str, Any] = {}
-    train: dict[str, Any] = {}
-    generate: dict[str, Any] = {}
+
+def config_keys() -> list[str]:
+    """Every settable key, as `table.key`."""
+    return [f"{table}.{name}" for table, section in Config.model_fields.items()
+            for name in section.annotation.model_fields]
+
+
+def field_info(key: str):
+    """The pydantic FieldInfo of `table.key` (KeyError for an unknown key)."""
+    table, _, name = key.partition(".")
+    return Config.model_fields[table].annotation.model_fields[name]
+
+
+def field_help(key: str) -> str:
+    """Help text of a key, from its Field description (written once, in this file)."""
+    info = field_info(key)
+    text = info.description or key
+    default = info.get_default(call_default_factory=True)
+    shown = "none" if default is None else str(default).lower() if isinstance(default, bool) else str(default)
+    return f"{text[0].upper()}{text[1:]} ({key}, default {shown})."
+
+
+def _suggest(name: str, choices: Sequence[str]) -> str:
+    close = difflib.get_close_matches(name, list(choices), n=1, cutoff=0.6)
+    return f"; did you mean {close[0]}?" if close else ""
+
+
+# --------------------------------------------------------------------------------------------------
+# layers
+
+
+@dataclass
+class Layer:
+    """One source of values as nested tables, and how to name where a key came from.
+
+    `label` names the source ("config file c.toml"); `spelled` maps a key path to how the user wrote
+    it (an environment variable, a flag), for sources where that is not just the key.
+    """
+
+    label: str
+    values: dict
+    spelled: dict = field(default_factory=dict)
+
+    def has(self, loc: tuple) -> bool:
+        node: Any = self.values
+        for key in loc:
+            if not isinstance(node, Mapping) or key not in node:
+                return False
+            node = node[key]
+        return True
+
+    def origin(self, loc: tuple) -> str | None:
+        """How the user wrote `loc` (a variable, a flag), where that is not the key itself."""
+        for end in range(len(loc), 0, -1):
+            if loc[:end] in self.spelled:
+                return self.spelled[loc[:end]]
+        return None
+
+    def where(self, loc: tuple) -> str:
+        """`config file c.toml, key train.lr`, `environment variable MCT_TRAIN__LR (train.lr)`, `--set train.lr`."""
+        key = ".".join(map(str, loc))
+        spelled = self.origin(loc)
+        if spelled is not None:
+            return spelled if not key or spelled.endswith(key) else f"{spelled} ({key})"
+        return f"{self.label}, key {key}" if key else self.label
 
 
 def drop_none(value):
@@ -230,115 +331,229 @@ def deep_merge(base: dict, update: Mapping) -> dict:
     return merged
 
 
+def _nest(loc: tuple, value) -> dict:
+    node = value
+    for key in reversed(loc):
+        node = {key: node}
+    return node
+
+
+class _Settings(BaseSettings):
+    """The shape pydantic-settings' sources read (TOML file, `MCT_*` environment); `Config` validates."""
+
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, env_nested_delimiter=ENV_DELIMITER,
+                                      case_sensitive=False, extra="allow")
+    model: ModelConfig = ModelConfig()
+    data: DataConfig = DataConfig()
+    train: TrainConfig = TrainConfig()
+    generate: GenConfig = GenConfig()
+
+
+class _EnvSource(EnvSettingsSource):
+    """pydantic-settings' environment source over a given mapping (tests pass their own)."""
+
+    def __init__(self, environ: Mapping[str, str]):
+        self._environ = environ
+        super().__init__(_Settings)
+
+    def _load_env_vars(self):
+        return {name.lower(): value for name, value in self._environ.items()}
+
+
 def read_toml(path: str | Path) -> dict:
-    """The tables of a TOML file; a missing or malformed file is an MctError naming it."""
+    """The tables of a TOML file; a missing, unreadable or malformed file is an MctError naming it."""
     path = Path(path)
+    if path.is_dir():
+        raise MctError(f"config file {path} is a folder; pass a TOML file (e.g. configs/default.toml)")
     if not path.is_file():
         raise MctError(f"config file {path} does not exist; pass an existing TOML file (see configs/)")
     try:
-        with path.open("rb") as handle:
-            return tomllib.load(handle)
+        return dict(TomlConfigSettingsSource(_Settings, toml_file=path).toml_data)
     except tomllib.TOMLDecodeError as exc:
         raise MctError(f"config file {path} is not valid TOML: {exc}") from None
+    except UnicodeDecodeError as exc:
+        raise MctError(f"config file {path} is not UTF-8 text (byte {exc.object[exc.start:exc.start + 1]!r} at "
+                       f"offset {exc.start}); TOML files must be UTF-8") from None
+    except PermissionError:
+        raise MctError(f"config file {path} cannot be read: permission denied") from None
+    except OSError as exc:
+        raise MctError(f"config file {path} cannot be read: {exc.strerror or exc}") from None
+    except ValueError as exc:  # an integer of more than 4,300 digits
+        raise MctError(f"config file {path} is not valid TOML: {str(exc).split(';')[0]}") from None
+
+
+def _env_names(environ: Mapping[str, str]) -> dict[str, str]:
+    """Lower-cased names of the `MCT_*` variables -> their names as written."""
+    return {name.lower(): name for name in environ if name.upper().startswith(ENV_PREFIX)}
 
 
 def env_layer(environ: Mapping[str, str] | None = None) -> dict:
-    """The `MCT_*` variables as nested tables (strings; pydantic converts them on validation)."""
+    """The `MCT_*` variables as nested tables, read by pydantic-settings (values still strings)."""
+    return _env_layer(environ).values
+
+
+def _env_layer(environ: Mapping[str, str] | None = None) -> Layer:
+    import os
+
     environ = os.environ if environ is None else environ
-    unknown = sorted(
-        k for k in environ
-        if k.upper().startswith(ENV_PREFIX) and k.upper()[len(ENV_PREFIX):].split("__")[0].lower() not in Config.model_fields
-        and "__" in k
-    )
-    if unknown:
-        raise MctError(
-            f"environment variable {unknown[0]} names no config table; use MCT_<TABLE>__<KEY> with TABLE one of "
-            f"{', '.join(t.upper() for t in Config.model_fields)}"
-        )
-    if environ is os.environ:
-        layer = _EnvLayer()
-    else:  # tests pass their own environment
-        saved = dict(os.environ)
-        try:
-            os.environ.clear()
-            os.environ.update(environ)
-            layer = _EnvLayer()
-        finally:
-            os.environ.clear()
-            os.environ.update(saved)
-    return {table: {key: _parse_env_value(value) for key, value in values.items()}
-            for table, values in layer.model_dump().items() if values}
+    names = _env_names(environ)
+    tables = list(Config.model_fields)
+    for lower, name in names.items():
+        rest = lower[len(ENV_PREFIX):]
+        table, delimiter, key = rest.partition(ENV_DELIMITER)
+        if delimiter and table not in tables:
+            raise MctError(f"environment variable {name} names no config table; use MCT_<TABLE>__<KEY> with TABLE "
+                           f"one of {', '.join(t.upper() for t in tables)}{_suggest(table, tables).upper()}")
+        if not delimiter and rest in tables:
+            try:
+                value = json.loads(environ[name])
+            except ValueError:
+                value = None
+            if not isinstance(value, dict):
+                key, info = next(iter(Config.model_fields[rest].annotation.model_fields.items()))
+                raise MctError(f"environment variable {name}: [{rest}] is a table, not a value; set one key with "
+                               f"{ENV_PREFIX}{rest.upper()}{ENV_DELIMITER}<KEY>=VALUE "
+                               f"(e.g. {ENV_PREFIX}{rest.upper()}{ENV_DELIMITER}{key.upper()}={info.default})")
+    try:
+        values = _EnvSource(environ)()
+    except SettingsError as exc:
+        bad = [name for lower, name in names.items() if _bad_json(environ[name])]
+        which = f"environment variable {bad[0]}" if bad else "the MCT_* environment variables"
+        raise MctError(f"{which} cannot be read: {exc.__cause__ or exc}; lists are written as JSON, "
+                       "e.g. MCT_DATA__OOD_DIGITS='[4, 6]'") from None
+    spelled = {}
+    for lower, name in names.items():
+        loc = tuple(lower[len(ENV_PREFIX):].split(ENV_DELIMITER))
+        spelled[loc] = f"environment variable {name}"
+    return Layer("the environment", {k: v for k, v in values.items() if v}, spelled)
 
 
-def _parse_env_value(value):
-    """Lists (e.g. `MCT_DATA__OOD_DIGITS='[4, 6]'`) arrive as JSON text; scalars stay strings for pydantic."""
-    if isinstance(value, str) and value.strip().startswith("["):
-        try:
-            return json.loads(value)
-        except json.JSONDecodeError:
-            return value
-    return value
+def _bad_json(text: str) -> bool:
+    if not text.strip().startswith(("[", "{")):
+        return False
+    try:
+        json.loads(text)
+    except ValueError:
+        return True
+    return False
 
 
-def _lookup(layer: Mapping, loc: tuple) -> bool:
-    node: Any = layer
-    for key in loc:
-        if not isinstance(node, Mapping) or key not in node:
-            return False
-        node = node[key]
-    return True
+def parse_set(item: str) -> tuple[tuple[str, ...], Any]:
+    """`table.key=value` (one `--set`) -> (key path, value). The value is read as a TOML value when it
+    is one (`3e-3`, `true`, `[4, 6]`, `"text"`), as `None` for `none`, else kept as text (`cuda:1`)."""
+    key, sep, text = item.partition("=")
+    key = key.strip()
+    if not sep or not key:
+        raise MctError(f"--set {item!r}: write KEY=VALUE with KEY one of table.key (e.g. --set train.lr=3e-3)")
+    loc = tuple(key.split("."))
+    if len(loc) == 1:
+        matches = [k for k in config_keys() if k.endswith("." + key)]
+        hint = f"; did you mean {' or '.join(matches)}?" if matches else ""
+        raise MctError(f"--set {item!r}: the key needs its table, as table.key{hint}")
+    text = text.strip()
+    if text.lower() in ("none", "null"):
+        return loc, None
+    try:
+        parsed = tomllib.loads(f"value = {text}")
+    except (tomllib.TOMLDecodeError, ValueError):
+        return loc, text
+    return loc, parsed["value"] if list(parsed) == ["value"] else text
 
 
-def _describe_source(loc: tuple, path: Path | None, env: dict, cli: dict) -> str:
-    if loc and _lookup(cli, loc):
-        return f"command-line flag for {'.'.join(map(str, loc))}"
-    if loc and _lookup(env, loc):
-        return f"environment variable {ENV_PREFIX}{'__'.join(str(k).upper() for k in loc)}"
-    if path is not None:
-        return f"config file {path}"
-    return "the configuration"
+def _flag_layer(flags: Mapping[str, tuple[Any, str]] | None) -> Layer:
+    values: dict = {}
+    spelled = {}
+    for key, (value, flag) in (flags or {}).items():
+        if value is None:
+            continue
+        loc = tuple(key.split("."))
+        values = deep_merge(values, _nest(loc, value))
+        spelled[loc] = f"flag {flag}" if flag.startswith("-") else flag
+    return Layer("the command line", values, spelled)
 
 
-def _allowed_keys(loc: tuple) -> str:
-    section = Config
+def _set_layer(sets: Sequence[str]) -> Layer:
+    values: dict = {}
+    spelled = {}
+    for item in sets:
+        loc, value = parse_set(item)
+        values = deep_merge(values, _nest(loc, value))
+        spelled[loc] = f"--set {'.'.join(loc)}"
+    return Layer("--set", values, spelled)
+
+
+# --------------------------------------------------------------------------------------------------
+# errors
+
+
+def _allowed_keys(loc: tuple) -> list[str]:
+    section: Any = Config
     for key in loc[:-1]:
-        field = section.model_fields.get(key) if hasattr(section, "model_fields") else None
-        if field is None:
-            return ""
-        section = field.annotation
-    fields = getattr(section, "model_fields", None)
-    return ", ".join(fields) if fields else ""
+        fields = getattr(section, "model_fields", None)
+        if not fields or key not in fields:
+            return []
+        section = fields[key].annotation
+    return list(getattr(section, "model_fields", {}) or {})
 
 
-def format_validation_error(exc: ValidationError, path: Path | None = None,
-                            env: dict | None = None, cli: dict | None = None) -> str:
-    """One line per problem, joined with '; ', each naming its source and key."""
+def _shown(value) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:45] + "..." + text[-10:]
+
+
+def format_validation_error(exc: ValidationError, layers: Sequence[Layer] = (), prefix: tuple = ()) -> str:
+    """One clause per problem, joined with '; ', each naming the key and the layer its value came from.
+
+    `layers` are in precedence order (the last wins); `prefix` is the path of the validated model
+    inside the root config (e.g. ("model",) when a ModelConfig alone was validated).
+    """
     parts = []
     for error in exc.errors():
-        loc = tuple(k for k in error["loc"] if not isinstance(k, int))
-        source = _describe_source(loc, path, env or {}, cli or {})
-        key = ".".join(map(str, loc)) or "(root)"
-        if loc and len(loc) == 1 and loc[0] in Config.model_fields and error["type"] == "model_type":
-            message = f"[{loc[0]}] must be a table"
-        elif error["type"] == "extra_forbidden":
-            message = f"unknown key '{key}' (allowed: {_allowed_keys(loc)})"
+        loc = prefix + tuple(k for k in error["loc"] if not isinstance(k, int))
+        source = next((layer for layer in reversed(layers) if layer.has(loc)), None)
+        key = ".".join(map(str, loc))
+        kind = error["type"]
+        if kind == "cross_field":
+            table = loc
+            involved = [table + tuple(k.split(".")) for k in error["ctx"]["keys"]]
+            named = []
+            for path in involved:
+                owner = next((layer for layer in reversed(layers) if layer.has(path)), None)
+                if owner is not None:
+                    named.append(f"{'.'.join(path)} from {owner.origin(path) or owner.label}")
+            parts.append(error["msg"] + (f" ({', '.join(named)})" if named else ""))
+            continue
+        where = source.where(loc) if source is not None else (f"key {key}" if key else "the configuration")
+        if kind == "extra_forbidden":
+            allowed = _allowed_keys(loc)
+            if len(loc) == 1:
+                message = f"unknown table [{loc[0]}] (allowed: {', '.join(allowed)}{_suggest(loc[0], allowed)})"
+            else:
+                message = f"unknown key (allowed in [{'.'.join(loc[:-1])}]: {', '.join(allowed)}" \
+                          f"{_suggest(str(loc[-1]), allowed)})"
+        elif kind in ("model_type", "model_attributes_type", "dict_type") and len(loc) <= 1 + len(prefix):
+            message = f"[{key}] must be a table of keys, not {_shown(error.get('input'))}"
         else:
             message = error["msg"].removeprefix("Value error, ")
-            if "input" in error and error["type"] not in ("value_error", "missing") and not isinstance(
-                error["input"], (dict, list)
-            ):
-                message += f" (got {error['input']!r})"
-            message = f"{key}: {message}"
-        parts.append(f"{source}: {message}")
+            value = error.get("input")
+            if kind not in ("value_error", "missing") and not isinstance(value, (dict, list)):
+                message += f" (got {_shown(value)})"
+        parts.append(f"{where}: {message}")
     return "; ".join(parts)
 
 
-def validate_config(data: Mapping, source: str = "the configuration") -> Config:
-    """A Config from plain data (e.g. a checkpoint's), with errors as one MctError line."""
+def _validate(layers: Sequence[Layer]) -> Config:
+    merged: dict = {}
+    for layer in layers:
+        merged = deep_merge(merged, layer.values)
     try:
-        return Config.model_validate(dict(data))
+        return Config.model_validate(merged)
     except ValidationError as exc:
-        raise MctError(f"{source}: {format_validation_error(exc)}") from None
+        raise ConfigError(format_validation_error(exc, layers)) from None
+
+
+# --------------------------------------------------------------------------------------------------
+# resolution
 
 
 def default_config_path() -> Path | None:
@@ -346,22 +561,80 @@ def default_config_path() -> Path | None:
     return DEFAULT_CONFIG_PATH if DEFAULT_CONFIG_PATH.is_file() else None
 
 
+def run_config_path(run_dir: str | Path) -> Path:
+    return Path(run_dir) / "config.toml"
+
+
+def resolve_config(path: str | Path | None = None, *, resume: str | Path | None = None,
+                   data: Mapping | None = None, data_source: str = "the data folder",
+                   flags: Mapping[str, tuple[Any, str]] | None = None, sets: Sequence[str] = (),
+                   environ: Mapping[str, str] | None = None) -> Config:
+    """The one way a run's config is made, layer over layer (later wins):
+
+    1. `resume` (a run folder): its saved config.toml; otherwise the field defaults;
+    2. `path`: a TOML file (None = none; the CLI passes `default_config_path()` for a new run);
+    3. the `MCT_*` environment (`environ`, default os.environ);
+    4. `data`: `[data]` settings of a data folder (named `data_source` in errors);
+    5. `flags`: `{"train.lr": (value, "--lr")}` (or `(value, "argument TASK")`), values None are not given;
+    6. `sets`: `--set` items `table.key=value`, later ones win.
+    """
+    layers = _file_layers(path, resume) + [_env_layer(environ)]
+    if data is not None:
+        layers.append(Layer(data_source, {"data": dict(data)}))
+    layers.append(_flag_layer(flags))
+    layers.append(_set_layer(sets))
+    return _validate(layers)
+
+
+def _file_layers(path: str | Path | None, resume: str | Path | None) -> list[Layer]:
+    layers = []
+    if resume is not None:
+        saved = run_config_path(resume)
+        if not saved.is_file():
+            raise MctError(f"run folder {resume} has no config.toml to resume from; is it an mct run folder?")
+        layers.append(Layer(f"run config {saved}", read_toml(saved)))
+    if path is not None:
+        layers.append(Layer(f"config file {path}", read_toml(path)))
+    return layers
+
+
 def load_config(path: str | Path | None = None, overrides: Mapping | None = None,
                 environ: Mapping[str, str] | None = None) -> Config:
-    """Defaults < TOML file `path` < `MCT_*` environment < `overrides` (CLI flags as nested tables).
+    """Defaults < TOML file `path` < `MCT_*` environment < `overrides` (nested tables; None = not given).
 
-    `overrides` values that are None are ignored, so a CLI can pass every flag it has. `path` None
-    means no file (the field defaults); the CLI passes `default_config_path()` when it wants the default.
+    `path` None means no file (the field defaults). For the Python API and tests; the CLI uses
+    `resolve_config`, which also knows resumed runs, data folders, flag names and `--set`.
     """
-    path = Path(path) if path is not None else None
-    file_layer = read_toml(path) if path is not None else {}
-    env = env_layer(environ)
-    cli = drop_none(dict(overrides or {}))
-    merged = deep_merge(deep_merge(file_layer, env), cli)
+    layers = _file_layers(path, None) + [_env_layer(environ), Layer("overrides", drop_none(dict(overrides or {})))]
+    return _validate(layers)
+
+
+def validate_config(data: Mapping, source: str = "the configuration") -> Config:
+    """A Config from plain data (a checkpoint's, a saved run's), with errors as one MctError line."""
+    if not isinstance(data, Mapping):
+        raise MctError(f"{source}: the config must be a table of tables, not {type(data).__name__}")
+    return _validate([Layer(source, dict(data))])
+
+
+def validate_model_config(data: Any, source: str = "the model config") -> ModelConfig:
+    """A ModelConfig from plain data, with errors as one MctError line naming `source`."""
+    if isinstance(data, ModelConfig):
+        return data
+    if not isinstance(data, Mapping):
+        raise MctError(f"{source}: the model config must be a table, not {type(data).__name__}")
     try:
-        return Config.model_validate(merged)
+        return ModelConfig.model_validate(dict(data))
     except ValidationError as exc:
-        raise MctError(format_validation_error(exc, path, env, cli)) from None
+        raise ConfigError(format_validation_error(exc, [Layer(source, {"model": dict(data)})], prefix=("model",))) from None
+
+
+# --------------------------------------------------------------------------------------------------
+# writing
+
+
+def to_toml(tables: Mapping[str, Mapping]) -> str:
+    """TOML text of a config's tables (a real TOML writer: any string, path or number round-trips)."""
+    return tomli_w.dumps(dict(tables))
 
 
 def save_config_toml(config: Config, path: str | Path) -> None:
@@ -369,25 +642,3 @@ def save_config_toml(config: Config, path: str | Path) -> None:
     from mct.fileio import atomic_write_text
 
     atomic_write_text(Path(path), to_toml(config.to_toml_dict()))
-
-
-def _toml_value(value) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, (int, float)):
-        return repr(value)
-    if isinstance(value, str):
-        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
-    if isinstance(value, (list, tuple)):
-        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
-    raise TypeError(f"cannot write {type(value).__name__} to TOML")
-
-
-def to_toml(tables: Mapping[str, Mapping]) -> str:
-    """TOML text of one level of tables of scalars and lists (all a Config holds)."""
-    lines = []
-    for table, values in tables.items():
-        lines.append(f"[{table}]")
-        lines.extend(f"{key} = {_toml_value(value)}" for key, value in values.items())
-        lines.append("")
-    return "\n".join(lines)

@@ -18,11 +18,11 @@ def cuda_unavailable_reason() -> str:
     if torch.version.cuda is None:
         return (
             f"this torch ({torch.__version__}) is a CPU-only build; install a CUDA build "
-            "(see docs/gpu.md) or use --device cpu"
+            "(see docs/gpu.md) or use the cpu device"
         )
     return (
         f"torch was built for CUDA {torch.version.cuda} but no usable GPU or driver was found "
-        "(check nvidia-smi); use --device cpu"
+        "(check nvidia-smi); use the cpu device"
     )
 
 
@@ -44,22 +44,22 @@ def resolve_device(spec: str = "auto") -> torch.device:
         return torch.device("cpu")
     if spec == "mps":
         if not mps_available():
-            raise MctError("--device mps: Apple MPS is not available on this machine; use --device cpu")
+            raise MctError("device mps: Apple MPS is not available on this machine; use cpu")
         return torch.device("mps")
     if spec == "cuda" or spec.startswith("cuda:"):
         index_text = spec.partition(":")[2] or "0"
         if not index_text.isdigit():
-            raise MctError(f"--device {spec}: bad GPU index; use cuda or cuda:N (one of {DEVICE_CHOICES})")
+            raise MctError(f"device {spec!r}: bad GPU index; use cuda or cuda:N (one of {DEVICE_CHOICES})")
         if not torch.cuda.is_available():
-            raise MctError(f"--device {spec}: CUDA is not available: {cuda_unavailable_reason()}")
+            raise MctError(f"device {spec!r}: CUDA is not available: {cuda_unavailable_reason()}")
         index = int(index_text)
         if index >= torch.cuda.device_count():
             raise MctError(
-                f"--device {spec}: there are only {torch.cuda.device_count()} GPU(s) "
+                f"device {spec!r}: there are only {torch.cuda.device_count()} GPU(s) "
                 f"(cuda:0..cuda:{torch.cuda.device_count() - 1})"
             )
         return torch.device("cuda", index)
-    raise MctError(f"--device {spec!r} is not a device; use one of {DEVICE_CHOICES}")
+    raise MctError(f"device {spec!r} is not a device; use one of {DEVICE_CHOICES}")
 
 
 @dataclass(frozen=True)
@@ -95,13 +95,13 @@ def choose_precision(device: torch.device, requested: str = "auto") -> Precision
         return Precision("fp32", None, False)
     if requested == "bf16":
         if not bf16_supported(device):
-            raise MctError(f"--precision bf16 is not supported on {device}; use --precision fp16 or fp32")
+            raise MctError(f"precision bf16 is not supported on {device}; use fp16 or fp32 (train.precision)")
         return Precision("bf16", torch.bfloat16, False)
     if requested == "fp16":
         if device.type not in ("cuda", "mps"):
-            raise MctError(f"--precision fp16 needs a GPU, not {device}; use --precision fp32 or bf16")
+            raise MctError(f"precision fp16 needs a GPU, not {device}; use fp32 or bf16 (train.precision)")
         return Precision("fp16", torch.float16, device.type == "cuda")
-    raise MctError(f"--precision {requested!r} is not one of auto, fp32, bf16, fp16")
+    raise MctError(f"precision {requested!r} is not one of auto, fp32, bf16, fp16 (train.precision)")
 
 
 def seed_everything(seed: int) -> None:

@@ -141,3 +141,20 @@ def collect_report(config: Config, device_spec: str = "auto", run_check: bool = 
     if run_check:
         report["matmul_check"] = matmul_check(device)
     return report
+
+
+def check_training_fits(config: Config, device_spec: str | None = None) -> None:
+    """Raise MctError when the weights, gradients and optimizer state of `config`'s model alone exceed
+    the memory free on its device: refused before anything is allocated, not an allocator crash later."""
+    from mct.errors import MctError
+
+    device = resolve_device(device_spec or config.train.device)
+    free = torch.cuda.mem_get_info(device)[0] if device.type == "cuda" else available_cpu_memory()
+    params = count_parameters(config.model)
+    needed = params * BYTES_PER_PARAM_TRAINING
+    if free and needed > free:
+        raise MctError(
+            f"a model of {params:,} parameters needs about {needed / 2**30:,.1f} GiB for its weights, gradients "
+            f"and optimizer state, but {free / 2**30:,.1f} GiB is free on {device}; make model.d_model, "
+            "model.num_layers or model.d_ff smaller"
+        )

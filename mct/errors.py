@@ -10,3 +10,7 @@ class MctError(Exception):
 
     The message names the problem and, where there is one, the fix.
     """
+
+
+class ConfigError(MctError):
+    """A config value is wrong; the message already names the key and where its value came from."""

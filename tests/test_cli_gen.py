@@ -80,9 +80,9 @@ def test_gen_refuses_to_overwrite_without_force(tmp_path, capsys):
 
 @pytest.mark.parametrize("argv,message", [
     (["gen", "add", "--max-digits", "1", "--instances", "20000"], "ask for at most 76"),  # 100 one-digit additions, 24 in the hard split
-    (["gen", "div"], "unknown task"),
+    (["gen", "div"], "argument TASK (data.task): Input should be 'add', 'sub', 'mul' or 'mod'"),
     (["gen", "add", "--ood-digits", "x"], "C-D"),
-    (["gen", "add", "--answer-order", "sideways"], "reversed or plain"),
+    (["gen", "add", "--answer-order", "sideways"], "flag --answer-order (data.answer_order): Input should be 'reversed' or 'plain'"),
     (["gen", "add", "--min-digits", "4", "--max-digits", "2"], "min_digits"),
 ])
 def test_gen_user_mistakes_exit_2_with_one_line(tmp_path, capsys, argv, message):

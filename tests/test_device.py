@@ -15,15 +15,23 @@ def test_cuda_without_cuda_says_why_and_what_to_do():
     with pytest.raises(MctError) as info:
         resolve_device("cuda")
     message = str(info.value)
-    assert "CUDA is not available" in message and "--device cpu" in message and "\n" not in message
+    assert "CUDA is not available" in message and "use the cpu device" in message and "\n" not in message
 
 
 @pytest.mark.parametrize("spec", ["tpu", "cuda:x", "gpu"])
-def test_unknown_devices_are_refused(spec):
+def test_unknown_devices_are_refused_without_naming_a_cli_flag(spec):
     if spec.startswith("cuda") and torch.cuda.is_available():
         pytest.skip("only meaningful without CUDA")
-    with pytest.raises(MctError):
+    with pytest.raises(MctError) as info:
         resolve_device(spec)
+    assert "--" not in str(info.value) and repr(spec) in str(info.value)
+
+
+@pytest.mark.parametrize("requested", ["fp16", "fp8"])
+def test_precision_errors_name_the_config_key_not_a_flag(requested):
+    with pytest.raises(MctError) as info:
+        choose_precision(torch.device("cpu"), requested)
+    assert "train.precision" in str(info.value) and "--" not in str(info.value)
 
 
 def test_precision_on_cpu():

@@ -612,12 +612,19 @@ def _error(message: str) -> None:
     err_console.print(f"[bold red]error:[/] {escape(_printable(message))}", highlight=False, soft_wrap=True)
 
 
+# Core messages name the arguments of the library call; these are the flags that pass them.
+ARGUMENT_FLAGS = {"train": {"resume=True": "--resume RUN", "force=True": "--force", "another run_dir": "another --out"},
+                  "gen": {"force=True": "--force", "another output folder": "another --out"}}
+
+
 def _with_flags(message: str, command: str | None) -> str:
-    """A core message names config keys (`train.batch_size`); add the flags that set them here."""
+    """A core message names config keys (`train.batch_size`) or call arguments; add the flags that set them."""
     import re
 
     from mct.config import config_keys
 
+    for argument, flag in ARGUMENT_FLAGS.get(command, {}).items():
+        message = message.replace(argument, flag)
     if command not in COMMAND_FLAGS or "--" in message:
         return message
     named = [key for key in config_keys() if re.search(rf"(?<![\w.]){re.escape(key)}(?!\w)", message)]

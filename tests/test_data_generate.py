@@ -165,7 +165,7 @@ def test_too_many_problems_is_an_error_with_the_maximum(tmp_path):
 def test_refuses_to_overwrite_without_force(tmp_path):
     write_dataset(small(ood_digits=(4, 4)), tmp_path)
     before = (tmp_path / "train.jsonl").read_bytes()
-    with pytest.raises(MctError, match="already holds a data set.*--force"):
+    with pytest.raises(MctError, match="already holds a data set.*force=True"):
         write_dataset(small(seed=3), tmp_path)
     assert (tmp_path / "train.jsonl").read_bytes() == before
     manifest = write_dataset(small(seed=3), tmp_path, force=True)

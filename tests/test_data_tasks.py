@@ -138,7 +138,7 @@ def test_format_dict_round_trip_and_bad_prompts():
     fmt = DataFormat("mod", "plain", True, 113)
     assert DataFormat.from_dict(fmt.to_dict()) == fmt
     assert DataFormat("add", modulus=113).modulus is None
-    with pytest.raises(MctError, match="not a add problem"):
+    with pytest.raises(MctError, match="not an add problem"):
         DataFormat("add").operands_from_prompt("12*34=")
     with pytest.raises(MctError):
         DataFormat("mul").operands_from_prompt("hello")
@@ -184,7 +184,7 @@ def test_render_prompt_and_operands_from_padded_prompts():
     assert fmt.render_prompt(" 0012+34= ") == "012+034="
     assert DataFormat("add").render_prompt("012+034=") == "12+34="
     assert DataFormat("sub", operand_width=4).render_prompt("7-8=") == "0007-0008="
-    with pytest.raises(MctError, match="not a add problem"):
+    with pytest.raises(MctError, match="not an add problem"):
         fmt.render_prompt("12*34=")
 
 

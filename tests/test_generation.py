@@ -212,7 +212,7 @@ def test_decoding_plan_supplies_or_expects_the_steps_by_mode():
     assert decoding_mode(fmt(), "mask_steps") == "none" and decoding_mode(with_steps, None) == "none"
     with pytest.raises(MctError, match="step_masking_mode"):
         decoding_mode(with_steps, "all")
-    with pytest.raises(MctError, match="not a add problem"):
+    with pytest.raises(MctError, match="not an add problem"):
         decoding_plan(with_steps, "5-3=", "mask_steps")
 
 

@@ -84,7 +84,7 @@ def test_refuses_to_overwrite_a_run_without_force(tmp_path):
     config = tiny_config(tmp_path, train={"max_steps": 2, "eval_every": 2})
     train(config, tmp_path / "run")
     before = (tmp_path / "run" / "last.pt").read_bytes()
-    with pytest.raises(MctError, match="already holds a run.*--force"):
+    with pytest.raises(MctError, match="already holds a run.*force=True"):
         train(config, tmp_path / "run")
     assert (tmp_path / "run" / "last.pt").read_bytes() == before
     train(config, tmp_path / "run", force=True)

@@ -72,11 +72,16 @@ def read_records(path: str | Path, tokenizer=None, require_target: bool = False)
     if not path.is_file():
         raise MctError(f"data file {path} does not exist; create it with `mct gen` or fix the path")
     records = []
-    with path.open(encoding="utf-8") as handle:
-        for number, line in enumerate(handle, start=1):
+    with path.open("rb") as handle:
+        for number, raw in enumerate(handle, start=1):
+            where = f"{path}:{number}"
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError:
+                raise MctError(f"{where} (line {number}) is not UTF-8 text; data files are JSONL written by "
+                               "`mct gen` (was a checkpoint or another binary file given as data?)") from None
             if not line.strip():
                 continue
-            where = f"{path}:{number}"
             try:
                 data = json.loads(line)
             except json.JSONDecodeError as exc:

@@ -28,6 +28,7 @@ from mct.tokenizer import ANSWER_MARK, EOS, PAD, STEP_SEP
 ANSWER_ORDERS = ("reversed", "plain")
 _PROMPT = re.compile(r"^(\d+)([+\-*])(\d+)=$")
 _NUMBER = re.compile(r"^[-+]?\d+$")
+MAX_OPERAND_DIGITS = 4000  # Python converts at most 4,300 digits of text to int by default
 
 
 def order_answer(natural: str, answer_order: str) -> str:
@@ -194,9 +195,12 @@ class DataFormat:
     def operands_from_prompt(self, prompt: str) -> tuple[int, int]:
         """(a, b) of a prompt such as "12+34="; MctError when it is not a problem of this task."""
         match = _PROMPT.match(prompt.strip())
+        if match is not None and max(len(match.group(1)), len(match.group(3))) > MAX_OPERAND_DIGITS:
+            raise MctError(f"prompt has an operand of {max(len(match.group(1)), len(match.group(3))):,} digits; "
+                           f"mct reads operands of at most {MAX_OPERAND_DIGITS:,} digits")
         if match is None or match.group(2) != self.operator:
             raise MctError(
-                f"prompt {prompt!r} is not a {self.task} problem; write it like "
+                f"prompt {prompt!r} is not {'an' if self.task[0] in 'aeiou' else 'a'} {self.task} problem; write it like "
                 f"'12{self.operator}34=' (non-negative whole numbers)"
             )
         return int(match.group(1)), int(match.group(3))

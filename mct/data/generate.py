@@ -44,10 +44,11 @@ def _ood_range(data_config) -> tuple[int, int] | None:
         return None
     low, high = data_config.ood_digits
     if data_config.task == "mod":
-        raise MctError("the mod task has no OOD split (its operands are all residues below the modulus); drop --ood-digits")
+        raise MctError("the mod task has no OOD split (its operands are all residues below the modulus); "
+                       "leave data.ood_digits unset")
     if high <= data_config.max_digits:
-        raise MctError(f"--ood-digits {low}-{high} must reach past --max-digits {data_config.max_digits} "
-                       f"(OOD operands are longer than the training ones); e.g. --ood-digits "
+        raise MctError(f"data.ood_digits {low}-{high} must reach past data.max_digits {data_config.max_digits} "
+                       f"(OOD operands are longer than the training ones); e.g. data.ood_digits = "
                        f"{data_config.max_digits + 1}-{data_config.max_digits + 2}")
     return low, high
 
@@ -63,9 +64,28 @@ def _without(pairs: tuple[list, list], excluded: set) -> tuple[list, list]:
     return [a for a, _ in kept], [b for _, b in kept]
 
 
+BYTES_PER_PLANNED_PROBLEM = 160  # two Python ints in lists, their numpy draw, the shuffle (measured ~120)
+
+
+def check_memory(data_config) -> None:
+    """Refuse, before drawing anything, a data set whose plan would not fit in half of this machine's memory."""
+    import os
+
+    count = data_config.n_train + data_config.n_val + data_config.n_test * (2 if data_config.ood_digits else 1)
+    needed = count * (BYTES_PER_PLANNED_PROBLEM + 2 * data_config.max_digits)
+    try:
+        available = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):  # pragma: no cover - systems without sysconf
+        return
+    if needed > available // 2:
+        raise MctError(f"a data set of {count:,} problems needs about {needed / 2**30:,.1f} GiB of memory to plan, "
+                       f"more than half of this machine's {available / 2**30:,.1f} GiB; ask for fewer problems")
+
+
 def plan_splits(data_config) -> dict[str, tuple[list, list]]:
     """Operands of each split: {"train": (a list, b list), "val": ..., "test": ..., ["test_ood": ...],
     "hard": ...}. The hard problems are taken out of the training split."""
+    check_memory(data_config)
     hard = hard_split(data_config)
     splits = _draw_splits(data_config, set(hard))
     splits["hard"] = ([a for a, _ in hard], [b for _, b in hard])
@@ -211,11 +231,11 @@ def write_dataset(data_config, out_dir: str | Path, force: bool = False, progres
     """
     out_dir = Path(out_dir)
     if out_dir.exists() and not out_dir.is_dir():
-        raise MctError(f"{out_dir} is a file, not a folder; choose another --out")
+        raise MctError(f"{out_dir} is a file, not a folder; choose another output folder")
     found = existing_dataset(out_dir) if out_dir.is_dir() else []
     if found and not force:
-        raise MctError(f"{out_dir} already holds a data set ({', '.join(found)}); pass --force to overwrite it "
-                       "or choose another --out")
+        raise MctError(f"{out_dir} already holds a data set ({', '.join(found)}); pass force=True to overwrite it "
+                       "or choose another output folder")
     fmt = DataFormat.from_config(data_config)
     splits = plan_splits(data_config)
     total = sum(len(a) for a, _ in splits.values())
@@ -275,15 +295,40 @@ def read_manifest(out_dir: str | Path) -> dict:
     if not path.is_file():
         raise MctError(f"{path} does not exist; is {out_dir} a folder written by `mct gen`?")
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise MctError(f"{path} is not valid JSON ({exc.msg}); regenerate the data set") from None
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise MctError(f"{path} is not valid JSON text ({getattr(exc, 'msg', exc)}); regenerate the data set") from None
+    if not (isinstance(manifest, dict) and isinstance(manifest.get("task"), str)
+            and isinstance(manifest.get("files", {}), dict) and isinstance(manifest.get("format", {}), dict)):
+        raise MctError(f"{path} is not an mct data set manifest (it needs task, format and files); regenerate "
+                       "the data set with `mct gen`")
+    return manifest
 
 
-def data_config_from_folder(out_dir: str | Path) -> dict:
-    """`[data]` settings that train on a folder written by `mct gen`: its split files and its format."""
+def verify_files(out_dir: Path, manifest: dict) -> None:
+    """Check each split file against the sha256 the manifest recorded: an edited or truncated split is an
+    MctError naming the file (regenerate it, or skip the check)."""
+    for split, name in manifest.get("files", {}).items():
+        expected = manifest.get("sha256", {}).get(split)
+        path = out_dir / name
+        if expected is None or not path.is_file():
+            continue
+        digest = hashlib.sha256()
+        with path.open("rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
+        if digest.hexdigest() != expected:
+            raise MctError(f"{path} does not match the sha256 in {out_dir / MANIFEST} (edited after `mct gen`?); "
+                           "regenerate the data set, or skip the check with verify=False")
+
+
+def data_config_from_folder(out_dir: str | Path, verify: bool = True) -> dict:
+    """`[data]` settings that train on a folder written by `mct gen`: its split files and its format.
+    With `verify`, every split must match the sha256 its manifest recorded."""
     out_dir = Path(out_dir)
     manifest = read_manifest(out_dir)
+    if verify:
+        verify_files(out_dir, manifest)
     fmt = manifest.get("format", {})
     files = manifest.get("files", {})
     if "train" not in files:

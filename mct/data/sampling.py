@@ -417,7 +417,7 @@ def check_capacity(buckets: list[list[Bucket]], total: int, what: str) -> None:
     available = capacity(buckets)
     if total > available:
         raise MctError(f"{what}: asked for {total:,} distinct problems but only {available:,} exist; "
-                       f"ask for at most {available:,} (fewer --instances/--val/--test) or widen the digit range")
+                       f"ask for at most {available:,} (fewer training, validation or test problems) or widen the digit range")
 
 
 def draw(rng: np.random.Generator, buckets: list[list[Bucket]], total: int, what: str) -> tuple[list, list]:

@@ -25,6 +25,7 @@ from mct.data.generate import hard_split, make_record
 from mct.device import choose_precision, seed_everything
 from mct.errors import MctError
 from mct.evaluate import evaluate_records
+from mct.fileio import folder_lock
 from mct.model import create_model
 from mct.tokenizer import Tokenizer
 from mct.train.data import heldout_records, training_batches, validation_tensors
@@ -164,7 +165,7 @@ class _Run:
         self.started = time.perf_counter()
         self.dist, self.device, self.emit, self.stop, self.resume = dist_info, device, emit, stop, resume
         self.folder = RunFolder(run_dir, writer=dist_info.is_main)
-        self.folder.prepare(resume, force)
+        self.force = force
         self.precision = choose_precision(device, config.train.precision)
         if config.train.batch_size % (dist_info.world_size * config.train.grad_accum_steps):
             raise MctError(
@@ -179,6 +180,7 @@ class _Run:
     # --- build -----------------------------------------------------------------------------------
     def build(self) -> None:
         config, device = self.config, self.device
+        self.folder.prepare(self.resume, self.force)
         saved = None
         if self.resume:
             saved = load_checkpoint(self.folder / "last.pt", device="cpu", with_train_state=True)
@@ -302,6 +304,7 @@ class _Run:
             while s.step < cfg.max_steps:
                 if self._stop_requested():
                     return "interrupted"
+                before = s.data.state_dict()
                 in_step = True
                 loss, labels, tokens = self.step_fn() if self.step_fn else train_step(
                     s, self.config, self.precision, self.device, self.dist, self.tokenizer.pad_id)
@@ -324,9 +327,20 @@ class _Run:
                     window_start = time.perf_counter()  # evaluation and saving are not training time
             return "max_steps"
         except KeyboardInterrupt:
-            # mid-step, the optimizer may have moved without the step being counted: keep the last save
-            self.interrupted_mid_step = in_step
+            if in_step:
+                self._settle_interrupted_step(before)
             return "interrupted"
+
+    def _settle_interrupted_step(self, data_before: dict) -> None:
+        """An interrupt inside a step: count the step if the optimizer took it, else undo its data draw,
+        so that last.pt's step, optimizer and data position always agree (an exact resume)."""
+        s = self.state
+        steps = [int(v["step"]) for v in s.optimizer.state.values() if "step" in v]
+        if steps and max(steps) > s.step:
+            s.step = max(steps)
+        else:
+            s.data.load_state_dict(data_before)
+        s.optimizer.zero_grad(set_to_none=True)
 
     def _stop_requested(self) -> bool:
         """Under torchrun all ranks must agree to stop at the same step."""
@@ -340,8 +354,7 @@ class _Run:
     # --- finish ----------------------------------------------------------------------------------
     def finish(self, stopped: str) -> TrainResult:
         self.folder.close()
-        if not getattr(self, "interrupted_mid_step", False):
-            self.save("last.pt", with_state=True)
+        self.save("last.pt", with_state=True)
         files = {name: str(self.folder / name) for name in ("last.pt", "best.pt", "config.toml", "metrics.jsonl")}
         test_report = None
         if stopped != "interrupted" and self.dist.is_main:
@@ -390,10 +403,16 @@ def train(config: Config, run_dir: str | Path, resume: bool = False, force: bool
     emit = progress if (progress is not None and dist_info.is_main) else (lambda event: None)
     python_state = random.getstate()
     # the run seeds torch's and Python's generators; the caller gets its own streams back afterwards
-    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else [], device_type=device.type):
+    lock = folder_lock(run_dir) if dist_info.is_main else contextlib.nullcontext()
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else [], device_type=device.type), lock:
         try:
             run = _Run(config, Path(run_dir), resume, force, emit, dist_info, device, stop or (lambda: False))
-            run.build()
+            try:
+                run.build()
+            except BaseException:
+                run.folder.abandon()  # a forced run that cannot start leaves the old one as it was
+                raise
+            run.folder.started()
             stopped = run.loop()
             return run.finish(stopped)
         finally:

@@ -6,12 +6,14 @@
     RUN/metrics.jsonl one line per log / evaluation point
     RUN/eval.json     the best checkpoint on the test split
     RUN/curves.png    training and validation curves
-    RUN/data/         the validation and test sets the run used
+    RUN/data/         the validation, test and hard sets the run used
 """
 
 from __future__ import annotations
 
 import json
+import os
+import shutil
 from pathlib import Path
 
 from mct.checkpoint import save_checkpoint
@@ -20,39 +22,66 @@ from mct.errors import MctError
 from mct.fileio import atomic_write_text
 from mct.figures import plot_curves
 
-RUN_FILES = ("last.pt", "best.pt", "config.toml", "metrics.jsonl", "eval.json")
+RUN_FILES = ("last.pt", "best.pt", "config.toml", "metrics.jsonl", "eval.json", "curves.png",
+             "data/val.jsonl", "data/test.jsonl", "data/hard.jsonl")
 # Changing these between a run and its resume would make the resumed run a different experiment.
 RESUME_LOCKED_SECTIONS = ("model", "data")
+REPLACED = ".replaced"  # the previous run's files while a --force run starts; deleted once it has
 
 
 class RunFolder:
-    """The files of one run; only rank 0 creates one that writes (`writer=False` elsewhere)."""
+    """The files of one run; only rank 0 creates one that writes (`writer=False` elsewhere).
+
+    `prepare` refuses to overwrite a run (any file mct would write, `data/*.jsonl` included) unless
+    forced; a forced run moves the old files aside and deletes them only once it has started
+    (`started`), so a run that fails before its first step leaves the old one as it was (`abandon`)."""
 
     def __init__(self, path: str | Path, writer: bool = True):
         self.path = Path(path)
         self.writer = writer
         self._metrics = None
+        self._replaced: list[str] = []
 
     def __truediv__(self, name: str) -> Path:
         return self.path / name
 
     def prepare(self, resume: bool, force: bool) -> None:
-        """Refuse to overwrite a run without `force`; with `force`, clear only mct's own files."""
         if not self.writer:
             return
         if resume:
             if not (self.path / "last.pt").is_file():
-                raise MctError(f"--resume {self.path}: no last.pt there to resume from")
+                raise MctError(f"run folder {self.path} has no last.pt to resume from")
             return
         existing = [name for name in RUN_FILES if (self.path / name).exists()]
         if existing and not force:
             raise MctError(
-                f"{self.path} already holds a run ({', '.join(existing)}); use --resume {self.path} to continue "
-                "it, --force to overwrite it, or --out for a new folder"
+                f"{self.path} already holds a run ({', '.join(existing)}); pass resume=True to continue it, "
+                "force=True to overwrite it, or another run_dir"
             )
-        for name in existing + ["curves.png"]:
-            (self.path / name).unlink(missing_ok=True)
+        aside = self.path / REPLACED
+        if existing:
+            shutil.rmtree(aside, ignore_errors=True)
+            for name in existing:
+                (aside / name).parent.mkdir(parents=True, exist_ok=True)
+                os.replace(self.path / name, aside / name)
+        self._replaced = existing
         self.path.mkdir(parents=True, exist_ok=True)
+
+    def started(self) -> None:
+        """The new run is under way: the files it replaced are deleted."""
+        if self.writer and self._replaced:
+            shutil.rmtree(self.path / REPLACED, ignore_errors=True)
+            self._replaced = []
+
+    def abandon(self) -> None:
+        """The new run failed before it started: put the files it replaced back."""
+        if not (self.writer and self._replaced):
+            return
+        self.close()
+        for name in self._replaced:
+            os.replace(self.path / REPLACED / name, self.path / name)
+        shutil.rmtree(self.path / REPLACED, ignore_errors=True)
+        self._replaced = []
 
     def start(self, config: Config, resumed_step: int | None, heldout: dict) -> None:
         """Write the config and held-out sets; keep the metrics up to the resumed step (none when new)."""
@@ -111,9 +140,17 @@ def config_differences(saved: Config, current: Config) -> list[str]:
 
 
 def read_metrics(path: Path, up_to_step: int | None = None) -> list[dict]:
+    """The rows of metrics.jsonl (up to a step); a damaged line (a write cut short by a kill) is skipped."""
     if not path.is_file():
         return []
-    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    rows = []
+    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(row, dict) and isinstance(row.get("step"), int):
+            rows.append(row)
     return [r for r in rows if up_to_step is None or r["step"] <= up_to_step]
 
 
@@ -123,5 +160,5 @@ def load_run_config(run_dir: Path) -> Config:
 
     path = Path(run_dir) / "config.toml"
     if not path.is_file():
-        raise MctError(f"--resume {run_dir}: there is no config.toml in it; is it an mct run folder?")
+        raise MctError(f"run folder {run_dir} has no config.toml; is it an mct run folder?")
     return validate_config(read_toml(path), source=str(path))

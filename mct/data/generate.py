@@ -197,22 +197,23 @@ def generate_splits(data_config) -> dict[str, list[Record]]:
 
 
 def sample_heldout(data_config, n_val: int, n_test: int, seed: int) -> tuple[list[Record], list[Record]]:
-    """Disjoint val and test records for on-the-fly training, balanced like `mct gen`'s.
+    """Disjoint val and test records for on-the-fly training: the val and test splits `mct gen` would
+    write (the same planner, `plan_splits`' draw), so a small space such as the 100 one-digit additions
+    is shared between training and the held-out sets in proportion, never held out whole.
 
     For mod they come from the non-training pairs of the partition fixed by `data_config.seed`
     (val from its first half, test from its second, at most n_val / n_test of each).
     """
     fmt = DataFormat.from_config(data_config)
-    if data_config.task == "mod":
-        _, val, test = sampling.mod_partition(data_config.modulus, data_config.train_fraction, data_config.seed)
-        return ([make_record(fmt, a, b) for a, b in val[:n_val]],
-                [make_record(fmt, a, b) for a, b in test[:n_test]])
-    buckets = sampling.space_buckets(
-        data_config.task, sampling.length_pairs(data_config.min_digits, data_config.max_digits))
-    a, b = sampling.draw(sampling.make_rng(seed, f"{data_config.task}:heldout"), buckets, n_val + n_test,
-                         f"held-out {data_config.task} problems with {_digit_text(data_config)} operands")
-    records = [make_record(fmt, x, y) for x, y in zip(a, b)]
-    return records[:n_val], records[n_val:]
+    config = data_config.model_copy(update={"n_val": n_val, "n_test": n_test, "seed": seed, "ood_digits": None})
+    hard = set(hard_split(config))
+    if config.task != "mod":  # the stream trains on what is left: plan no more training problems than exist
+        space = sampling.capacity(sampling.excluding(config.task, sampling.space_buckets(
+            config.task, sampling.length_pairs(config.min_digits, config.max_digits)), hard))
+        config = config.model_copy(update={"n_train": max(0, min(config.n_train, space - n_val - n_test))})
+    splits = _draw_splits(config, hard)
+    val, test = ([make_record(fmt, a, b) for a, b in zip(*splits[name])] for name in ("val", "test"))
+    return val[:n_val], test[:n_test]
 
 
 # --- files ---------------------------------------------------------------------------------------------

@@ -7,7 +7,7 @@ judged: exit code 2 with one stderr line and no traceback is "ok"; anything else
 Permission cases run as the user `nobody` when this runs as root and `--nobody-python` names an
 interpreter nobody may execute (with this checkout and the venv's site-packages on PYTHONPATH).
 Not a pytest module (it takes minutes); the regressions it found are pinned in tests/test_cli_config.py,
-tests/test_config.py, tests/test_checkpoint.py and tests/test_reliability_pending.py.
+tests/test_config.py, tests/test_checkpoint.py and tests/test_reliability.py.
 """
 
 from __future__ import annotations

@@ -157,6 +157,7 @@ def train(
     set_: Annotated[Optional[list[str]], typer.Option("--set", help=SET_HELP)] = None,
     out: Annotated[Optional[Path], typer.Option("--out", "--output-dir", help="Run folder (default: train.out_dir, else a new folder under runs/).")] = None,
     data: Annotated[Optional[Path], typer.Option(help="Train on a folder written by `mct gen` (its splits and format).")] = None,
+    no_verify: Annotated[bool, typer.Option("--no-verify", help="With --data: skip the check of each split against manifest.json's sha256.")] = False,
     resume: Annotated[Optional[Path], typer.Option(help="Continue the run in this folder from its last.pt (its config, under env and flags).")] = None,
     force: Annotated[bool, typer.Option(help="Overwrite a run folder that already holds a run.")] = False,
     json_out: Annotated[bool, typer.Option("--json", help="Print the summary as JSON on stdout.")] = False,
@@ -184,7 +185,7 @@ def train(
     flags = _flags(TRAIN_FLAGS, device=device, ffn=ffn, d_model=d_model, layers=layers, heads=heads, d_ff=d_ff,
                    lr=lr, batch_size=batch_size, max_steps=max_steps, seed=seed, precision=precision,
                    compile=compile)
-    folder = data_config_from_folder(data) if data is not None else None
+    folder = data_config_from_folder(data, verify=not no_verify) if data is not None else None
     cfg = resolve_config(config if (config is not None or resume is not None) else default_config_path(),
                          resume=resume, data=folder, data_source=f"data folder {data}", flags=flags,
                          sets=set_ or ())
@@ -613,7 +614,8 @@ def _error(message: str) -> None:
 
 
 # Core messages name the arguments of the library call; these are the flags that pass them.
-ARGUMENT_FLAGS = {"train": {"resume=True": "--resume RUN", "force=True": "--force", "another run_dir": "another --out"},
+ARGUMENT_FLAGS = {"train": {"resume=True": "--resume RUN", "force=True": "--force", "another run_dir": "another --out",
+                            "verify=False": "--no-verify"},
                   "gen": {"force=True": "--force", "another output folder": "another --out"}}
 
 

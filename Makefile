@@ -7,7 +7,7 @@ TORCH ?=
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.mct-installed
 
-.PHONY: demo test bench venv clean
+.PHONY: demo test bench recipes venv clean
 
 venv: $(STAMP)
 
@@ -45,6 +45,9 @@ demo: venv
 
 test: venv
 	$(BIN)/python -m pytest
+
+recipes: venv
+	$(BIN)/python benchmarks/recipes.py $(RECIPES_ARGS)
 
 bench: venv
 	$(BIN)/python benchmarks/run_all.py $(BENCH_ARGS)

@@ -160,6 +160,7 @@ def train(
     no_verify: Annotated[bool, typer.Option("--no-verify", help="With --data: skip the check of each split against manifest.json's sha256.")] = False,
     resume: Annotated[Optional[Path], typer.Option(help="Continue the run in this folder from its last.pt (its config, under env and flags).")] = None,
     force: Annotated[bool, typer.Option(help="Overwrite a run folder that already holds a run.")] = False,
+    seeds: Annotated[Optional[str], typer.Option("--seeds", help="Train once per seed (0-7 or 0,3,5), one run folder each (OUT/seed-N), and print a table of their results.")] = None,
     json_out: Annotated[bool, typer.Option("--json", help="Print the summary as JSON on stdout.")] = False,
 ) -> None:
     """Train a model and evaluate it on a held-out test set.
@@ -174,6 +175,8 @@ def train(
     Example: mct train --set train.warmup_steps=50 --set model.norm_type=rmsnorm --out runs/rms
 
     Example: mct gen add --steps --out data/add && mct train --data data/add --out runs/add-steps
+
+    Example: mct train --config configs/add10-tiny.toml --seeds 0-7 --out runs/tiny
     """
     from mct.config import default_config_path, resolve_config
     from mct.data.generate import data_config_from_folder
@@ -198,6 +201,11 @@ def train(
     check_training_fits(cfg)
     from mct.cli_progress import TrainProgress
 
+    if seeds is not None:
+        if resume is not None:
+            raise MctError("--seeds starts new runs; resume one of them with --resume OUT/seed-N")
+        _train_seeds(cfg, run_dir, parse_seeds(seeds), force, json_out)
+        return
     with (folder_lock(run_dir) if main_process else contextlib.nullcontext()), \
             TrainProgress(err_console, enabled=main_process) as progress, stop_on_interrupt() as stop, \
             torch_threads(cfg.train.num_threads):
@@ -210,6 +218,45 @@ def train(
     _render_train_summary(result)
     if result.stopped == "interrupted":
         raise typer.Exit(130)
+
+
+def _train_seeds(cfg, run_dir: Path, seeds: list[int], force: bool, json_out: bool) -> None:
+    """One run per seed, one after the other, each in RUN/seed-N; then one table of their results."""
+    from rich.table import Table
+
+    from mct.cli_progress import TrainProgress
+    from mct.train import stop_on_interrupt, torch_threads, train_seeds
+
+    with TrainProgress(err_console) as progress, stop_on_interrupt() as stop, torch_threads(cfg.train.num_threads):
+        results = train_seeds(cfg, run_dir, seeds, force=force, progress=progress.update, stop=stop)
+    if json_out:
+        print(json.dumps([r.to_dict() for r in results], indent=2))
+    table = Table(title=f"mct train --seeds ({len(results)} runs in {escape(str(run_dir))})")
+    for column in ("seed", "steps", "stopped", "best val", "test", "hard", "train s", "run folder"):
+        table.add_column(column)
+    for seed, r in zip(seeds, results):
+        test = r.test or {}
+        hard = test.get("hard") or {}
+        table.add_row(str(seed), str(r.steps), r.stopped, _pct(r.best_val_exact_match),
+                      _pct(test.get("exact_match")), _pct(hard.get("exact_match")), f"{r.train_s:.0f}",
+                      escape(r.run_dir))
+    err_console.print(table)
+    if any(r.stopped == "interrupted" for r in results):
+        raise typer.Exit(130)
+
+
+def parse_seeds(text: str) -> list[int]:
+    """'0-7' -> [0..7], '0,3,5' -> [0, 3, 5]; MctError otherwise."""
+    seeds: list[int] = []
+    try:
+        for part in text.split(","):
+            low, _, high = part.strip().partition("-")
+            seeds += list(range(int(low), int(high) + 1)) if high else [int(low)]
+    except ValueError:
+        raise MctError(f"--seeds {text!r} is not a list of seeds; write 0-7 or 0,3,5") from None
+    if not seeds or len(seeds) > 1000 or len(set(seeds)) != len(seeds) or min(seeds) < 0:
+        raise MctError(f"--seeds {text!r}: give 1 to 1000 distinct seeds >= 0, e.g. 0-7")
+    return seeds
 
 
 def _is_main_process() -> bool:

@@ -143,6 +143,12 @@ class DataConfig(_Section):
     ood_digits: tuple[int, int] | None = Field(
         None, description="operand lengths [C, D] of an extra out-of-distribution test split"
     )
+    carry_mix: float = Field(
+        0.0, ge=0.0, le=1.0, description="add/sub: share of training problems drawn where every column carries "
+        "(borrows), the longest carry chains; the rest stays balanced over carry counts")
+    curriculum_steps: int = Field(
+        0, ge=0, le=10**9, description="length curriculum: the longest training operand grows from min_digits to "
+        "max_digits over these steps (0 = every length from the start)")
     seed: int = Field(0, ge=-(2**63), lt=2**63, description="seed of data generation")
 
     _paths = field_validator("train_path", "val_path", "test_path")(_check_path)
@@ -155,6 +161,9 @@ class DataConfig(_Section):
         if self.step_masking_mode == "mask_answer" and not self.use_steps:
             raise _cross_field(("step_masking_mode", "use_steps"),
                                "step_masking_mode 'mask_answer' trains on the steps only, so it needs use_steps = true")
+        if self.carry_mix and self.task not in ("add", "sub"):
+            raise _cross_field(("carry_mix", "task"), f"carry_mix applies to add and sub (carries and borrows), "
+                               f"not {self.task}")
         if self.ood_digits is not None and not 1 <= self.ood_digits[0] <= self.ood_digits[1] <= 1000:
             raise _cross_field(("ood_digits",), f"ood_digits {list(self.ood_digits)} must be [shortest, longest], "
                                "each from 1 to 1000 digits")

@@ -1,4 +1,5 @@
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -112,3 +113,20 @@ def test_trains_on_a_generated_data_folder(tiny, tmp_path, capsys):
 def test_data_folder_without_manifest_is_refused(tmp_path, capsys):
     code, _, err = run_main(["train", "--data", str(tmp_path)], capsys)
     assert code == 2 and "manifest.json does not exist" in err
+
+
+def test_seeds_train_one_run_folder_each_and_report_them(tiny, tmp_path, capsys):
+    code, out, err = run_main(["train", "--config", str(tiny), "--out", str(tmp_path / "runs"), "--max-steps", "2",
+                               "--seeds", "3,5", "--json"], capsys)
+    assert code == 0, err
+    results = json.loads(out)
+    assert [Path(r["run_dir"]).name for r in results] == ["seed-3", "seed-5"]
+    assert all((tmp_path / "runs" / f"seed-{s}" / "best.pt").is_file() for s in (3, 5))
+    assert "seed = 3" in (tmp_path / "runs" / "seed-3" / "config.toml").read_text()
+
+
+@pytest.mark.parametrize("text,expected", [("0-3", [0, 1, 2, 3]), ("2", [2]), ("0,4,7", [0, 4, 7]), ("1-2,5", [1, 2, 5])])
+def test_seed_lists(text, expected):
+    from mct.cli import parse_seeds
+
+    assert parse_seeds(text) == expected

@@ -208,3 +208,36 @@ def test_padded_examples_encode_like_the_stream(tmp_path):
     for r in read_records(tmp_path / "train.jsonl", TOK, require_target=True):
         assert TOK.decode(encode_example(r, TOK).input_ids) == r.prompt + r.target
         assert len(r.prompt) == 8 and len(r.target) - r.target.index("#") == len("#0000<eos>")
+
+
+def test_carry_mix_adds_long_carry_chains_deterministically():
+    plain = DataConfig(min_digits=4, max_digits=4, n_train=100_000)
+    mixed = DataConfig(min_digits=4, max_digits=4, n_train=100_000, carry_mix=0.5)
+
+    def chains(cfg, seed=0):
+        fmt = DataFormat.from_config(cfg)
+        ids, _ = GeneratedBatches(cfg, fmt, TOK, 2000, "cpu", seed=seed).next_batch()
+        return [fmt.carry_stats(fmt.operands_from_prompt(t[: t.index("=") + 1]))[1] for t in _decoded_rows(ids)]
+
+    full_plain = sum(c == 4 for c in chains(plain)) / 2000  # a full 4-column chain
+    full_mixed = sum(c == 4 for c in chains(mixed)) / 2000
+    assert full_mixed > full_plain + 0.35  # half of the problems move to the all-carry bucket
+    assert chains(mixed) == chains(mixed)  # deterministic for a seed
+
+
+def test_length_curriculum_grows_the_longest_operand():
+    cfg = DataConfig(min_digits=1, max_digits=5, curriculum_steps=100, n_train=100_000)
+    batches = GeneratedBatches(cfg, DataFormat.from_config(cfg), TOK, 64, "cpu", seed=0)
+    longest = []
+    for _ in range(120):
+        ids, _ = batches.next_batch()
+        longest.append(max(len(t[: t.index("+")]) for t in _decoded_rows(ids)))
+    assert max(longest[:10]) == 1 and max(longest[45:55]) <= 3 and max(longest[100:]) == 5
+    assert longest == sorted(longest) or max(longest[:50]) < 5  # grows, never jumps to the end early
+
+
+def test_carry_mix_is_refused_for_tasks_without_carries():
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError, match="carry_mix"):
+        DataConfig(task="mul", carry_mix=0.2)

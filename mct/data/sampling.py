@@ -448,13 +448,32 @@ def mod_partition(modulus: int, train_fraction: float, seed: int) -> tuple[list,
     return pairs[:n_train], rest[:half], rest[half:]
 
 
-def stream_weights(task: str, min_digits: int, max_digits: int, total: int) -> tuple[list[Bucket], np.ndarray]:
+def stream_weights(task: str, min_digits: int, max_digits: int, total: int, carry_mix: float = 0.0,
+                   longest: int | None = None) -> tuple[list[Bucket], np.ndarray]:
     """The buckets of the training stream and the probability of each: the quotas `mct gen` would give
-    a data set of `total` problems (`allocate`), so the stream is balanced exactly like a generated set."""
-    buckets = space_buckets(task, length_pairs(min_digits, max_digits))
+    a data set of `total` problems (`allocate`), so the stream is balanced exactly like a generated set.
+
+    `carry_mix` moves that share of the probability to the bucket of each length pair where every column
+    carries (the longest chains); `longest` keeps only operands of at most that many digits (a length
+    curriculum)."""
+    pairs = [p for p in length_pairs(min_digits, max_digits) if longest is None or max(p) <= longest]
+    buckets = space_buckets(task, pairs)
     quotas = allocate(buckets, min(capacity(buckets), total))
     flat = [(b, q) for group, qs in zip(buckets, quotas) for b, q in zip(group, qs) if q > 0]
     weights = np.array([q for _, q in flat], dtype=np.float64)
+    weights /= weights.sum()
+    if carry_mix:
+        tops = {}
+        for i, (bucket, _) in enumerate(flat):
+            if bucket.carries is not None and bucket.carries >= tops.get(bucket.digits, (-1, 0))[0]:
+                tops[bucket.digits] = (bucket.carries, i)
+        pair_share = {}
+        for (bucket, _), w in zip(flat, weights):
+            pair_share[bucket.digits] = pair_share.get(bucket.digits, 0.0) + w
+        chains = np.zeros_like(weights)
+        for digits, (_, i) in tops.items():
+            chains[i] = pair_share[digits]  # each length pair keeps its share; within it, the longest chain
+        weights = (1 - carry_mix) * weights + carry_mix * chains / chains.sum()
     return [b for b, _ in flat], weights / weights.sum()
 
 

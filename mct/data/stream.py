@@ -70,24 +70,38 @@ class GeneratedBatches:
         self.seed = seed
         self.width = sequence_width(data_format, tokenizer, data_config)
         check_width(self.width, data_config.max_seq_len)
-        self.buckets, self.probabilities = sampling.stream_weights(
-            data_format.task, data_config.min_digits, data_config.max_digits,
-            data_config.n_train + data_config.n_val + data_config.n_test)
+        self._weights: dict[int, tuple] = {}
         self.steps_per_chunk = max(1, CHUNK_PROBLEMS // batch_size)
+        if data_config.curriculum_steps:  # the longest operand grows chunk by chunk: keep chunks short
+            self.steps_per_chunk = max(1, min(self.steps_per_chunk, data_config.curriculum_steps // 20))
         self.chunk_index, self.position = 0, 0
         self._chunk = None
 
-    def _draw(self, rng: np.random.Generator, size: int):
+    def longest_at(self, step: int) -> int:
+        """The longest operand the stream draws at `step` (the length curriculum; max_digits without one)."""
+        c = self.config
+        if not c.curriculum_steps or step >= c.curriculum_steps:
+            return c.max_digits
+        return c.min_digits + int((c.max_digits - c.min_digits + 1) * step / c.curriculum_steps)
+
+    def weights(self, longest: int) -> tuple:
+        if longest not in self._weights:
+            c = self.config
+            self._weights[longest] = sampling.stream_weights(
+                self.renderer.format.task, c.min_digits, c.max_digits, c.n_train + c.n_val + c.n_test,
+                carry_mix=c.carry_mix, longest=longest)
+        return self._weights[longest]
+
+    def _draw(self, rng: np.random.Generator, size: int, longest: int):
         """`size` problems none of which is held out: digit matrices and lengths."""
-        a, a_len, b, b_len = sampling.sample_stream(rng, self.buckets, self.probabilities, size,
-                                                    self.config.max_digits)
+        buckets, probabilities = self.weights(longest)
+        a, a_len, b, b_len = sampling.sample_stream(rng, buckets, probabilities, size, self.config.max_digits)
         if self.exclude:
             for _ in range(100):
                 held = np.array([p in self.exclude for p in zip(_operand_key(a, a_len), _operand_key(b, b_len))])
                 if not held.any():
                     break
-                fresh = sampling.sample_stream(rng, self.buckets, self.probabilities, int(held.sum()),
-                                               self.config.max_digits)
+                fresh = sampling.sample_stream(rng, buckets, probabilities, int(held.sum()), self.config.max_digits)
                 for array, new in zip((a, a_len, b, b_len), fresh):
                     array[held] = new
             else:
@@ -97,7 +111,8 @@ class GeneratedBatches:
 
     def _render_chunk(self, index: int) -> None:
         rng = sampling.make_rng(self.seed, f"stream:{index}")
-        a, a_len, b, b_len = self._draw(rng, self.steps_per_chunk * self.batch_size)
+        a, a_len, b, b_len = self._draw(rng, self.steps_per_chunk * self.batch_size,
+                                        self.longest_at(index * self.steps_per_chunk))
         def to(array):  # pinned host memory makes the one copy per chunk asynchronous on CUDA
             tensor = torch.from_numpy(array)
             return (tensor.pin_memory() if self.device.type == "cuda" else tensor).to(self.device, non_blocking=True)

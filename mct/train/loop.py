@@ -417,3 +417,17 @@ def train(config: Config, run_dir: str | Path, resume: bool = False, force: bool
             return run.finish(stopped)
         finally:
             random.setstate(python_state)
+
+
+def train_seeds(config: Config, run_dir: str | Path, seeds: list[int], force: bool = False,
+                progress: Progress | None = None, stop: Callable[[], bool] | None = None) -> list[TrainResult]:
+    """The same config once per seed (`train.seed`), one after the other, in `run_dir/seed-N`; small
+    models learn for some seeds and not others, so each run folder is kept. Stops after an interrupted run."""
+    results = []
+    for seed in seeds:
+        seeded = config.model_copy(deep=True)
+        seeded.train.seed = seed
+        results.append(train(seeded, Path(run_dir) / f"seed-{seed}", force=force, progress=progress, stop=stop))
+        if results[-1].stopped == "interrupted":
+            break
+    return results

@@ -25,6 +25,7 @@ Design, in brief:
 
 from __future__ import annotations
 
+import contextlib
 import math
 from typing import Callable, Iterable, Mapping
 
@@ -127,6 +128,18 @@ class RotaryTables(nn.Module):
         return cos.to(dtype), sin.to(dtype)
 
 
+def sdpa_backends(q: torch.Tensor, attn_mask: torch.Tensor | None):
+    """The fused attention kernels allowed for this call. On CUDA, with an explicit mask and gradients, the
+    cuDNN backend is left out: its backward returns NaN query gradients when the sequence length is 64 mod
+    128 and a row's log-sum-exp is very negative (the seed's gpu-small NaN at step 2,286 on an H100 in bf16;
+    pytorch/pytorch#196678). Flash, memory-efficient and math kernels compute the same function."""
+    if q.is_cuda and attn_mask is not None and torch.is_grad_enabled():
+        from torch.nn.attention import SDPBackend, sdpa_kernel
+
+        return sdpa_kernel([SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH])
+    return contextlib.nullcontext()
+
+
 class Attention(nn.Module):
     """Multi-head causal self-attention with RoPE, a fast (SDPA) and an explicit path, and hook points.
 
@@ -186,10 +199,11 @@ class Attention(nn.Module):
 
         if weights_out is None and not self._pattern_hooked():
             # fast path (fused kernel); a fully masked query row yields zeros
-            z = F.scaled_dot_product_attention(
-                q, k, v, attn_mask=attn_mask, is_causal=attn_mask is None,
-                dropout_p=self.dropout if self.training else 0.0,
-            )
+            with sdpa_backends(q, attn_mask):
+                z = F.scaled_dot_product_attention(
+                    q, k, v, attn_mask=attn_mask, is_causal=attn_mask is None,
+                    dropout_p=self.dropout if self.training else 0.0,
+                )
         else:
             # explicit path: the same function, with the pattern visible
             allowed = attn_mask if attn_mask is not None else torch.ones(

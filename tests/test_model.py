@@ -400,3 +400,27 @@ def test_generate_refuses_right_padding_and_overlong_requests():
         model.generate(ids, 2, attention_mask=mask)
     with pytest.raises(MctError, match="max_seq_len"):
         model.generate(ids[:, :3], 8)
+
+
+def test_masked_training_attention_on_cuda_leaves_out_the_cudnn_kernel(monkeypatch):
+    """cuDNN's attention backward returns NaN for some masked batches of length 64 mod 128 (the seed's
+    gpu-small NaN): masked attention with gradients on CUDA runs on the other fused kernels."""
+    import torch.nn.attention as attention
+
+    from mct.model import sdpa_backends
+
+    chosen = {}
+    monkeypatch.setattr(attention, "sdpa_kernel", lambda backends: chosen.setdefault("backends", backends))
+
+    class FakeCuda:
+        is_cuda = True
+
+    mask = torch.ones(1, 1, 4, 4, dtype=torch.bool)
+    sdpa_backends(FakeCuda(), mask)
+    assert attention.SDPBackend.CUDNN_ATTENTION not in chosen["backends"]
+    assert attention.SDPBackend.FLASH_ATTENTION in chosen["backends"]
+    chosen.clear()
+    with torch.no_grad():  # no backward, no bug: every kernel stays allowed
+        sdpa_backends(FakeCuda(), mask)
+    sdpa_backends(FakeCuda(), None)  # the causal path without a mask (training batches) is not affected
+    assert not chosen

@@ -4,6 +4,7 @@ Without the package these tests are skipped, unless REQUIRE_TRANSFORMER_LENS=1 (
 makes a missing package a failure."""
 
 import itertools
+import json
 import os
 import warnings
 
@@ -123,3 +124,16 @@ def test_mct_logit_attributions_equal_transformerlens_after_fold_ln():
         theirs = tl_cache.logit_attrs(tl_cache.stack_head_results(pos_slice=-1), tokens, pos_slice=-1)
     assert ours.shape == theirs.shape == (8, 2)
     assert (ours - theirs).abs().max() < 1e-4
+
+
+def test_mct_export_writes_a_checked_transformer_lens_file(tiny_trained_checkpoint, tmp_path, capsys):
+    from mct.cli import main
+
+    out = tmp_path / "demo_tl.pt"
+    with pytest.raises(SystemExit) as exit_info:
+        main(["export", str(tiny_trained_checkpoint), "--to", "transformer-lens", str(out), "--json"])
+    assert exit_info.value.code == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["max_abs_logit_diff"] < 1e-4 and summary["cfg"]["positional_embedding_type"] == "standard"
+    saved = torch.load(out, weights_only=True)
+    assert saved["cfg"] == summary["cfg"]

@@ -24,7 +24,7 @@ import torch
 from mct.errors import MctError
 from mct.generation import model_device, to_device
 
-__all__ = ["ablate_heads", "activation_patching", "patch_activation"]
+__all__ = ["ablate_heads", "activation_patching", "head_ablation_hooks", "patch_activation"]
 
 # [B, T, H, Dh] activations: the head axis is 2. Patterns and scores are [B, H, T, T_k]: head 1, query 2.
 _HEAD_AXIS_NAMES = ("attn.hook_q", "attn.hook_k", "attn.hook_v", "attn.hook_rot_q", "attn.hook_rot_k",
@@ -63,6 +63,20 @@ def ablate_heads(model, heads: Sequence[tuple[int, int]], mode: str = "zero",
         raise MctError(f"ablation mode must be 'zero' or 'mean', got {mode!r}")
     if (mode == "mean") != (mean_over is not None):
         raise MctError("mode='mean' needs mean_over (reference input_ids [B, T]); mode='zero' takes none")
+    means = None
+    if mode == "mean" and heads:
+        layers = sorted({layer for layer, _ in heads if 0 <= layer < len(model.blocks)})
+        _, cache = model.run_with_cache(mean_over, names_filter=[f"blocks.{i}.attn.hook_z" for i in layers],
+                                        no_grad=True)
+        means = {layer: cache["z", layer].mean(dim=(0, 1)) for layer in layers}  # each [H, Dh]
+    return model.hooks(fwd_hooks=head_ablation_hooks(model, heads, means))
+
+
+def head_ablation_hooks(model, heads: Sequence[tuple[int, int]], means: dict | None = None) -> list[tuple]:
+    """The hooks (for `model.hooks` / `run_with_hooks`) that replace the output z of each (layer, head) at
+    `blocks.{layer}.attn.hook_z`: with zeros, or with `means[layer][head]`, where `means[layer]` is
+    [H, Dh] (one mean for every position) or [T, H, Dh] (a mean per position; an input may be shorter).
+    MctError for a layer or head out of range."""
     by_layer: dict[int, list[int]] = {}
     for layer, head in heads:
         if not 0 <= layer < len(model.blocks):
@@ -70,24 +84,19 @@ def ablate_heads(model, heads: Sequence[tuple[int, int]], mode: str = "zero",
                            f"(0..{len(model.blocks) - 1})")
         _check_head(model, head, f"(layer {layer})")
         by_layer.setdefault(layer, []).append(head)
-    names = {layer: f"blocks.{layer}.attn.hook_z" for layer in by_layer}
 
-    means: dict[str, torch.Tensor] = {}
-    if mode == "mean" and names:
-        _, cache = model.run_with_cache(mean_over, names_filter=list(names.values()), no_grad=True)
-        means = {name: cache[name].mean(dim=(0, 1)) for name in names.values()}  # each [H, Dh]
-
-    def ablation(head_list: list[int]):
+    def ablation(layer: int, head_list: list[int]):
         def hook(z, hook):  # z: [B, T, H, Dh]
             z = z.clone()
-            if mode == "zero":
+            if means is None:
                 z[:, :, head_list] = 0.0
             else:
-                z[:, :, head_list] = means[hook.name][head_list].to(z.dtype)
+                mean = means[layer].to(z.device, z.dtype)
+                z[:, :, head_list] = mean[..., head_list, :] if mean.ndim == 2 else mean[:z.shape[1], head_list]
             return z
         return hook
 
-    return model.hooks(fwd_hooks=[(names[layer], ablation(h)) for layer, h in by_layer.items()])
+    return [(f"blocks.{layer}.attn.hook_z", ablation(layer, h)) for layer, h in by_layer.items()]
 
 
 def _selection(shape: torch.Size, position_axis: int, head_axis: int | None, positions, heads,

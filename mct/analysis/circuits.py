@@ -23,8 +23,9 @@ from mct.analysis.interventions import head_ablation_hooks
 from mct.analysis.problems import ProblemSet, Score, score_problems
 
 # A digit is explained by a set of heads when ablating them together drops its accuracy by at least
-# EXPLAINED_DROP (absolute) and by at least FAR_MORE times, and EXPLAINED_MARGIN more than, the mean drop
-# of ablating as many other heads (CONTROL_SETS random sets).
+# EXPLAINED_DROP (absolute), at least FAR_MORE times the mean drop of ablating as many other heads, and
+# EXPLAINED_MARGIN more than the largest such drop. The other sets (CONTROL_SETS of them): the next heads
+# by single-ablation effect (the strongest rivals), then random sets.
 EXPLAINED_DROP = 0.25
 FAR_MORE = 3.0
 EXPLAINED_MARGIN = 0.2
@@ -126,7 +127,8 @@ def ablation_sweep(model, problems: ProblemSet) -> AblationSweep:
 class DigitCheck:
     """The causal check of one answer place: the heads named for it (`named`, by single-head mean-ablation
     effect, then attention share), the accuracy drop when they are mean-ablated together (`named_drop`),
-    the drops of `control_sets` of as many other heads, and whether the named set explains the digit."""
+    the drops of `control_sets` of as many other heads (the strongest others first), and whether the named
+    set explains the digit (`explains`)."""
 
     place: int
     clean_accuracy: float
@@ -141,19 +143,25 @@ class DigitCheck:
     def control_drop(self) -> float:
         return sum(self.control_drops) / len(self.control_drops) if self.control_drops else 0.0
 
+    @property
+    def control_drop_max(self) -> float:
+        return max(self.control_drops, default=0.0)
+
     def to_dict(self) -> dict:
         return {"place": self.place, "clean_accuracy": self.clean_accuracy,
                 "named_heads": [list(h) for h in self.named], "named_drop": self.named_drop,
                 "named_exact_match_drop": self.named_exact_match_drop,
                 "control_heads": [[list(h) for h in s] for s in self.control_sets],
                 "control_drops": self.control_drops, "control_drop_mean": self.control_drop,
+                "control_drop_max": self.control_drop_max,
                 "explained": self.explained}
 
 
 def explains(drop: float, control_drops: list[float]) -> bool:
-    control = sum(control_drops) / len(control_drops) if control_drops else 0.0
-    return (drop >= EXPLAINED_DROP and drop >= FAR_MORE * control and drop >= control + EXPLAINED_MARGIN
-            and bool(control_drops))
+    if not control_drops:
+        return False
+    mean = sum(control_drops) / len(control_drops)
+    return drop >= EXPLAINED_DROP and drop >= FAR_MORE * mean and drop >= max(control_drops) + EXPLAINED_MARGIN
 
 
 def check_digit(model, problems: ProblemSet, sweep: AblationSweep, share: torch.Tensor, place: int,
@@ -172,7 +180,7 @@ def check_digit(model, problems: ProblemSet, sweep: AblationSweep, share: torch.
         named = ranked[:size]
         scores = ablate(model, problems, named, sweep.means)
         others = [h for h in heads if h not in named]
-        controls = _control_sets(others, size, rng)
+        controls = _control_sets(ranked[size:], size, rng)  # ranked[size:] are the others, strongest first
         control_drops = [clean - ablate(model, problems, c, sweep.means).digit_accuracy[place] for c in controls]
         drop = clean - scores.digit_accuracy[place]
         tried = DigitCheck(place, clean, named, drop, sweep.clean.exact_match - scores.exact_match, controls,
@@ -185,10 +193,11 @@ def check_digit(model, problems: ProblemSet, sweep: AblationSweep, share: torch.
 
 
 def _control_sets(others: list, size: int, rng: random.Random) -> list[list]:
-    """Up to CONTROL_SETS distinct random sets of `size` heads from `others`."""
+    """Up to CONTROL_SETS distinct sets of `size` heads from `others` (strongest first): the first `size`
+    of them, then random sets."""
     if math.comb(len(others), size) <= CONTROL_SETS:
         return [list(c) for c in itertools.combinations(others, size)]
-    sets: list[list] = []
+    sets: list[list] = [sorted(others[:size])]
     while len(sets) < CONTROL_SETS:
         candidate = sorted(rng.sample(others, size))
         if candidate not in sets:

@@ -201,16 +201,17 @@ def findings(report: dict) -> list[str]:
         if check["explained"]:
             lines.append(f"The {name} digit is carried by {heads}: mean-ablating {'it' if count == 1 else 'them together'} "
                          f"drops its accuracy by {_points(check['named_drop'])}, against "
-                         f"{_points(check['control_drop_mean'])} on average for {len(check['control_drops'])} "
-                         f"sets of {count} other head{'s' if count > 1 else ''}.")
+                         f"{_points(check['control_drop_mean'])} on average and {_points(check['control_drop_max'])} "
+                         f"at most for {len(check['control_drops'])} sets of {count} other "
+                         f"head{'s' if count > 1 else ''}.")
         elif not count:
             lines.append(f"The {name} digit: the model has a single head, so no comparison with other heads is possible.")
         else:
             which = "the head" if count == 1 else f"the {count} heads"
             lines.append(f"No small set of heads explains the {name} digit: {which} with the largest effect "
                          f"({heads}) drop{'s' if count == 1 else ''} its accuracy by {_points(check['named_drop'])}"
-                         f"{'' if count == 1 else ' together'}, {_points(check['control_drop_mean'])} for as many "
-                         "other heads.")
+                         f"{'' if count == 1 else ' together'}, against {_points(check['control_drop_mean'])} on "
+                         f"average and {_points(check['control_drop_max'])} at most for as many other heads.")
     dla = report["direct_logit_attribution"]
     for k, name in enumerate(report["places"]):
         column = [row[k] for row in dla["values"]]
@@ -317,7 +318,7 @@ def write_figures(report: dict, out: Path, share: torch.Tensor, dla: torch.Tenso
     named = [d["named_drop"] for d in report["digits"]]
     control = [d["control_drop_mean"] for d in report["digits"]]
     ax.bar(x - 0.2, named, width=0.4, label="named heads, ablated together", color="tab:red")
-    ax.bar(x + 0.2, control, width=0.4, label="as many other heads (mean)", color="tab:gray")
+    ax.bar(x + 0.2, control, width=0.4, label="as many other heads (mean; dots: each set)", color="tab:gray")
     for i, d in enumerate(report["digits"]):
         ax.scatter([i + 0.2] * len(d["control_drops"]), d["control_drops"], color="black", s=8, zorder=3)
         ax.annotate(", ".join(head_label(h) for h in d["named_heads"]) or "-", (i - 0.2, named[i]), fontsize=7,
@@ -423,7 +424,8 @@ def render_html(report: dict) -> str:
     rows = "".join(
         f"<tr><td>{e(report['places'][d['place']])}</td><td>{_pct(d['clean_accuracy'])}</td>"
         f"<td>{e(', '.join(head_label(h) for h in d['named_heads']) or '-')}</td><td>{_points(d['named_drop'])}</td>"
-        f"<td>{_points(d['control_drop_mean'])}</td><td>{'yes' if d['explained'] else 'no small set'}</td></tr>"
+        f"<td>{_points(d['control_drop_mean'])}</td><td>{_points(d['control_drop_max'])}</td>"
+        f"<td>{'yes' if d['explained'] else 'no small set'}</td></tr>"
         for d in report["digits"])
     figures = "".join(
         f"<figure><img class=\"figure\" src=\"{e(name)}\" alt=\"{e(FIGURE_TITLES[key])}\">"
@@ -446,7 +448,7 @@ scores are teacher-forced (exact match equals greedy decoding's). Numbers in <co
 <h2>Findings</h2><ul>{items}</ul>
 <h2>Causal check</h2>
 <table><tr><th>digit</th><th>accuracy</th><th>named heads</th><th>drop, named heads ablated together</th>
-<th>drop, as many other heads (mean)</th><th>explained</th></tr>{rows}</table>
+<th>drop, as many other heads (mean)</th><th>(largest)</th><th>explained</th></tr>{rows}</table>
 {figures}
 {_CHECK_SCRIPT}
 </body></html>

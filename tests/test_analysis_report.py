@@ -243,3 +243,17 @@ def test_mct_export_refuses_other_targets_and_existing_files(tiny_trained_checkp
     assert out.read_bytes() == b"keep me"
     assert run_cli("export", str(tiny_trained_checkpoint), str(tmp_path / "x.pt"), "--to", "onnx") == 2
     assert "transformer-lens" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("fields", [
+    dict(task="sub"), dict(task="mul", max_seq_len=32), dict(task="add", answer_order="plain"),
+    dict(task="add", use_steps=True, max_seq_len=64),
+])
+def test_every_task_and_format_gets_a_report(fields, tmp_path):
+    from tiny_checkpoint import make_checkpoint
+
+    report = analyze(make_checkpoint(tmp_path / "model.pt", **fields), tmp_path / "out", problems=60)
+    places = len(report["places"])
+    assert len(report["digits"]) == places and len(report["attention_share"][0]) == places
+    assert report["probes"] is None or [c["column"] for c in report["probes"]["columns"]] == list(range(1, places))
+    assert (tmp_path / "out" / "index.html").is_file()

@@ -166,12 +166,12 @@ def explains(drop: float, control_drops: list[float]) -> bool:
 
 def check_digit(model, problems: ProblemSet, sweep: AblationSweep, share: torch.Tensor, place: int,
                 max_heads: int | None = None, seed: int = 0) -> DigitCheck:
-    """Name the fewest heads (at most `max_heads`, default a third of all heads, at least 1 and at most 4)
+    """Name the fewest heads (at most `max_heads`, default half of all heads, at least 1 and at most 4)
     whose joint mean ablation explains answer place `place` (see `explains`), trying the heads in order
     of their single-ablation effect on that place; where no such set exists, the largest set tried is
     reported with `explained` False."""
     heads = sweep.heads
-    max_heads = max_heads or max(1, min(4, len(heads) // 3))
+    max_heads = max_heads or max(1, min(4, len(heads) // 2))
     ranked = sorted(heads, key=lambda h: (-sweep.drop("mean", h, place), -float(share[h[0], h[1], place])))
     clean = sweep.clean.digit_accuracy[place]
     rng = random.Random(f"{seed}:{place}")

@@ -608,9 +608,11 @@ def export(
     force: Annotated[bool, typer.Option("--force", help="Overwrite an existing output file.")] = False,
     json_out: Annotated[bool, typer.Option("--json", help="Print the export summary as JSON on stdout.")] = False,
 ) -> None:
-    """Export a model to TransformerLens: OUT holds {"cfg": HookedTransformerConfig arguments, "state_dict"}
-    (tensors and plain data). The export is checked: the HookedTransformer's logits on a batch of the
-    model's own problems must equal mct's within 1e-4. Needs the tl extra: pip install 'mct[tl]'.
+    """Export a model to TransformerLens.
+
+    OUT holds {"cfg": HookedTransformerConfig arguments, "state_dict"} (tensors and plain data). The export
+    is checked: the HookedTransformer's logits on a batch of the model's own problems must equal mct's
+    within 1e-4. Needs the tl extra: pip install 'mct[tl]'.
 
     Example: mct export runs/demo/best.pt --to transformer-lens runs/demo/demo_tl.pt
     """
@@ -648,8 +650,9 @@ def analyze(
     force: Annotated[bool, typer.Option("--force", help="Overwrite a report already in --out.")] = False,
     json_out: Annotated[bool, typer.Option("--json", help="Print report.json on stdout too.")] = False,
 ) -> None:
-    """Report how an arithmetic model computes: per answer digit the heads that attend to the aligned operand
-    digits, zero/mean ablation of every head and a causal check of the heads it names, direct logit
+    """Report how an arithmetic model computes.
+
+    Per answer digit: the heads that attend to the aligned operand digits, zero/mean ablation of every head and a causal check of the heads it names, direct logit
     attribution, carry probes; for a mod model the key Fourier frequencies and, over the run's saved
     checkpoints, train/test loss with restricted and excluded loss. Open OUT/index.html (offline).
 

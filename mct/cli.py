@@ -652,9 +652,10 @@ def analyze(
 ) -> None:
     """Report how an arithmetic model computes.
 
-    Per answer digit: the heads that attend to the aligned operand digits, zero/mean ablation of every head and a causal check of the heads it names, direct logit
-    attribution, carry probes; for a mod model the key Fourier frequencies and, over the run's saved
-    checkpoints, train/test loss with restricted and excluded loss. Open OUT/index.html (offline).
+    Per answer digit: the heads that attend to the aligned operand digits, zero/mean ablation of every
+    head and a causal check of the heads it names, direct logit attribution, carry probes; for a mod model
+    the key Fourier frequencies and, over the run's saved checkpoints, train/test loss with restricted and
+    excluded loss. Open OUT/index.html (offline).
 
     Example: mct analyze runs/demo/best.pt --out runs/demo/analysis
     """

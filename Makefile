@@ -29,6 +29,10 @@ $(STAMP): pyproject.toml
 		$(BIN)/pip install -q torch; \
 	fi
 	$(BIN)/pip install -q -e ".[dev]"
+	@# the tl extra (TransformerLens, for mct export and its tests), never at the cost of the torch chosen above
+	@$(BIN)/python -c "import torch; print('torch==' + torch.__version__)" > $(VENV)/torch-pin.txt
+	@$(BIN)/pip install -q -e ".[dev,tl]" -c $(VENV)/torch-pin.txt || \
+		echo "transformer_lens: not installed (it needs torch>=2.6; this venv has $$(cat $(VENV)/torch-pin.txt)); the export tests are skipped"
 	@touch $(STAMP)
 
 # The demo (re)creates runs/demo: train the default 3-digit adder, evaluate it, draw its attention.

@@ -727,3 +727,80 @@ def main(argv: Optional[list[str]] = None) -> None:
         _error(f"cannot access{where}: {describe_os_error(exc)}")
         sys.exit(2)
     sys.exit(result if isinstance(result, int) else 0)
+
+
+@app.command()
+def export(
+    checkpoint: Annotated[Path, typer.Argument(help="Checkpoint (.pt) written by `mct train`.")],
+    out: Annotated[Path, typer.Argument(help="Output file (.pt) for the exported model.")],
+    to: Annotated[str, typer.Option("--to", help="Target library: transformer-lens.")] = "transformer-lens",
+    force: Annotated[bool, typer.Option("--force", help="Overwrite an existing output file.")] = False,
+    json_out: Annotated[bool, typer.Option("--json", help="Print the export summary as JSON on stdout.")] = False,
+) -> None:
+    """Export a model to TransformerLens.
+
+    OUT holds {"cfg": HookedTransformerConfig arguments, "state_dict"} (tensors and plain data). The export
+    is checked: the HookedTransformer's logits on a batch of the model's own problems must equal mct's
+    within 1e-4. Needs the tl extra: pip install 'mct[tl]'.
+
+    Example: mct export runs/demo/best.pt --to transformer-lens runs/demo/demo_tl.pt
+    """
+    from mct.analysis.problems import problem_set, sample_operands
+    from mct.checkpoint import load_checkpoint
+    from mct.data.format import DataFormat
+    from mct.export import export_transformer_lens
+
+    if to.strip().lower().replace("_", "-") not in ("transformer-lens", "transformerlens", "tl"):
+        raise MctError(f"--to {to}: the only export target is transformer-lens")
+    if out.exists() and not force:
+        raise MctError(f"{out} already exists; pass --force to overwrite it or choose another file")
+    loaded = load_checkpoint(checkpoint, device="cpu")
+    fmt = DataFormat.from_dict(loaded.data_format)
+    problems = problem_set(fmt, loaded.tokenizer, sample_operands(fmt, loaded.config.data, 64),
+                           loaded.model.config.max_seq_len)
+    result = export_transformer_lens(loaded.model, out, check_ids=problems.input_ids)
+    if json_out:
+        print(json.dumps(result, indent=2))
+        return
+    err_console.print(f"wrote {out}: HookedTransformer with {result['cfg']['n_layers']} layers, "
+                      f"{result['cfg']['positional_embedding_type']} positions; logits on {len(problems)} problems "
+                      f"within {result['max_abs_logit_diff']:.1e} of mct's", highlight=False, soft_wrap=True)
+
+
+@app.command()
+def analyze(
+    checkpoint: Annotated[Path, typer.Argument(help="Checkpoint (.pt) written by `mct train`.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Report folder: report.json, PNG figures, index.html.")],
+    problems: Annotated[int, typer.Option(min=20, help="Problems of the model's task to analyse.")] = 512,
+    seed: Annotated[int, typer.Option(help="Seed of the problem sample and the control heads.")] = 0,
+    checkpoints: Annotated[Optional[list[Path]], typer.Option("--checkpoints", help="mod: the run's checkpoints (files or folders; default: the .pt files beside CKPT and in its checkpoints/ folder).")] = None,
+    max_checkpoints: Annotated[int, typer.Option(min=2, help="mod: at most this many checkpoints on the progress curve.")] = 40,
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:N or mps.")] = "cpu",
+    force: Annotated[bool, typer.Option("--force", help="Overwrite a report already in --out.")] = False,
+    json_out: Annotated[bool, typer.Option("--json", help="Print report.json on stdout too.")] = False,
+) -> None:
+    """Report how an arithmetic model computes.
+
+    Per answer digit: the heads that attend to the aligned operand digits, zero/mean ablation of every
+    head and a causal check of the heads it names, direct logit attribution, carry probes; for a mod model
+    the key Fourier frequencies and, over the run's saved checkpoints, train/test loss with restricted and
+    excluded loss. Open OUT/index.html (offline).
+
+    Example: mct analyze runs/demo/best.pt --out runs/demo/analysis
+    """
+    from mct.analysis.report import analyze as run_analysis, existing_report
+    from mct.device import resolve_device
+
+    existing = existing_report(out)
+    if existing and not force:
+        raise MctError(f"{out} already holds a report ({', '.join(existing)}); pass --force to overwrite it")
+    with err_console.status("analysing") as status:
+        report = run_analysis(checkpoint, out, problems=problems, seed=seed, checkpoints=checkpoints,
+                              max_checkpoints=max_checkpoints, device=str(resolve_device(device)),
+                              progress=lambda message: status.update(f"analysing: {message}"))
+    if json_out:
+        print(json.dumps(report, indent=1))
+    for line in report["findings"]:
+        err_console.print(f"- {line}", highlight=False, soft_wrap=True)
+    err_console.print(f"wrote {out / 'index.html'} and {len(report['figures'])} figures", highlight=False,
+                      soft_wrap=True)

@@ -16,8 +16,12 @@ Design, in brief:
   an explicit softmax (inspectable). The explicit one runs when weights are requested, or when a hook sits
   on that layer's `attn.hook_attn_scores` / `attn.hook_pattern` (so `run_with_cache` sees real patterns).
 - Every activation worth studying passes through an identity `HookPoint` named like TransformerLens
-  (`blocks.0.attn.hook_z`, ...). With no hook registered a HookPoint is one cheap module call; a forward
-  hook that returns a tensor replaces the activation (ablation, patching).
+  (`blocks.0.attn.hook_z`, ...); `mct.hooks` holds the mechanism (`hooks()`, `run_with_hooks`,
+  `run_with_cache`, `ActivationCache`). With no hook registered a HookPoint is one cheap check; a hook that
+  returns a tensor replaces the activation (ablation, patching). Per-head outputs (`attn.hook_result`) and
+  norm scales (`hook_scale`) are computed only when hooked.
+- Weight views in TransformerLens layout (`W_Q [H, D, Dh]`, `W_O [H, Dh, D]`, `W_E [V, D]`, `W_U [D, V]`,
+  stacked over layers on the model) read each projection through one helper (`dense`).
 - One forward path: with `cache` (a `mct.generation.KVCache`) `input_ids` are the tokens after the cached
   ones and attend to those too; `generate`, `generate_next_token` live in `mct.generation`.
 - Inputs on another device than the model (say CPU tensors and a model on cuda) are moved to the model's.
@@ -27,47 +31,43 @@ from __future__ import annotations
 
 import contextlib
 import math
-from typing import Callable, Iterable, Mapping
+from typing import Mapping
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-import torch.nn.modules.module as _module_hooks
 from pydantic import ValidationError
 
 from mct import generation
 from mct.config import Config, ModelConfig
 from mct.errors import MctError
 from mct.generation import KVCache, to_device
+from mct.hooks import ActivationCache, HookedRootModule, HookPoint
 
-__all__ = ["ActivationCache", "CompactTransformer", "HookPoint", "apply_rope", "create_model"]
+__all__ = ["ActivationCache", "CompactTransformer", "HookPoint", "apply_rope", "create_model", "dense"]
 
 
 # ---------------------------------------------------------------------------------------------
 # building blocks
 # ---------------------------------------------------------------------------------------------
 
-class HookPoint(nn.Module):
-    """Identity module that names an activation. Register PyTorch forward hooks on it to read it, or
-    return a tensor from the hook to replace it. `name` is its path in the model (`blocks.0.hook_resid_pre`)."""
+def dense(projection: nn.Module) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """(weight [out, in], bias [out] or None) of a projection: the one place the weight views read a
+    projection's effective dense matrix."""
+    return projection.weight, projection.bias
 
-    def __init__(self):
-        super().__init__()
-        self.name = ""
 
-    def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        # without hooks, skip nn.Module's call machinery entirely: unused hook points cost one check
-        if self._forward_hooks or self._forward_pre_hooks or _module_hooks._global_forward_hooks or \
-                _module_hooks._global_forward_pre_hooks:
-            return super().__call__(x)
-        return x
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x
+def _bias_or_zeros(bias: torch.Tensor | None, size: int, like: torch.Tensor) -> torch.Tensor:
+    return bias if bias is not None else like.new_zeros(size)
 
 
 class Norm(nn.Module):
-    """Pre-norm: LayerNorm (weight and bias) or RMSNorm (weight only). x [..., D] -> [..., D]."""
+    """Pre-norm: LayerNorm (weight and bias) or RMSNorm (weight only). x [..., D] -> [..., D].
+
+    Hook points, as in TransformerLens: hook_scale [..., 1] (sqrt(mean square of the centred (LayerNorm)
+    or raw (RMSNorm) input + eps)) and hook_normalized [..., D] (the input centred and divided by the scale,
+    before weight and bias). When either is hooked the norm is computed explicitly, else by the fused op.
+    """
 
     def __init__(self, d_model: int, norm_type: str, eps: float = 1e-5):
         super().__init__()
@@ -75,14 +75,19 @@ class Norm(nn.Module):
         self.eps = eps
         self.weight = nn.Parameter(torch.ones(d_model))
         self.bias = nn.Parameter(torch.zeros(d_model)) if norm_type == "layernorm" else None
+        self.hook_scale = HookPoint()
         self.hook_normalized = HookPoint()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not (self.hook_scale.has_hooks() or self.hook_normalized.has_hooks()):
+            if self.norm_type == "layernorm":
+                return F.layer_norm(x, self.weight.shape, self.weight, self.bias, self.eps)
+            return F.rms_norm(x, self.weight.shape, self.weight, self.eps)
         if self.norm_type == "layernorm":
-            x = F.layer_norm(x, self.weight.shape, self.weight, self.bias, self.eps)
-        else:
-            x = F.rms_norm(x, self.weight.shape, self.weight, self.eps)
-        return self.hook_normalized(x)
+            x = x - x.mean(-1, keepdim=True)
+        scale = self.hook_scale((x.pow(2).mean(-1, keepdim=True) + self.eps).sqrt())  # [..., 1]
+        x = self.hook_normalized(x / scale) * self.weight
+        return x + self.bias if self.bias is not None else x
 
 
 def rotate_half(x: torch.Tensor) -> torch.Tensor:
@@ -145,9 +150,13 @@ class Attention(nn.Module):
 
     Hook points (shapes): hook_q/hook_k/hook_v [B, T, H, Dh] (before RoPE), hook_rot_q/hook_rot_k
     [B, T, H, Dh] (after RoPE; RoPE models only), hook_attn_scores [B, H, T, T_k] (scaled, masked with the
-    dtype's minimum), hook_pattern [B, H, T, T_k] (softmax; masked entries exactly 0), hook_z [B, T, H, Dh].
-    hook_attn_scores and hook_pattern fire on the explicit path only, which a layer takes whenever a hook
-    is registered on either of them.
+    dtype's minimum), hook_pattern [B, H, T, T_k] (softmax; masked entries exactly 0), hook_z [B, T, H, Dh],
+    hook_result [B, T, H, D] (each head's output through W_O, without b_O; the layer's output is their sum
+    plus b_O). hook_attn_scores and hook_pattern fire on the explicit path only, which a layer takes
+    whenever either is hooked; hook_result is computed only when hooked.
+
+    Weight views (TransformerLens layout): W_Q, W_K, W_V [H, D, Dh], W_O [H, Dh, D], b_Q, b_K, b_V [H, Dh],
+    b_O [D].
     """
 
     def __init__(self, config: ModelConfig):
@@ -171,18 +180,38 @@ class Attention(nn.Module):
         self.hook_attn_scores = HookPoint()
         self.hook_pattern = HookPoint()
         self.hook_z = HookPoint()
+        self.hook_result = HookPoint()
 
-    def _pattern_hooked(self) -> bool:
-        return bool(self.hook_pattern._forward_hooks or self.hook_pattern._forward_pre_hooks
-                    or self.hook_attn_scores._forward_hooks or self.hook_attn_scores._forward_pre_hooks)
+    # ---- weight views: one helper per projection reads its dense weight ---------------------------
+
+    def _qkv(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(weight [3, H, Dh, D], bias [3, H, Dh]) of the query, key and value projections."""
+        weight, bias = dense(self.qkv)
+        weight = weight.view(3, self.num_heads, self.head_dim, weight.shape[-1])
+        return weight, _bias_or_zeros(bias, weight.shape[0] * self.num_heads * self.head_dim,
+                                      weight).view(3, self.num_heads, self.head_dim)
+
+    def _out(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(weight [D, H * Dh], bias [D]) of the output projection."""
+        weight, bias = dense(self.out_proj)
+        return weight, _bias_or_zeros(bias, weight.shape[0], weight)
+
+    W_Q = property(lambda self: self._qkv()[0][0].transpose(-1, -2), doc="[H, D, Dh]")
+    W_K = property(lambda self: self._qkv()[0][1].transpose(-1, -2), doc="[H, D, Dh]")
+    W_V = property(lambda self: self._qkv()[0][2].transpose(-1, -2), doc="[H, D, Dh]")
+    b_Q = property(lambda self: self._qkv()[1][0], doc="[H, Dh]")
+    b_K = property(lambda self: self._qkv()[1][1], doc="[H, Dh]")
+    b_V = property(lambda self: self._qkv()[1][2], doc="[H, Dh]")
+    W_O = property(lambda self: self._out()[0].T.reshape(self.num_heads, self.head_dim, -1), doc="[H, Dh, D]")
+    b_O = property(lambda self: self._out()[1], doc="[D]")
 
     def forward(self, x: torch.Tensor, attn_mask: torch.Tensor | None = None, rope=None,
-                weights_out: list | None = None, cache: KVCache | None = None, layer: int = 0) -> torch.Tensor:
+                cache: KVCache | None = None, layer: int = 0) -> torch.Tensor:
         """x [B, T, D] -> [B, T, D].
 
         attn_mask: bool, True = attend, broadcastable to [B, 1, T, T_k] (causal and padding combined), or
-        None for a plain causal square. rope: (cos, sin) each [B or 1, T, 1, Dh]. weights_out: when a list,
-        the pattern [B, H, T, T_k] is appended to it. cache: keys/values of earlier positions (generation).
+        None for a plain causal square. rope: (cos, sin) each [B or 1, T, 1, Dh]. cache: keys/values of
+        earlier positions (generation).
         """
         B, T, _ = x.shape
         q, k, v = self.qkv(x).view(B, T, 3, self.num_heads, self.head_dim).unbind(2)  # each [B, T, H, Dh]
@@ -197,7 +226,7 @@ class Attention(nn.Module):
         if attn_mask is None and k.shape[2] != T:
             raise ValueError("a mask is required when queries and keys differ in length")
 
-        if weights_out is None and not self._pattern_hooked():
+        if not (self.hook_pattern.has_hooks() or self.hook_attn_scores.has_hooks()):
             # fast path (fused kernel); a fully masked query row yields zeros
             with sdpa_backends(q, attn_mask):
                 z = F.scaled_dot_product_attention(
@@ -212,17 +241,21 @@ class Attention(nn.Module):
             scores = self.hook_attn_scores(scores.masked_fill(~allowed, torch.finfo(scores.dtype).min))
             # masked keys: exactly 0; a row with no allowed key: all 0 (not NaN, not uniform)
             pattern = self.hook_pattern(F.softmax(scores, dim=-1).masked_fill(~allowed, 0.0))
-            if weights_out is not None:
-                weights_out.append(pattern)
             z = self.attn_dropout(pattern) @ v
         z = self.hook_z(z.transpose(1, 2))  # [B, T, H, Dh]
+        if self.hook_result.has_hooks():
+            result = self.hook_result(torch.einsum("bthd,hdm->bthm", z, self.W_O))  # [B, T, H, D]
+            return self.resid_dropout(result.sum(2) + self.b_O)
         return self.resid_dropout(self.out_proj(z.reshape(B, T, self.d_model)))
 
 
 class MLP(nn.Module):
     """Feed-forward: gelu (`fc_in` D->F) or gated geglu/swiglu (`fc_in` D->2F, gate and up halves).
 
-    hook_pre [B, T, F] (pre-activation; the gate for gated FFNs), hook_post [B, T, F] (input of fc_out).
+    Hook points, as in TransformerLens: hook_pre [B, T, F] (pre-activation; the gate for gated FFNs),
+    hook_pre_linear [B, T, F] (gated FFNs: the up half, which multiplies act(gate)), hook_post [B, T, F]
+    (input of fc_out). Weight views: W_in [D, F] (the up half for gated FFNs), W_gate [D, F] (gated only,
+    else None), W_out [F, D], b_in, b_gate [F], b_out [D].
     """
 
     def __init__(self, config: ModelConfig):
@@ -234,7 +267,28 @@ class MLP(nn.Module):
         self.fc_out.residual_projection = True
         self.dropout = nn.Dropout(config.dropout)
         self.hook_pre = HookPoint()
+        if gated:
+            self.hook_pre_linear = HookPoint()
         self.hook_post = HookPoint()
+
+    # ---- weight views ---------------------------------------------------------------------------
+
+    def _in(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(weight [F or 2F, D], bias) of fc_in: for gated FFNs the gate half first, then the up half."""
+        weight, bias = dense(self.fc_in)
+        return weight, _bias_or_zeros(bias, weight.shape[0], weight)
+
+    @property
+    def gated(self) -> bool:
+        return self.ffn_type != "gelu"
+
+    W_in = property(lambda self: self._in()[0].chunk(2)[1].T if self.gated else self._in()[0].T, doc="[D, F]")
+    b_in = property(lambda self: self._in()[1].chunk(2)[1] if self.gated else self._in()[1], doc="[F]")
+    W_gate = property(lambda self: self._in()[0].chunk(2)[0].T if self.gated else None, doc="[D, F] or None")
+    b_gate = property(lambda self: self._in()[1].chunk(2)[0] if self.gated else None, doc="[F] or None")
+    W_out = property(lambda self: dense(self.fc_out)[0].T, doc="[F, D]")
+    b_out = property(lambda self: _bias_or_zeros(dense(self.fc_out)[1], self.fc_out.out_features,
+                                                 dense(self.fc_out)[0]), doc="[D]")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x [B, T, D] -> [B, T, D]."""
@@ -243,7 +297,7 @@ class MLP(nn.Module):
             post = F.gelu(self.hook_pre(hidden))
         else:
             gate, up = hidden.chunk(2, dim=-1)
-            gate = self.hook_pre(gate)
+            gate, up = self.hook_pre(gate), self.hook_pre_linear(up)
             post = (F.gelu(gate) if self.ffn_type == "geglu" else F.silu(gate)) * up
         return self.dropout(self.fc_out(self.hook_post(post)))
 
@@ -266,88 +320,25 @@ class Block(nn.Module):
         self.layer = 0
 
     def forward(self, x: torch.Tensor, attn_mask: torch.Tensor | None = None, rope=None,
-                weights_out: list | None = None, cache: KVCache | None = None) -> torch.Tensor:
+                cache: KVCache | None = None) -> torch.Tensor:
         """x [B, T, D] -> [B, T, D]; the other arguments as in `Attention.forward`."""
         x = self.hook_resid_pre(x)
-        x = self.hook_resid_mid(x + self.hook_attn_out(self.attn(self.ln1(x), attn_mask, rope, weights_out,
-                                                                 cache, self.layer)))
+        x = self.hook_resid_mid(x + self.hook_attn_out(self.attn(self.ln1(x), attn_mask, rope, cache, self.layer)))
         return self.hook_resid_post(x + self.hook_mlp_out(self.mlp(self.ln2(x))))
-
-
-# ---------------------------------------------------------------------------------------------
-# activation cache
-# ---------------------------------------------------------------------------------------------
-
-_SHORT_NAMES = {
-    "resid_pre": "hook_resid_pre", "resid_mid": "hook_resid_mid", "resid_post": "hook_resid_post",
-    "attn_out": "hook_attn_out", "mlp_out": "hook_mlp_out",
-    "q": "attn.hook_q", "k": "attn.hook_k", "v": "attn.hook_v", "rot_q": "attn.hook_rot_q",
-    "rot_k": "attn.hook_rot_k", "z": "attn.hook_z", "pattern": "attn.hook_pattern",
-    "attn": "attn.hook_pattern", "attn_scores": "attn.hook_attn_scores", "scores": "attn.hook_attn_scores",
-    "pre": "mlp.hook_pre", "post": "mlp.hook_post",
-    "ln1": "ln1.hook_normalized", "ln2": "ln2.hook_normalized",
-}
-_TOP_NAMES = {"embed": "hook_embed", "pos_embed": "hook_pos_embed", "ln_final": "ln_final.hook_normalized",
-              "normalized": "ln_final.hook_normalized"}
-
-
-def act_name(name: str, layer: int | None = None) -> str:
-    """Full hook name from a short one: ("pattern", 0) -> "blocks.0.attn.hook_pattern", "embed" -> "hook_embed"."""
-    if layer is None:
-        return _TOP_NAMES.get(name, name)
-    return f"blocks.{layer}.{_SHORT_NAMES.get(name, name)}"
-
-
-class ActivationCache(Mapping):
-    """Activations by hook name, from `run_with_cache`. Read-only mapping.
-
-    `cache["blocks.0.attn.hook_pattern"]` or `cache["pattern", 0]` ([B, H, T, T]); `cache["resid_post", 1]`,
-    `cache["embed"]`; `.keys()`, `len(cache)`, `"name" in cache`.
-    """
-
-    def __init__(self, activations: dict[str, torch.Tensor]):
-        self._data = dict(activations)
-
-    def _key(self, key) -> str:
-        if isinstance(key, tuple):
-            if len(key) != 2:
-                raise KeyError(f"index the cache with a hook name or (name, layer), got {key!r}")
-            return act_name(key[0], key[1])
-        return key if key in self._data else act_name(key)
-
-    def __getitem__(self, key) -> torch.Tensor:
-        name = self._key(key)
-        if name not in self._data:
-            raise KeyError(f"{key!r} is not in the cache ({len(self._data)} activations, e.g. "
-                           f"{', '.join(list(self._data)[:4])})")
-        return self._data[name]
-
-    def __contains__(self, key) -> bool:
-        try:
-            return self._key(key) in self._data
-        except KeyError:
-            return False
-
-    def __iter__(self):
-        return iter(self._data)
-
-    def __len__(self) -> int:
-        return len(self._data)
-
-    def __repr__(self) -> str:
-        return f"ActivationCache({len(self._data)} activations)"
 
 
 # ---------------------------------------------------------------------------------------------
 # the model
 # ---------------------------------------------------------------------------------------------
 
-class CompactTransformer(nn.Module):
+class CompactTransformer(HookedRootModule):
     """Decoder-only transformer for arithmetic; see the module docstring for shapes and design.
 
     Submodules: `embed` (token embedding, `[V, D]`), `pos_embed` (learned positions only), `blocks`
     (`model.blocks[i]` returns the residual stream `[B, T, D]`), `ln_final`, `unembed` (D->V, tied to
-    `embed.weight` when `tie_weights`). `hook_dict` maps every hook name to its `HookPoint`.
+    `embed.weight` when `tie_weights`). `hook_dict` maps every hook name to its `HookPoint`; the hook
+    mechanism (`hooks`, `run_with_hooks`, `run_with_cache`, `add_hook`, `reset_hooks`, `register_hook`)
+    comes from `mct.hooks.HookedRootModule`.
     """
 
     def __init__(self, config: ModelConfig):
@@ -378,12 +369,7 @@ class CompactTransformer(nn.Module):
         self.apply(self._init_weights)
         if config.tie_weights:
             self.unembed.weight = self.embed.weight
-        self.hook_dict: dict[str, HookPoint] = {}
-        for name, module in self.named_modules():
-            if isinstance(module, HookPoint):
-                module.name = name
-                self.hook_dict[name] = module
-        self._activation_hooks: dict[str, torch.utils.hooks.RemovableHandle] = {}
+        self.setup_hooks()
 
     def _init_weights(self, module: nn.Module) -> None:
         # nanoGPT: N(0, 0.02) everywhere, residual projections scaled down by sqrt(2 * num_layers) so the
@@ -450,7 +436,7 @@ class CompactTransformer(nn.Module):
         rope = None
         if self.learned_positions or self.place_positions:
             pos = position_ids if position_ids is not None else torch.arange(T, device=input_ids.device)[None]
-            x = x + self.hook_pos_embed(self.pos_embed(pos))
+            x = x + self.hook_pos_embed(self.pos_embed(pos).expand_as(x))  # [B, T, D], as TransformerLens
         elif self.rotary is not None:
             rope = self.rotary.gather(position_ids, T, x.dtype)
         return self.drop(x), rope
@@ -482,17 +468,24 @@ class CompactTransformer(nn.Module):
         if self.place_positions and position_ids is None:
             position_ids = self.place_ids(input_ids, cache)
         position_ids, allowed = self._positions_and_mask(attention_mask, position_ids, B, T, cache)
-        x, rope = self._embed(input_ids, position_ids)
-        weights = [] if return_attention_weights else None
-        for block in self.blocks:
-            x = block(x, allowed, rope, weights, cache)
-        if cache is not None:
-            cache.advance(T)
-        logits = self.unembed(self.ln_final(x))
-        loss = None
-        if labels is not None:
-            loss = self.loss(logits, labels)
+        if not return_attention_weights:
+            logits, loss = self._forward(input_ids, position_ids, allowed, labels, cache)
+            return logits, loss, None
+        weights: list[torch.Tensor] = []  # the patterns, read by a hook like any other activation
+        patterns = [f"blocks.{i}.attn.hook_pattern" for i in range(len(self.blocks))]
+        with self.hooks(fwd_hooks=[(name, lambda pattern, hook: weights.append(pattern)) for name in patterns]):
+            logits, loss = self._forward(input_ids, position_ids, allowed, labels, cache)
         return logits, loss, weights
+
+    def _forward(self, input_ids, position_ids, allowed, labels, cache) -> tuple:
+        """(logits [B, T, V], loss or None) of the prepared inputs (see `forward`)."""
+        x, rope = self._embed(input_ids, position_ids)
+        for block in self.blocks:
+            x = block(x, allowed, rope, cache)
+        if cache is not None:
+            cache.advance(input_ids.shape[1])
+        logits = self.unembed(self.ln_final(x))
+        return logits, (self.loss(logits, labels) if labels is not None else None)
 
     @staticmethod
     def loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -504,68 +497,43 @@ class CompactTransformer(nn.Module):
                                 ignore_index=-100, reduction="sum")
         return total / (targets != -100).sum().clamp(min=1)
 
-    # ---- hooks and analysis ---------------------------------------------------------------------
+    # ---- weight views (TransformerLens layout) ----------------------------------------------------
 
-    def register_hook(self, name: str, module: nn.Module | str, hook_fn: Callable) -> None:
-        """Register `hook_fn(module, input, output)` as a forward hook on `module` (a submodule, e.g.
-        `model.blocks[0]`, or a hook name, e.g. "blocks.0.attn.hook_z") under `name`. Returning a tensor
-        from the hook replaces the module's output. A second hook under the same name replaces the first."""
-        if isinstance(module, str):
-            try:
-                module = self.get_submodule(module)
-            except AttributeError:
-                raise MctError(f"the model has no module {module!r}; hook names: "
-                               f"{', '.join(list(self.hook_dict)[:6])}, ...") from None
-        if name in self._activation_hooks:
-            self._activation_hooks.pop(name).remove()
-        self._activation_hooks[name] = module.register_forward_hook(hook_fn)
+    W_E = property(lambda self: self.embed.weight, doc="token embedding [V, D]")
+    W_U = property(lambda self: self.unembed.weight.T, doc="unembedding [D, V]")
+    b_U = property(lambda self: self.unembed.weight.new_zeros(self.config.vocab_size), doc="[V] (no bias: zeros)")
+    W_pos = property(lambda self: self.pos_embed.weight if self.learned_positions else None,
+                     doc="learned position embedding [max_seq_len, D], None for RoPE or no positions")
 
-    def clear_hooks(self) -> None:
-        """Remove every hook registered with `register_hook`."""
-        for handle in self._activation_hooks.values():
-            handle.remove()
-        self._activation_hooks.clear()
+    def _stacked(self, part: str, name: str) -> torch.Tensor:
+        return torch.stack([getattr(getattr(block, part), name) for block in self.blocks])
 
-    def _select_hooks(self, names_filter) -> list[str]:
-        if names_filter is None:
-            return list(self.hook_dict)
-        if callable(names_filter):
-            return [n for n in self.hook_dict if names_filter(n)]
-        names = [names_filter] if isinstance(names_filter, str) else list(names_filter)
-        unknown = [n for n in names if n not in self.hook_dict]
-        if unknown:
-            raise MctError(f"no hook point named {unknown[0]!r}; examples: {', '.join(list(self.hook_dict)[:6])}")
-        return names
+    W_Q = property(lambda self: self._stacked("attn", "W_Q"), doc="[L, H, D, Dh]")
+    W_K = property(lambda self: self._stacked("attn", "W_K"), doc="[L, H, D, Dh]")
+    W_V = property(lambda self: self._stacked("attn", "W_V"), doc="[L, H, D, Dh]")
+    W_O = property(lambda self: self._stacked("attn", "W_O"), doc="[L, H, Dh, D]")
+    b_Q = property(lambda self: self._stacked("attn", "b_Q"), doc="[L, H, Dh]")
+    b_K = property(lambda self: self._stacked("attn", "b_K"), doc="[L, H, Dh]")
+    b_V = property(lambda self: self._stacked("attn", "b_V"), doc="[L, H, Dh]")
+    b_O = property(lambda self: self._stacked("attn", "b_O"), doc="[L, D]")
+    W_in = property(lambda self: self._stacked("mlp", "W_in"), doc="[L, D, F]")
+    b_in = property(lambda self: self._stacked("mlp", "b_in"), doc="[L, F]")
+    W_gate = property(lambda self: self._stacked("mlp", "W_gate") if self.blocks[0].mlp.gated else None,
+                      doc="[L, D, F], None unless the FFN is gated")
+    b_gate = property(lambda self: self._stacked("mlp", "b_gate") if self.blocks[0].mlp.gated else None,
+                      doc="[L, F], None unless the FFN is gated")
+    W_out = property(lambda self: self._stacked("mlp", "W_out"), doc="[L, F, D]")
+    b_out = property(lambda self: self._stacked("mlp", "b_out"), doc="[L, D]")
 
-    @torch.no_grad()
-    def run_with_cache(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
-                       names_filter: str | Iterable[str] | Callable[[str], bool] | None = None):
-        """Forward pass (no_grad, mode unchanged: call `model.eval()` first to disable dropout) that records
-        activations. names_filter: None (all hook points), a name, a list of names, or a predicate.
+    def tokens_to_residual_directions(self, tokens) -> torch.Tensor:
+        """The unembedding column of each token id: an id -> [D], ids [...] -> [..., D] (`W_U[:, tokens]`)."""
+        tokens = torch.as_tensor(tokens, dtype=torch.long, device=self.device)
+        return self.W_U[:, tokens].movedim(0, -1)
 
-        Returns (logits [B, T, V], ActivationCache), on the model's device whatever the inputs' device.
-        Caching a layer's `attn.hook_pattern` or `attn.hook_attn_scores` runs that layer on the explicit
-        attention path (same logits)."""
-        store: dict[str, torch.Tensor] = {}
-        handles = []
-
-        def recorder(name):
-            def hook(module, inputs, output):
-                store[name] = output.detach()
-            return hook
-
-        try:
-            for name in self._select_hooks(names_filter):
-                handles.append(self.hook_dict[name].register_forward_hook(recorder(name)))
-            logits, _, _ = self(input_ids, attention_mask)
-        finally:
-            for handle in handles:
-                handle.remove()
-        ordered = {name: store[name] for name in self.hook_dict if name in store}
-        return logits, ActivationCache(ordered)
+    # ---- analysis -------------------------------------------------------------------------------
 
     def forward_analysis(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None):
-        """Eval mode + no_grad + attention weights, restoring the previous mode.
+        """Eval mode + no_grad + attention weights (`return_attention_weights`), restoring the previous mode.
 
         Returns (logits [B, T, V], attention_weights: list per layer of [B, H, T, T]), on the model's device."""
         was_training = self.training

@@ -91,6 +91,36 @@ class Predictor:
         """Token ids of a prompt; MctError for a character outside the vocabulary or a too-long prompt."""
         return encode_prompt(self.tokenizer, prompt, self.max_seq_len)
 
+    def to_tokens(self, text: str | Sequence[str], padding_side: str = "right") -> torch.Tensor:
+        """Token ids of `text` exactly as written, as TransformerLens's `to_tokens` (no BOS: mct models have
+        none): a string -> [1, T]; a list -> [B, T], shorter rows padded with `<pad>` on `padding_side`
+        ("right", or "left" as `generate` wants); the attention mask is `tokens != tokenizer.pad_id`.
+        On the model's device. `normalize_prompt` first for the text the model reads ("12+34=" -> "012+034=")."""
+        if padding_side not in ("left", "right"):
+            raise MctError(f"padding_side must be 'left' or 'right', got {padding_side!r}")
+        rows = [self.encode(t) for t in ([text] if isinstance(text, str) else list(text))]
+        if not rows:
+            raise MctError("to_tokens needs at least one text")
+        width = max(len(row) for row in rows)
+        pad = [self.tokenizer.pad_id]
+        padded = [row + pad * (width - len(row)) if padding_side == "right" else pad * (width - len(row)) + row
+                  for row in rows]
+        return torch.tensor(padded, dtype=torch.long, device=self.device)
+
+    def to_str_tokens(self, tokens) -> list[str] | list[list[str]]:
+        """The token strings of a text, of ids [T] / a list of ids, or of each row of ids [B, T] (pads kept):
+        "12+34=#" -> ['1', '2', '+', '3', '4', '=', '#']."""
+        if isinstance(tokens, str):
+            tokens = self.encode(tokens)
+        tokens = torch.as_tensor(tokens, dtype=torch.long)
+        if tokens.ndim == 2 and tokens.shape[0] == 1:
+            tokens = tokens[0]
+        if tokens.ndim == 2:
+            return [self.to_str_tokens(row) for row in tokens]
+        if tokens.ndim != 1:
+            raise MctError(f"to_str_tokens takes a text, ids [T] or [B, T]; got shape {tuple(tokens.shape)}")
+        return [self.tokenizer.vocab[i] for i in tokens.tolist()]
+
     def supplied_steps(self, prompt: str) -> str:
         """The reference steps given to the model after `prompt` ("2+4+0=06|1+3+0=04|" under mask_steps,
         else ""). MctError under mask_steps when the prompt is not a problem of the model's task."""

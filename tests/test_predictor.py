@@ -141,3 +141,16 @@ def test_a_checkpoint_gives_the_predictor_its_step_masking_mode(tmp_path):
     assert predictor.step_masking_mode == "mask_answer"
     steps = predictor.complete("12+34=")
     assert len(Tokenizer().encode(steps)) <= len("2+4+0=06|1+3+0=04|")  # a random model, cut at the steps
+
+
+def test_to_tokens_and_to_str_tokens_follow_transformerlens(checkpoint):
+    predictor = Predictor.from_checkpoint(checkpoint, device="cpu")
+    tokens = predictor.to_tokens("12+34=#")
+    assert tokens.shape == (1, 7) and predictor.to_str_tokens(tokens) == ["1", "2", "+", "3", "4", "=", "#"]
+    batch = predictor.to_tokens(["1+1=", "12+34="], padding_side="left")
+    pad = predictor.tokenizer.pad_id
+    assert batch.tolist()[0][:2] == [pad, pad] and predictor.to_str_tokens(batch)[1] == list("12+34=")
+    assert predictor.to_tokens(["1+1=", "12+34="]).tolist()[0][-2:] == [pad, pad]
+    assert predictor.to_str_tokens("7<eos>") == ["7", "<eos>"]
+    with pytest.raises(MctError):
+        predictor.to_tokens("12?3")

@@ -8,23 +8,23 @@
     scores["blocks.0.hook_resid_pre"]                         # [pos]: 1.0 = the clean answer is back
     scores["blocks.1.attn.hook_z"]                            # [pos, head]
 
-Everything works through forward hooks on the model's `HookPoint`s (the handles, not `register_hook`, so
-the user's own hooks stay as they are); the hooks are removed when the context exits, also on an exception.
+Everything is a hook `fn(activation, hook)` of the model's one mechanism (`model.hooks(fwd_hooks=...)`,
+see mct.hooks): the context removes exactly the hooks it added when it exits, also on an exception, so
+the user's own hooks stay as they are.
 The model's mode is left alone: call `model.eval()` first so dropout does not blur the comparison.
 Shapes: B = batch, T = sequence, H = heads, Dh = head size, V = vocab.
 """
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Sequence
 
 import torch
 
 from mct.errors import MctError
 from mct.generation import model_device, to_device
 
-__all__ = ["ablate_heads", "activation_patching", "patch_activation"]
+__all__ = ["ablate_heads", "activation_patching", "head_ablation_hooks", "patch_activation"]
 
 # [B, T, H, Dh] activations: the head axis is 2. Patterns and scores are [B, H, T, T_k]: head 1, query 2.
 _HEAD_AXIS_NAMES = ("attn.hook_q", "attn.hook_k", "attn.hook_v", "attn.hook_rot_q", "attn.hook_rot_k",
@@ -41,30 +41,10 @@ def _layout(name: str) -> tuple[int, int | None]:
     return 1, None
 
 
-def _hook_point(model, name: str):
-    if name not in model.hook_dict:
-        close = [n for n in model.hook_dict if n.endswith(name.split(".")[-1])][:4] or list(model.hook_dict)[:4]
-        raise MctError(f"no hook point named {name!r}; e.g. {', '.join(close)} (model.hook_dict lists them all)")
-    return model.hook_dict[name]
-
-
 def _check_head(model, head: int, where: str) -> None:
     count = model.config.num_heads
     if not 0 <= head < count:
         raise MctError(f"head {head} {where} is out of range: the model has {count} heads (0..{count - 1})")
-
-
-@contextlib.contextmanager
-def _forward_hooks(model, hooks: dict[str, Callable]) -> Iterator[None]:
-    """Register `{hook name: fn(module, input, output)}` on the HookPoints; remove exactly those on exit."""
-    handles = []
-    try:
-        for name, fn in hooks.items():
-            handles.append(model.hook_dict[name].register_forward_hook(fn))
-        yield
-    finally:
-        for handle in handles:
-            handle.remove()
 
 
 def ablate_heads(model, heads: Sequence[tuple[int, int]], mode: str = "zero",
@@ -83,6 +63,20 @@ def ablate_heads(model, heads: Sequence[tuple[int, int]], mode: str = "zero",
         raise MctError(f"ablation mode must be 'zero' or 'mean', got {mode!r}")
     if (mode == "mean") != (mean_over is not None):
         raise MctError("mode='mean' needs mean_over (reference input_ids [B, T]); mode='zero' takes none")
+    means = None
+    if mode == "mean" and heads:
+        layers = sorted({layer for layer, _ in heads if 0 <= layer < len(model.blocks)})
+        _, cache = model.run_with_cache(mean_over, names_filter=[f"blocks.{i}.attn.hook_z" for i in layers],
+                                        no_grad=True)
+        means = {layer: cache["z", layer].mean(dim=(0, 1)) for layer in layers}  # each [H, Dh]
+    return model.hooks(fwd_hooks=head_ablation_hooks(model, heads, means))
+
+
+def head_ablation_hooks(model, heads: Sequence[tuple[int, int]], means: dict | None = None) -> list[tuple]:
+    """The hooks (for `model.hooks` / `run_with_hooks`) that replace the output z of each (layer, head) at
+    `blocks.{layer}.attn.hook_z`: with zeros, or with `means[layer][head]`, where `means[layer]` is
+    [H, Dh] (one mean for every position) or [T, H, Dh] (a mean per position; an input may be shorter).
+    MctError for a layer or head out of range."""
     by_layer: dict[int, list[int]] = {}
     for layer, head in heads:
         if not 0 <= layer < len(model.blocks):
@@ -90,24 +84,19 @@ def ablate_heads(model, heads: Sequence[tuple[int, int]], mode: str = "zero",
                            f"(0..{len(model.blocks) - 1})")
         _check_head(model, head, f"(layer {layer})")
         by_layer.setdefault(layer, []).append(head)
-    names = {layer: f"blocks.{layer}.attn.hook_z" for layer in by_layer}
 
-    means: dict[str, torch.Tensor] = {}
-    if mode == "mean" and names:
-        _, cache = model.run_with_cache(mean_over, names_filter=list(names.values()))
-        means = {name: cache[name].mean(dim=(0, 1)) for name in names.values()}  # each [H, Dh]
-
-    def ablation(name: str, head_list: list[int]):
-        def hook(module, inputs, z):  # z: [B, T, H, Dh]
+    def ablation(layer: int, head_list: list[int]):
+        def hook(z, hook):  # z: [B, T, H, Dh]
             z = z.clone()
-            if mode == "zero":
+            if means is None:
                 z[:, :, head_list] = 0.0
             else:
-                z[:, :, head_list] = means[name][head_list].to(z.dtype)
+                mean = means[layer].to(z.device, z.dtype)
+                z[:, :, head_list] = mean[..., head_list, :] if mean.ndim == 2 else mean[:z.shape[1], head_list]
             return z
         return hook
 
-    return _forward_hooks(model, {names[layer]: ablation(names[layer], h) for layer, h in by_layer.items()})
+    return [(f"blocks.{layer}.attn.hook_z", ablation(layer, h)) for layer, h in by_layer.items()]
 
 
 def _selection(shape: torch.Size, position_axis: int, head_axis: int | None, positions, heads,
@@ -137,7 +126,7 @@ def patch_activation(model, hook_name: str, source_activation: torch.Tensor,
     (`attn.hook_q/k/v/rot_q/rot_k/z` [B, T, H, Dh] and the two above). None = all. MctError for an
     unknown hook name, heads on a hook without a head axis, a head out of range, or a shape mismatch.
     """
-    _hook_point(model, hook_name)
+    model.find_hook_points(hook_name)  # MctError for an unknown name
     position_axis, head_axis = _layout(hook_name)
     if heads is not None:
         if head_axis is None:
@@ -149,7 +138,7 @@ def patch_activation(model, hook_name: str, source_activation: torch.Tensor,
         positions = [int(p) for p in positions]
     source = source_activation.detach()
 
-    def hook(module, inputs, output):
+    def hook(output, hook):
         if output.shape != source.shape:
             raise MctError(f"cannot patch {hook_name!r}: the activation is {tuple(output.shape)} but the "
                            f"source is {tuple(source.shape)}")
@@ -159,7 +148,7 @@ def patch_activation(model, hook_name: str, source_activation: torch.Tensor,
         select = _selection(output.shape, position_axis, head_axis, positions, heads, output.device)
         return torch.where(select, source.to(device=output.device, dtype=output.dtype), output)
 
-    return _forward_hooks(model, {hook_name: hook})
+    return model.hooks(fwd_hooks=[(hook_name, hook)])
 
 
 def _last_position(attention_mask: torch.Tensor | None, T: int) -> int:
@@ -201,7 +190,7 @@ def activation_patching(model, clean_ids: torch.Tensor, corrupt_ids: torch.Tenso
                       for name in (f"blocks.{i}.hook_resid_pre", f"blocks.{i}.attn.hook_z")]
     hook_names = list(hook_names)
     for name in hook_names:
-        _hook_point(model, name)
+        model.find_hook_points(name)
     device = model_device(model)  # inputs given on the CPU work with a model anywhere
     clean_ids, corrupt_ids = to_device(clean_ids, device), to_device(corrupt_ids, device)
     attention_mask = to_device(attention_mask, device)
@@ -239,15 +228,14 @@ def activation_patching(model, clean_ids: torch.Tensor, corrupt_ids: torch.Tenso
         if head_axis is not None:
             index[head_axis] = source[head_axis] = torch.arange(H, device=device).repeat(T)
 
-        def hook(module, inputs, output, clean=clean, index=tuple(index), source=tuple(source)):
+        def hook(output, hook, clean=clean, index=tuple(index), source=tuple(source)):
             patched = output.clone()
             patched[index] = clean.to(output.dtype)[source]
             return patched
 
         batch_ids = torch.cat([clean_ids, corrupt_ids.expand(N + 1, T)])
         batch_mask = attention_mask.expand(N + 2, T) if attention_mask is not None else None
-        with _forward_hooks(model, {name: hook}):
-            logits, _, _ = model(batch_ids, batch_mask)
+        logits = model.run_with_hooks(batch_ids, batch_mask, fwd_hooks=[(name, hook)])
         values = target_logit(logits)  # [N + 2]
         scores = (values[2:] - values[1]) / (values[0] - values[1])
         results[name] = scores.reshape(T, H).cpu() if head_axis is not None else scores.cpu()

@@ -75,6 +75,9 @@ class ModelConfig(_Section):
     qkv_rank: int | None = Field(None, ge=0, description="rank of the query/key/value projection; none = rank")
     out_rank: int | None = Field(None, ge=0, description="rank of the attention output projection; none = rank")
     ffn_rank: int | None = Field(None, ge=0, description="rank of both feed-forward projections; none = rank")
+    embed_rank: int = Field(
+        0, ge=0, description="rank of the token embedding (vocab x d_model, and the tied output projection); 0 = full"
+    )
     pos_rank: int = Field(
         0, ge=0, description="rank of the learned position table (positions x d_model); 0 = full table"
     )

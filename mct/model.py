@@ -124,20 +124,21 @@ def make_projection(in_features: int, out_features: int, rank: int, bias: bool, 
 
 
 class LowRankEmbedding(nn.Module):
-    """A table [N, D] stored as codes [N, r] @ up[D, r]^T: ids [...] -> [..., D]. `weight` is the dense table."""
+    """A table [N, D] stored as codes [N, r] @ basis [r, D] (N*r + r*D parameters): ids [...] -> [..., D].
+    `weight` is the dense table. Tied to an output projection, the same two tensors are its `up` and `down`."""
 
     def __init__(self, num_embeddings: int, embedding_dim: int, rank: int):
         super().__init__()
         self.rank = rank
         self.codes = nn.Parameter(torch.empty(num_embeddings, rank))
-        self.up = nn.Parameter(torch.empty(embedding_dim, rank))
+        self.basis = nn.Parameter(torch.empty(rank, embedding_dim))
 
     @property
     def weight(self) -> torch.Tensor:
-        return self.codes @ self.up.T
+        return self.codes @ self.basis
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
-        return F.linear(F.embedding(ids, self.codes), self.up)
+        return F.embedding(ids, self.codes) @ self.basis
 
 
 class Norm(nn.Module):
@@ -451,7 +452,8 @@ class CompactTransformer(nn.Module):
         super().__init__()
         self.config = config
         d = config.d_model
-        self.embed = nn.Embedding(config.vocab_size, d)
+        self.embed = (LowRankEmbedding(config.vocab_size, d, config.embed_rank) if config.embed_rank
+                      else nn.Embedding(config.vocab_size, d))
         self.hook_embed = HookPoint()
         self.learned_positions = not config.use_rope and config.absolute_positions == "learned"
         # abacus / coupled: learned embeddings of place-value ids computed from the tokens (data.format.place_ids)
@@ -467,14 +469,18 @@ class CompactTransformer(nn.Module):
         for i, block in enumerate(self.blocks):
             block.layer = i
         self.ln_final = Norm(d, config.norm_type)
-        self.unembed = nn.Linear(d, config.vocab_size, bias=False)
+        self.unembed = (LowRankProjection(d, config.vocab_size, config.embed_rank, bias=False) if config.embed_rank
+                        else nn.Linear(d, config.vocab_size, bias=False))
         self.register_buffer(
             "causal_mask", torch.ones(config.max_seq_len, config.max_seq_len, dtype=torch.bool).tril(),
             persistent=False,
         )
         self.apply(self._init_weights)
         if config.tie_weights:
-            self.unembed.weight = self.embed.weight
+            if config.embed_rank:  # unembed W [V, D] = codes [V, r] @ basis [r, D]: the embedding's own table
+                self.unembed.up, self.unembed.down = self.embed.codes, self.embed.basis
+            else:
+                self.unembed.weight = self.embed.weight
         if config.share_norms:
             self._share_norms()
         self.hook_dict: dict[str, HookPoint] = {}
@@ -500,7 +506,7 @@ class CompactTransformer(nn.Module):
             # both factors alike (neither starts near zero), so that the product has entries of std `std`:
             # var(W_ij) = rank * s^2 * s^2 with s = sqrt(std / sqrt(rank))
             factor_std = math.sqrt(std / math.sqrt(module.rank))
-            for factor in (module.codes, module.up) if isinstance(module, LowRankEmbedding) else (module.down, module.up):
+            for factor in (module.codes, module.basis) if isinstance(module, LowRankEmbedding) else (module.down, module.up):
                 nn.init.normal_(factor, mean=0.0, std=factor_std)
             if getattr(module, "bias", None) is not None:
                 nn.init.zeros_(module.bias)

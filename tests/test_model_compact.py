@@ -45,6 +45,8 @@ OPTIONS = {
     "no_ffn": dict(d_ff=0),
     "tiny_ffn_gated": dict(d_ff=2, ffn_type="swiglu", ffn_rank=1),
     "learned_low_rank_positions": dict(use_rope=False, pos_rank=2),
+    "factorised_embedding": dict(embed_rank=3),
+    "factorised_embedding_untied": dict(embed_rank=3, tie_weights=False),
     "compact": {k: v for k, v in COMPACT.items() if k not in ("vocab_size", "max_seq_len")},
 }
 
@@ -252,6 +254,19 @@ def test_low_rank_positions_are_a_table_of_that_rank():
     ids = batch()
     embed, pos = _activations(model, ids, ["hook_embed", "hook_pos_embed"])
     assert torch.allclose(pos[0], model.pos_embed.weight[:9], atol=1e-6)
+
+
+def test_factorised_token_embedding_is_tied_to_the_output_projection():
+    model = tiny(embed_rank=3)
+    assert model.embed.weight.shape == (V, 8) and torch.linalg.matrix_rank(model.embed.weight).item() == 3
+    assert model.unembed.up is model.embed.codes and model.unembed.down is model.embed.basis
+    assert torch.equal(model.unembed.weight, model.embed.weight)
+    ids = batch()
+    final, = _activations(model, ids, ["ln_final.hook_normalized"])
+    assert torch.allclose(model(ids)[0], final @ model.embed.weight.T, atol=1e-6)
+    assert tiny().num_parameters() - model.num_parameters() == V * 8 - (V * 3 + 3 * 8)
+    untied = tiny(embed_rank=3, tie_weights=False)
+    assert untied.num_parameters() - model.num_parameters() == V * 3 + 3 * 8
 
 
 # ---- every option: the shared guarantees of the model ---------------------------------------------

@@ -8,6 +8,10 @@ Shapes (B = batch, T = sequence, H = heads, Dh = head size, D = d_model, F = d_f
 
 Design, in brief:
 - Pre-norm blocks (`layernorm` or `rmsnorm`), nanoGPT initialisation, optional tied embeddings.
+- Compact options (AdderBoard-class sizes): low-rank projections and tables (`LowRankProjection`,
+  `LowRankEmbedding`), tied keys/values, one shared q/k/v down-projection, no biases, shared norms,
+  QK-norm, a head size of its own, attention-only blocks (d_ff = 0). Every projection exposes its dense
+  `weight` [out, in] and `bias`; `num_parameters()` counts tied and shared tensors once.
 - Positions: RoPE inside attention (`use_rope`), else learned absolute embeddings or none (NoPE).
   Position ids come from the attention mask (`cumsum - 1`), so a left- or right-padded row gives every
   real token the position it has alone. That is what makes batched generation with left padding exact.
@@ -533,7 +537,7 @@ class CompactTransformer(nn.Module):
     @property
     def device(self) -> torch.device:
         """The device of the model's weights; inputs given elsewhere are moved here."""
-        return self.embed.weight.device
+        return self.ln_final.weight.device
 
     def _positions_and_mask(self, attention_mask: torch.Tensor | None, position_ids: torch.Tensor | None,
                             B: int, T: int, cache: KVCache | None):

@@ -10,6 +10,7 @@ Layout (a plain dict of tensors and plain data):
     model_state: state_dict (CPU tensors, no torch.compile / DDP prefixes)
     train_state: dict | None (optimizer, scheduler, step, data position, RNG states...)
     step: int | None (train_state["step"], kept at the top so it is cheap to read)
+    unique_parameters: int (tied and shared tensors counted once; absent from files of older versions)
 """
 
 from __future__ import annotations
@@ -119,6 +120,7 @@ def save_checkpoint(path: str | Path, model: torch.nn.Module, config: Config | M
         "model_state": clean_state_dict(plain_model.state_dict()),
         "train_state": train_state,
         "step": None if step is None else int(step),
+        "unique_parameters": plain_model.num_parameters(),
     }
     _check_plain(payload, "checkpoint")
     with atomic_path(path) as tmp:
@@ -325,8 +327,9 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu",
 
 
 def inspect_checkpoint(path: str | Path) -> dict:
-    """A summary without building the model: format, version, step, parameters, model config, tokenizer
-    size, data format, whether it can resume training, file size in bytes."""
+    """A summary without building the model: format, version, step, parameters, unique_parameters (the
+    stored count; for older files, the distinct tensors of the state), model config, tokenizer size, data
+    format, whether it can resume training, file size in bytes."""
     path = Path(path)
     data = read_checkpoint_file(path)
     seen, parameters = set(), 0
@@ -341,6 +344,7 @@ def inspect_checkpoint(path: str | Path) -> dict:
         "version": data["version"],
         "step": data.get("step"),
         "parameters": parameters,
+        "unique_parameters": int(data.get("unique_parameters", parameters)),
         "model": dict(data["model_config"]),
         "vocab_size": len(tokenizer.get("vocab", [])) if isinstance(tokenizer, dict) else None,
         "data_format": dict(data["data_format"]),

@@ -288,6 +288,7 @@ def _render_train_summary(result) -> None:
     table.add_row("wall time", f"{result.wall_s:.1f} s on {result.device} ({result.precision}, "
                   f"{result.world_size} process{'es' if result.world_size > 1 else ''})")
     table.add_row("model", f"{result.parameters:,} parameters")
+    table.add_row("unique parameters", f"{result.unique_parameters:,} (tied and shared tensors counted once)")
     table.add_row("throughput", f"{result.tokens_per_s:,.0f} tokens/s")
     if result.best_val_exact_match is not None:
         table.add_row("best val exact match", f"{result.best_val_exact_match:.2%}")
@@ -353,7 +354,8 @@ def eval_(
                              "completion": e["completion"], "malformed": e["malformed"]}) for e in report.errors]
         atomic_write_text(errors, "".join(line + "\n" for line in lines))
     result = report.to_dict()
-    result.update(checkpoint=str(checkpoint), data=str(path), device=str(predictor.device))
+    result.update(checkpoint=str(checkpoint), data=str(path), device=str(predictor.device),
+                  unique_parameters=predictor.model.num_parameters())
     if json_out:
         print(json.dumps(result, indent=2))
         return
@@ -392,6 +394,7 @@ def _render_eval(result: dict) -> None:
     summary.add_column("item", style="bold")
     summary.add_column("value")
     summary.add_row("checkpoint", escape(result["checkpoint"]))
+    summary.add_row("unique parameters", f"{result['unique_parameters']:,}")
     summary.add_row("data", escape(result["data"]))
     summary.add_row("format", f"{result['task']}, answer {result['answer_order']}"
                     + (", with steps" if result["steps"] is not None or result["steps_supplied"] else ""))

@@ -74,13 +74,19 @@ class _Section(BaseModel):
 
 
 class ModelConfig(_Section):
-    """The whole description of a model: a checkpoint rebuilds its model from this alone."""
+    """The whole description of a model: a checkpoint rebuilds its model from this alone.
+
+    The fields after `tie_weights` make compact models (AdderBoard-class sizes); their defaults build the
+    same model, with the same initialisation, as before they existed."""
 
     vocab_size: int = Field(len(DEFAULT_VOCAB), ge=3, le=MAX_WIDTH, description="number of tokens (set from the tokenizer)")
     d_model: int = Field(256, ge=1, le=MAX_WIDTH, description="width of the residual stream")
     num_layers: int = Field(6, ge=1, le=4096, description="number of transformer blocks")
-    num_heads: int = Field(8, ge=1, le=4096, description="attention heads per block; must divide d_model")
-    d_ff: int = Field(1024, ge=1, le=MAX_WIDTH, description="hidden width of the feed-forward layer (also for gated FFNs)")
+    num_heads: int = Field(8, ge=1, le=4096, description="attention heads per block; must divide d_model unless d_head is set")
+    d_ff: int = Field(
+        1024, ge=0, le=MAX_WIDTH,
+        description="hidden width of the feed-forward layer (also for gated FFNs); 0 = no feed-forward layer",
+    )
     max_seq_len: int = Field(512, ge=2, le=MAX_WIDTH, description="longest sequence (prompt + target) the model accepts")
     dropout: float = Field(0.0, ge=0.0, lt=1.0, description="dropout probability")
     ffn_type: Literal["gelu", "geglu", "swiglu"] = Field("gelu", description="feed-forward type")
@@ -94,22 +100,64 @@ class ModelConfig(_Section):
     max_place: int = Field(64, ge=2, le=4096, description="abacus/coupled: the largest position id (longest number + offset)")
     norm_type: Literal["layernorm", "rmsnorm"] = Field("layernorm", description="pre-norm type")
     tie_weights: bool = Field(True, description="share the input embedding and output projection")
+    d_head: int | None = Field(
+        None, ge=1, description="size of each attention head; none = d_model / num_heads"
+    )
+    bias: bool = Field(True, description="biases in the attention and feed-forward projections")
+    rank: int = Field(
+        0, ge=0,
+        description="rank of every attention and feed-forward projection, factorised W = up @ down; 0 = dense",
+    )
+    qkv_rank: int | None = Field(None, ge=0, description="rank of the query/key/value projection; none = rank")
+    out_rank: int | None = Field(None, ge=0, description="rank of the attention output projection; none = rank")
+    ffn_rank: int | None = Field(None, ge=0, description="rank of both feed-forward projections; none = rank")
+    embed_rank: int = Field(
+        0, ge=0, description="rank of the token embedding (vocab x d_model, and the tied output projection); 0 = full"
+    )
+    pos_rank: int = Field(
+        0, ge=0, description="rank of the learned position table (positions x d_model); 0 = full table"
+    )
+    tie_kv: bool = Field(False, description="one projection for keys and values: k == v (before RoPE)")
+    shared_qkv_down: bool = Field(
+        False, description="queries, keys and values share one down-projection (needs a qkv rank)"
+    )
+    qk_norm: bool = Field(False, description="RMS-normalise each head's queries and keys (before RoPE)")
+    share_norms: bool = Field(
+        False, description="all pre-norms and the final norm share one weight (and bias); the QK-norms share one"
+    )
+    init_std: float = Field(
+        0.02, gt=0,
+        description="std of the normal init of weights and embeddings (residual projections: / sqrt(2 * num_layers))",
+    )
 
     @model_validator(mode="after")
     def _check_heads(self):
-        if self.d_model % self.num_heads:
+        if self.d_head is None and self.d_model % self.num_heads:
             raise _cross_field(("d_model", "num_heads"),
-                               f"d_model ({self.d_model}) must be divisible by num_heads ({self.num_heads})")
-        head_dim = self.d_model // self.num_heads
-        if self.use_rope and head_dim % 2:
+                               f"d_model ({self.d_model}) must be divisible by num_heads ({self.num_heads}), or set d_head")
+        if self.use_rope and self.head_dim % 2:
+            size = "d_head" if self.d_head is not None else "d_model/num_heads"
             raise _cross_field(("d_model", "num_heads", "use_rope"),
-                               f"RoPE needs an even head size, but d_model/num_heads = {head_dim}; "
-                               "change d_model or num_heads, or set use_rope = false")
+                               f"RoPE needs an even head size, but {size} = {self.head_dim}; "
+                               "change d_model, num_heads or d_head, or set use_rope = false")
+        if self.shared_qkv_down and not self.projection_rank("qkv"):
+            raise _cross_field(("shared_qkv_down", "rank"),
+                               "shared_qkv_down needs a low-rank query/key/value projection: set rank or qkv_rank > 0")
+        if self.pos_rank and (self.use_rope or self.absolute_positions == "none"):
+            raise _cross_field(("pos_rank", "use_rope", "absolute_positions"),
+                               "pos_rank factorises the learned position table: it needs use_rope = false and "
+                               "absolute_positions learned, abacus or coupled")
         return self
 
     @property
     def head_dim(self) -> int:
-        return self.d_model // self.num_heads
+        """Size of each attention head: d_head, or d_model / num_heads when d_head is not set."""
+        return self.d_head if self.d_head is not None else self.d_model // self.num_heads
+
+    def projection_rank(self, projection: Literal["qkv", "out", "ffn"]) -> int:
+        """Rank of one kind of projection (0 = dense): its own field, else `rank`."""
+        own = {"qkv": self.qkv_rank, "out": self.out_rank, "ffn": self.ffn_rank}[projection]
+        return self.rank if own is None else own
 
 
 class DataConfig(_Section):

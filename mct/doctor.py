@@ -31,14 +31,10 @@ def available_cpu_memory() -> int:
 
 
 def count_parameters(model: ModelConfig) -> int:
-    """Parameters of a model built from `model` (closed form, no model is built)."""
-    d, layers = model.d_model, model.num_layers
-    ffn_in = 2 * model.d_ff if model.ffn_type in ("geglu", "swiglu") else model.d_ff
-    per_layer = 4 * d * d + 4 * d + d * ffn_in + ffn_in + model.d_ff * d + d + 4 * d  # attn, ffn, 2 norms
-    embed = model.vocab_size * d
-    positions = model.max_seq_len * d if (not model.use_rope and model.absolute_positions == "learned") else 0
-    head = 0 if model.tie_weights else model.vocab_size * d
-    return layers * per_layer + embed + positions + head + 2 * d
+    """Unique parameters of a model built from `model` (counted on the meta device: nothing is allocated)."""
+    from mct.model import count_parameters as count
+
+    return count(model)
 
 
 def activation_bytes_per_example(model: ModelConfig, seq_len: int, bytes_per_value: int) -> int:

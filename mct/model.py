@@ -8,6 +8,10 @@ Shapes (B = batch, T = sequence, H = heads, Dh = head size, D = d_model, F = d_f
 
 Design, in brief:
 - Pre-norm blocks (`layernorm` or `rmsnorm`), nanoGPT initialisation, optional tied embeddings.
+- Compact options (AdderBoard-class sizes): low-rank projections and tables (`LowRankProjection`,
+  `LowRankEmbedding`), tied keys/values, one shared q/k/v down-projection, no biases, shared norms,
+  QK-norm, a head size of its own, attention-only blocks (d_ff = 0). Every projection exposes its dense
+  `weight` [out, in] and `bias`; `num_parameters()` counts tied and shared tensors once.
 - Positions: RoPE inside attention (`use_rope`), else learned absolute embeddings or none (NoPE).
   Position ids come from the attention mask (`cumsum - 1`), so a left- or right-padded row gives every
   real token the position it has alone. That is what makes batched generation with left padding exact.
@@ -44,7 +48,8 @@ from mct.errors import MctError
 from mct.generation import KVCache, to_device
 from mct.hooks import ActivationCache, HookedRootModule, HookPoint
 
-__all__ = ["ActivationCache", "CompactTransformer", "HookPoint", "apply_rope", "create_model", "dense"]
+__all__ = ["ActivationCache", "CompactTransformer", "HookPoint", "LowRankProjection", "Projection", "apply_rope",
+           "count_parameters", "create_model", "dense"]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -59,6 +64,81 @@ def dense(projection: nn.Module) -> tuple[torch.Tensor, torch.Tensor | None]:
 
 def _bias_or_zeros(bias: torch.Tensor | None, size: int, like: torch.Tensor) -> torch.Tensor:
     return bias if bias is not None else like.new_zeros(size)
+
+
+class Projection(nn.Linear):
+    """Dense linear map x [..., in] -> [..., out]: `weight` [out, in], `bias` [out] or None.
+
+    Every projection of the model (`attn.qkv`, `attn.out_proj`, `mlp.fc_in`, `mlp.fc_out`) is a `Projection`
+    or a `LowRankProjection`: both expose the effective dense `weight` [out, in] and `bias`, whatever the
+    factorisation, so weight views are written once against them."""
+
+    rank = 0
+
+    def __init__(self, in_features: int, out_features: int, bias: bool = True):
+        super().__init__(in_features, out_features, bias=bias)
+
+
+class LowRankProjection(nn.Module):
+    """x [..., in] -> [..., out] through a rank-r bottleneck: W = up @ down, so in*r + r*out parameters
+    instead of in*out.
+
+    `groups` splits the output into equal parts, each with its own r-wide down-projection (separate q, k, v
+    bottlenecks); groups = 1 shares one down-projection among all outputs (a shared q/k/v bottleneck).
+    Parameters: down [groups*r, in], up [out, r] (part g reads bottleneck g), bias [out] or None.
+    `weight` [out, in] is the effective dense matrix, computed (read-only)."""
+
+    def __init__(self, in_features: int, out_features: int, rank: int, groups: int = 1, bias: bool = True):
+        super().__init__()
+        assert rank >= 1 and out_features % groups == 0, (rank, out_features, groups)
+        self.in_features, self.out_features, self.rank, self.groups = in_features, out_features, rank, groups
+        self.down = nn.Parameter(torch.empty(groups * rank, in_features))
+        self.up = nn.Parameter(torch.empty(out_features, rank))
+        self.bias = nn.Parameter(torch.zeros(out_features)) if bias else None
+
+    @property
+    def weight(self) -> torch.Tensor:
+        """[out, in]: part g of the output rows is up_g @ down_g."""
+        up = self.up.unflatten(0, (self.groups, -1))  # [G, out/G, r]
+        down = self.down.unflatten(0, (self.groups, self.rank))  # [G, r, in]
+        return (up @ down).flatten(0, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        hidden = F.linear(x, self.down)  # [..., G*r]
+        if self.groups == 1:
+            return F.linear(hidden, self.up, self.bias)
+        up = self.up.unflatten(0, (self.groups, -1))  # [G, out/G, r]
+        y = torch.einsum("...gr,gor->...go", hidden.unflatten(-1, (self.groups, self.rank)), up).flatten(-2)
+        return y if self.bias is None else y + self.bias
+
+    def extra_repr(self) -> str:
+        return (f"in_features={self.in_features}, out_features={self.out_features}, rank={self.rank}, "
+                f"groups={self.groups}, bias={self.bias is not None}")
+
+
+def make_projection(in_features: int, out_features: int, rank: int, bias: bool, groups: int = 1) -> nn.Module:
+    """A dense `Projection` (rank 0) or a `LowRankProjection`."""
+    if rank:
+        return LowRankProjection(in_features, out_features, rank, groups, bias)
+    return Projection(in_features, out_features, bias)
+
+
+class LowRankEmbedding(nn.Module):
+    """A table [N, D] stored as codes [N, r] @ basis [r, D] (N*r + r*D parameters): ids [...] -> [..., D].
+    `weight` is the dense table. Tied to an output projection, the same two tensors are its `up` and `down`."""
+
+    def __init__(self, num_embeddings: int, embedding_dim: int, rank: int):
+        super().__init__()
+        self.rank = rank
+        self.codes = nn.Parameter(torch.empty(num_embeddings, rank))
+        self.basis = nn.Parameter(torch.empty(rank, embedding_dim))
+
+    @property
+    def weight(self) -> torch.Tensor:
+        return self.codes @ self.basis
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        return F.embedding(ids, self.codes) @ self.basis
 
 
 class Norm(nn.Module):
@@ -148,12 +228,17 @@ def sdpa_backends(q: torch.Tensor, attn_mask: torch.Tensor | None):
 class Attention(nn.Module):
     """Multi-head causal self-attention with RoPE, a fast (SDPA) and an explicit path, and hook points.
 
-    Hook points (shapes): hook_q/hook_k/hook_v [B, T, H, Dh] (before RoPE), hook_rot_q/hook_rot_k
+    Hook points (shapes): hook_q/hook_k/hook_v [B, T, H, Dh] (projections, before QK-norm and RoPE),
+    q_norm/k_norm.hook_normalized [B, T, H, Dh] (QK-norm models only), hook_rot_q/hook_rot_k
     [B, T, H, Dh] (after RoPE; RoPE models only), hook_attn_scores [B, H, T, T_k] (scaled, masked with the
     dtype's minimum), hook_pattern [B, H, T, T_k] (softmax; masked entries exactly 0), hook_z [B, T, H, Dh],
     hook_result [B, T, H, D] (each head's output through W_O, without b_O; the layer's output is their sum
     plus b_O). hook_attn_scores and hook_pattern fire on the explicit path only, which a layer takes
     whenever either is hooked; hook_result is computed only when hooked.
+
+    Projections: `qkv` maps D -> q, k, v stacked (3*H*Dh rows; 2*H*Dh with `tie_kv`: q, then the one
+    key/value projection), `out_proj` maps H*Dh -> D; dense or low-rank, each with `weight` [out, in] and
+    `bias`. `qkv_weights()` / `qkv_biases()` give the dense W_q, W_k, W_v whatever the tying.
 
     Weight views (TransformerLens layout): W_Q, W_K, W_V [H, D, Dh], W_O [H, Dh, D], b_Q, b_K, b_V [H, Dh],
     b_O [D].
@@ -164,16 +249,23 @@ class Attention(nn.Module):
         self.num_heads = config.num_heads
         self.head_dim = config.head_dim
         self.d_model = config.d_model
+        self.inner_dim = config.num_heads * config.head_dim  # H * Dh
         self.use_rope = config.use_rope
         self.dropout = config.dropout
-        self.qkv = nn.Linear(config.d_model, 3 * config.d_model)
-        self.out_proj = nn.Linear(config.d_model, config.d_model)
+        self.tie_kv = config.tie_kv
+        self.qkv_parts = 2 if config.tie_kv else 3
+        self.qkv = make_projection(config.d_model, self.qkv_parts * self.inner_dim, config.projection_rank("qkv"),
+                                   config.bias, groups=1 if config.shared_qkv_down else self.qkv_parts)
+        self.out_proj = make_projection(self.inner_dim, config.d_model, config.projection_rank("out"), config.bias)
         self.out_proj.residual_projection = True  # init std scaled by 1/sqrt(2 * num_layers)
         self.attn_dropout = nn.Dropout(config.dropout)
         self.resid_dropout = nn.Dropout(config.dropout)
         self.hook_q = HookPoint()
         self.hook_k = HookPoint()
         self.hook_v = HookPoint()
+        # QK-norm (as in Qwen3 / OLMo-2): RMSNorm over each head's Dh, weights shared by the heads
+        self.q_norm = Norm(config.head_dim, "rmsnorm") if config.qk_norm else None
+        self.k_norm = Norm(config.head_dim, "rmsnorm") if config.qk_norm else None
         if config.use_rope:
             self.hook_rot_q = HookPoint()
             self.hook_rot_k = HookPoint()
@@ -186,10 +278,10 @@ class Attention(nn.Module):
 
     def _qkv(self) -> tuple[torch.Tensor, torch.Tensor]:
         """(weight [3, H, Dh, D], bias [3, H, Dh]) of the query, key and value projections."""
-        weight, bias = dense(self.qkv)
-        weight = weight.view(3, self.num_heads, self.head_dim, weight.shape[-1])
-        return weight, _bias_or_zeros(bias, weight.shape[0] * self.num_heads * self.head_dim,
-                                      weight).view(3, self.num_heads, self.head_dim)
+        weights, biases = self.qkv_weights(), self.qkv_biases()  # whatever the tying or factorisation
+        weight = torch.stack(weights).view(3, self.num_heads, self.head_dim, weights[0].shape[-1])
+        bias = torch.stack(biases) if biases is not None else weight.new_zeros(3, self.num_heads * self.head_dim)
+        return weight, bias.view(3, self.num_heads, self.head_dim)
 
     def _out(self) -> tuple[torch.Tensor, torch.Tensor]:
         """(weight [D, H * Dh], bias [D]) of the output projection."""
@@ -214,8 +306,11 @@ class Attention(nn.Module):
         earlier positions (generation).
         """
         B, T, _ = x.shape
-        q, k, v = self.qkv(x).view(B, T, 3, self.num_heads, self.head_dim).unbind(2)  # each [B, T, H, Dh]
+        parts = self.qkv(x).view(B, T, self.qkv_parts, self.num_heads, self.head_dim).unbind(2)  # [B, T, H, Dh]
+        q, k, v = (parts[0], parts[1], parts[1]) if self.tie_kv else parts
         q, k, v = self.hook_q(q), self.hook_k(k), self.hook_v(v)
+        if self.q_norm is not None:
+            q, k = self.q_norm(q), self.k_norm(k)
         if self.use_rope:
             cos, sin = rope
             q = self.hook_rot_q(apply_rope(q, cos, sin))
@@ -246,7 +341,19 @@ class Attention(nn.Module):
         if self.hook_result.has_hooks():
             result = self.hook_result(torch.einsum("bthd,hdm->bthm", z, self.W_O))  # [B, T, H, D]
             return self.resid_dropout(result.sum(2) + self.b_O)
-        return self.resid_dropout(self.out_proj(z.reshape(B, T, self.d_model)))
+        return self.resid_dropout(self.out_proj(z.reshape(B, T, self.inner_dim)))
+
+    def qkv_weights(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Dense (W_q, W_k, W_v), each [H*Dh, D] (hook_q = x @ W_q.T + b_q); W_k is W_v with `tie_kv`."""
+        parts = self.qkv.weight.unflatten(0, (self.qkv_parts, self.inner_dim)).unbind(0)
+        return (parts[0], parts[1], parts[1]) if self.tie_kv else parts
+
+    def qkv_biases(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None:
+        """(b_q, b_k, b_v), each [H*Dh], or None for a model without biases."""
+        if self.qkv.bias is None:
+            return None
+        parts = self.qkv.bias.unflatten(0, (self.qkv_parts, self.inner_dim)).unbind(0)
+        return (parts[0], parts[1], parts[1]) if self.tie_kv else parts
 
 
 class MLP(nn.Module):
@@ -255,15 +362,17 @@ class MLP(nn.Module):
     Hook points, as in TransformerLens: hook_pre [B, T, F] (pre-activation; the gate for gated FFNs),
     hook_pre_linear [B, T, F] (gated FFNs: the up half, which multiplies act(gate)), hook_post [B, T, F]
     (input of fc_out). Weight views: W_in [D, F] (the up half for gated FFNs), W_gate [D, F] (gated only,
-    else None), W_out [F, D], b_in, b_gate [F], b_out [D].
+    else None), W_out [F, D], b_in, b_gate [F], b_out [D]. `fc_in` and `fc_out` are dense or low-rank
+    projections (`ffn_rank`), each with `weight` and `bias`.
     """
 
     def __init__(self, config: ModelConfig):
         super().__init__()
         self.ffn_type = config.ffn_type
         gated = config.ffn_type in ("geglu", "swiglu")
-        self.fc_in = nn.Linear(config.d_model, (2 if gated else 1) * config.d_ff)
-        self.fc_out = nn.Linear(config.d_ff, config.d_model)
+        rank = config.projection_rank("ffn")
+        self.fc_in = make_projection(config.d_model, (2 if gated else 1) * config.d_ff, rank, config.bias)
+        self.fc_out = make_projection(config.d_ff, config.d_model, rank, config.bias)
         self.fc_out.residual_projection = True
         self.dropout = nn.Dropout(config.dropout)
         self.hook_pre = HookPoint()
@@ -303,7 +412,10 @@ class MLP(nn.Module):
 
 
 class Block(nn.Module):
-    """Pre-norm transformer block. Returns the residual stream [B, T, D] (a plain tensor)."""
+    """Pre-norm transformer block. Returns the residual stream [B, T, D] (a plain tensor).
+
+    With d_ff = 0 the block is attention-only (like TransformerLens' attn_only models): it has no ln2,
+    mlp, hook_resid_mid or hook_mlp_out."""
 
     def __init__(self, config: ModelConfig):
         super().__init__()
@@ -312,10 +424,12 @@ class Block(nn.Module):
         self.ln1 = Norm(config.d_model, config.norm_type)
         self.attn = Attention(config)
         self.hook_attn_out = HookPoint()
-        self.hook_resid_mid = HookPoint()
-        self.ln2 = Norm(config.d_model, config.norm_type)
-        self.mlp = MLP(config)
-        self.hook_mlp_out = HookPoint()
+        self.ln2 = self.mlp = None
+        if config.d_ff:
+            self.hook_resid_mid = HookPoint()
+            self.ln2 = Norm(config.d_model, config.norm_type)
+            self.mlp = MLP(config)
+            self.hook_mlp_out = HookPoint()
         self.hook_resid_post = HookPoint()
         self.layer = 0
 
@@ -323,7 +437,10 @@ class Block(nn.Module):
                 cache: KVCache | None = None) -> torch.Tensor:
         """x [B, T, D] -> [B, T, D]; the other arguments as in `Attention.forward`."""
         x = self.hook_resid_pre(x)
-        x = self.hook_resid_mid(x + self.hook_attn_out(self.attn(self.ln1(x), attn_mask, rope, cache, self.layer)))
+        attn_out = self.hook_attn_out(self.attn(self.ln1(x), attn_mask, rope, cache, self.layer))
+        if self.mlp is None:
+            return self.hook_resid_post(x + attn_out)
+        x = self.hook_resid_mid(x + attn_out)
         return self.hook_resid_post(x + self.hook_mlp_out(self.mlp(self.ln2(x))))
 
 
@@ -345,7 +462,8 @@ class CompactTransformer(HookedRootModule):
         super().__init__()
         self.config = config
         d = config.d_model
-        self.embed = nn.Embedding(config.vocab_size, d)
+        self.embed = (LowRankEmbedding(config.vocab_size, d, config.embed_rank) if config.embed_rank
+                      else nn.Embedding(config.vocab_size, d))
         self.hook_embed = HookPoint()
         self.learned_positions = not config.use_rope and config.absolute_positions == "learned"
         # abacus / coupled: learned embeddings of place-value ids computed from the tokens (data.format.place_ids)
@@ -353,7 +471,7 @@ class CompactTransformer(HookedRootModule):
             else config.absolute_positions
         if self.learned_positions or self.place_positions:
             rows = config.max_place + 1 if self.place_positions else config.max_seq_len
-            self.pos_embed = nn.Embedding(rows, d)
+            self.pos_embed = LowRankEmbedding(rows, d, config.pos_rank) if config.pos_rank else nn.Embedding(rows, d)
             self.hook_pos_embed = HookPoint()
         self.rotary = RotaryTables(config.head_dim, config.max_seq_len, config.rope_base) if config.use_rope else None
         self.drop = nn.Dropout(config.dropout)
@@ -361,37 +479,66 @@ class CompactTransformer(HookedRootModule):
         for i, block in enumerate(self.blocks):
             block.layer = i
         self.ln_final = Norm(d, config.norm_type)
-        self.unembed = nn.Linear(d, config.vocab_size, bias=False)
+        self.unembed = (LowRankProjection(d, config.vocab_size, config.embed_rank, bias=False) if config.embed_rank
+                        else nn.Linear(d, config.vocab_size, bias=False))
         self.register_buffer(
             "causal_mask", torch.ones(config.max_seq_len, config.max_seq_len, dtype=torch.bool).tril(),
             persistent=False,
         )
         self.apply(self._init_weights)
         if config.tie_weights:
-            self.unembed.weight = self.embed.weight
+            if config.embed_rank:  # unembed W [V, D] = codes [V, r] @ basis [r, D]: the embedding's own table
+                self.unembed.up, self.unembed.down = self.embed.codes, self.embed.basis
+            else:
+                self.unembed.weight = self.embed.weight
+        if config.share_norms:
+            self._share_norms()
         self.setup_hooks()
 
     def _init_weights(self, module: nn.Module) -> None:
-        # nanoGPT: N(0, 0.02) everywhere, residual projections scaled down by sqrt(2 * num_layers) so the
-        # residual stream's variance does not grow with depth
+        # nanoGPT: N(0, init_std = 0.02) everywhere, residual projections scaled down by sqrt(2 * num_layers)
+        # so the residual stream's variance does not grow with depth
+        std = self.config.init_std
+        if getattr(module, "residual_projection", False):
+            std = std / math.sqrt(2 * self.config.num_layers)
         if isinstance(module, nn.Linear):
-            std = 0.02 / math.sqrt(2 * self.config.num_layers) if getattr(module, "residual_projection", False) else 0.02
             nn.init.normal_(module.weight, mean=0.0, std=std)
             if module.bias is not None:
                 nn.init.zeros_(module.bias)
         elif isinstance(module, nn.Embedding):
-            nn.init.normal_(module.weight, mean=0.0, std=0.02)
+            nn.init.normal_(module.weight, mean=0.0, std=std)
+        elif isinstance(module, (LowRankProjection, LowRankEmbedding)):
+            # both factors alike (neither starts near zero), so that the product has entries of std `std`:
+            # var(W_ij) = rank * s^2 * s^2 with s = sqrt(std / sqrt(rank))
+            factor_std = math.sqrt(std / math.sqrt(module.rank))
+            for factor in (module.codes, module.basis) if isinstance(module, LowRankEmbedding) else (module.down, module.up):
+                nn.init.normal_(factor, mean=0.0, std=factor_std)
+            if getattr(module, "bias", None) is not None:
+                nn.init.zeros_(module.bias)
 
-    def num_parameters(self, trainable_only: bool = False) -> int:
-        """Number of parameters (tied weights counted once)."""
-        return sum(p.numel() for p in self.parameters() if p.requires_grad or not trainable_only)
+    def _share_norms(self) -> None:
+        """One weight (and bias) for every pre-norm and the final norm; one for all QK-norms."""
+        norms = [n for b in self.blocks for n in (b.ln1, b.ln2) if n is not None] + [self.ln_final]
+        qk_norms = [n for b in self.blocks for n in (b.attn.q_norm, b.attn.k_norm) if n is not None]
+        for group in (norms, qk_norms):
+            for norm in group[1:]:
+                norm.weight = group[0].weight
+                if norm.bias is not None:
+                    norm.bias = group[0].bias
+
+    def num_parameters(self, trainable_only: bool = False, unique: bool = True) -> int:
+        """Number of parameters: unique (tied and shared tensors counted once: the AdderBoard count), or
+        with `unique=False` every use of a shared tensor counted (what an untied model of the same shapes
+        would have)."""
+        params = self.parameters() if unique else (p for _, p in self.named_parameters(remove_duplicate=False))
+        return sum(p.numel() for p in params if p.requires_grad or not trainable_only)
 
     # ---- forward ------------------------------------------------------------------------------
 
     @property
     def device(self) -> torch.device:
         """The device of the model's weights; inputs given elsewhere are moved here."""
-        return self.embed.weight.device
+        return self.ln_final.weight.device
 
     def _positions_and_mask(self, attention_mask: torch.Tensor | None, position_ids: torch.Tensor | None,
                             B: int, T: int, cache: KVCache | None):
@@ -561,6 +708,13 @@ class CompactTransformer(HookedRootModule):
         `mct.generation.generate`."""
         return generation.generate(self, input_ids, max_new_tokens, attention_mask, temperature, top_k,
                                    eos_token_id, pad_token_id, use_cache, return_logits)
+
+
+def count_parameters(config: ModelConfig, unique: bool = True) -> int:
+    """Parameters of the model `config` describes (see `CompactTransformer.num_parameters`), counted on
+    the meta device: no memory is allocated, so this is cheap for any size."""
+    with torch.device("meta"):
+        return CompactTransformer(config).num_parameters(unique=unique)
 
 
 def _describe_errors(exc: ValidationError) -> str:

@@ -63,7 +63,10 @@ def trained_run(tiny, tmp_path, capsys):
 
 # ---- every key is reachable ------------------------------------------------------------------------
 
-def _other_value(key: str):
+COMPANIONS = {"model.shared_qkv_down": ["model.rank=8"]}
+
+
+def _other_value(key: str, companions: list[str] = ()):
     """A valid value of `key` that differs from configs/default.toml's (the base `mct doctor` sizes)."""
     base = resolve_config(default_config_path(), environ={})
     info = field_info(key)
@@ -80,6 +83,7 @@ def _other_value(key: str):
         candidates = [default / 2, 0.5, 1.0]
     elif key == "train.cuda_graphs":
         candidates = [False]
+
     elif isinstance(default, str):
         candidates = ["cpu", "auto"]
     elif key == "data.ood_digits":
@@ -93,7 +97,7 @@ def _other_value(key: str):
     for value in candidates:
         text = json.dumps(value) if not isinstance(value, bool) else str(value).lower()
         try:
-            config = resolve_config(default_config_path(), sets=[f"{key}={text}"], environ={})
+            config = resolve_config(default_config_path(), sets=[*companions, f"{key}={text}"], environ={})
         except MctError:
             continue
         table, name = key.split(".")
@@ -111,11 +115,13 @@ def test_every_config_key_is_reachable_with_set(key, monkeypatch, capsys):
         raise SystemExit(0)
 
     monkeypatch.setattr("mct.doctor.collect_report", fake_report)
-    value = _other_value(key)
-    code, _, err = run_main(["doctor", "--device", "cpu", "--set", f"{key}={value}"], capsys)
+    companions = COMPANIONS.get(key, [])  # keys that are only valid together with another
+    value = _other_value(key, companions)
+    items = [*companions, f"{key}={value}"]
+    code, _, err = run_main(["doctor", "--device", "cpu", *[a for i in items for a in ("--set", i)]], capsys)
     assert code == 0, err
     table, name = key.split(".")
-    expected = resolve_config(default_config_path(), sets=[f"{key}={value}"], environ={})
+    expected = resolve_config(default_config_path(), sets=items, environ={})
     assert getattr(getattr(seen["config"], table), name) == getattr(getattr(expected, table), name)
 
 

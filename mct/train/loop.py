@@ -58,6 +58,7 @@ class TrainResult:
     cuda_graphs: bool = False
     resumed_from_step: int | None = None
     files: dict = field(default_factory=dict)
+    unique_parameters: int = 0  # tied and shared tensors counted once (AdderBoard's count)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -386,6 +387,7 @@ class _Run:
             train_s=round(self.train_seconds, 3),
             cuda_graphs=self.use_graphs and self.step_fn is not None and self.step_fn.failed is None,
             resumed_from_step=self.start_step if self.resume else None, files=files,
+            unique_parameters=self.state.raw_model.num_parameters(),
         )
 
 

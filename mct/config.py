@@ -241,6 +241,9 @@ class TrainConfig(_Section):
         2, ge=1, le=MAX_COUNT, description="evaluations in a row at target_accuracy before stopping early"
     )
     save_every: int = Field(500, ge=1, le=MAX_COUNT, description="steps between rewrites of last.pt")
+    keep_every: int | None = Field(
+        None, ge=1, le=MAX_COUNT, description="also keep a checkpoint every N steps in RUN/checkpoints/ "
+        "(step-N.pt, weights only) for analysis over training, e.g. a grokking curve (none = off)")
     log_every: int = Field(10, ge=1, le=MAX_COUNT, description="steps between metric lines")
     device: str = Field("auto", min_length=1, max_length=64, description="auto, cpu, cuda, cuda:N or mps")
     seed: int = Field(0, ge=0, le=MAX_SEED, description="seed of initialisation and data order (0 to 2**32-1)")

@@ -322,6 +322,8 @@ class _Run:
                     totals = StepTotals.zeros(self.device)
                 if eval_now and self.evaluate_and_checkpoint():
                     return "target_reached"
+                if cfg.keep_every and s.step % cfg.keep_every == 0:
+                    self.save(f"checkpoints/step-{s.step:07d}.pt", with_state=False)
                 if s.step % cfg.save_every == 0:
                     self.save("last.pt", with_state=True)
                 if log_now or eval_now:

@@ -7,6 +7,7 @@
     RUN/eval.json     the best checkpoint on the test split
     RUN/curves.png    training and validation curves
     RUN/data/         the validation, test and hard sets the run used
+    RUN/checkpoints/  step-N.pt every train.keep_every steps (weights only), when asked for
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from mct.fileio import atomic_write_text
 from mct.figures import plot_curves
 
 RUN_FILES = ("last.pt", "best.pt", "config.toml", "metrics.jsonl", "eval.json", "curves.png",
-             "data/val.jsonl", "data/test.jsonl", "data/hard.jsonl")
+             "data/val.jsonl", "data/test.jsonl", "data/hard.jsonl", "checkpoints")
 # Changing these between a run and its resume would make the resumed run a different experiment.
 RESUME_LOCKED_SECTIONS = ("model", "data")
 REPLACED = ".replaced"  # the previous run's files while a --force run starts; deleted once it has

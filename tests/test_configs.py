@@ -1,0 +1,30 @@
+"""Every shipped config loads, validates and trains a few steps (the recipes themselves: docs/recipes.md)."""
+
+from pathlib import Path
+
+import pytest
+
+from mct.config import load_config
+from mct.train import train
+
+CONFIGS = sorted((Path(__file__).resolve().parent.parent / "configs").glob("*.toml"))
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=[p.stem for p in CONFIGS])
+def test_every_shipped_config_trains_a_few_steps(path, tmp_path):
+    config = load_config(path, environ={}, overrides={
+        "data": {"n_val": 20, "n_test": 20},
+        "train": {"max_steps": 2, "eval_every": 2, "eval_samples": 20, "save_every": 2, "device": "cpu",
+                  "warmup_steps": 1, "keep_every": None},
+    })
+    result = train(config, tmp_path / "run")
+    assert result.steps == 2 and result.test["n"] == 20 and (tmp_path / "run" / "best.pt").is_file()
+
+
+def test_the_default_recipe_learns_within_a_fixed_number_of_steps(tmp_path):
+    """A regression in data, model or optimiser shows here: 400 steps of configs/default.toml, seed 0."""
+    config = load_config(CONFIGS[0].parent / "default.toml", environ={}, overrides={
+        "data": {"n_val": 500, "n_test": 1000},
+        "train": {"max_steps": 400, "eval_every": 100, "target_accuracy": None, "device": "cpu", "seed": 0}})
+    result = train(config, tmp_path / "run")
+    assert result.test["exact_match"] >= 0.99 and result.test["hard"]["exact_match"] >= 0.95

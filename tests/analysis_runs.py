@@ -1,10 +1,7 @@
-"""A tiny mod run that keeps a checkpoint every few steps (RUN/checkpoints/step_*.pt), for the mod part of
+"""A tiny mod run that keeps a checkpoint every few steps (RUN/checkpoints/step-*.pt), for the mod part of
 `mct analyze` and its docs: a + b mod 13, zero-padded, one layer; trained for seconds, so it has not grokked."""
 
-import shutil
 from pathlib import Path
-
-import torch
 
 TINY_MOD = {
     "model": {"d_model": 32, "num_layers": 1, "num_heads": 4, "d_ff": 64, "max_seq_len": 16, "use_rope": False,
@@ -12,25 +9,15 @@ TINY_MOD = {
     "data": {"task": "mod", "modulus": 13, "train_fraction": 0.5, "pad_operands": True, "min_digits": 1,
              "max_digits": 2, "max_seq_len": 16, "n_val": 20, "n_test": 40},
     "train": {"batch_size": 64, "max_steps": 30, "warmup_steps": 2, "eval_every": 10, "eval_samples": 20,
-              "save_every": 10, "lr": 3e-3, "weight_decay": 1.0, "device": "cpu", "num_threads": 1, "log_every": 1},
+              "save_every": 10, "keep_every": 10, "lr": 3e-3, "weight_decay": 1.0, "device": "cpu", "num_threads": 1,
+              "log_every": 1},
 }
 
 
 def train_mod_run(run_dir: Path) -> Path:
-    """Train TINY_MOD into `run_dir`, copying every last.pt it writes to checkpoints/; returns best.pt."""
+    """Train TINY_MOD into `run_dir` (train.keep_every writes RUN/checkpoints/step-N.pt); returns best.pt."""
     from mct.config import default_config_path, load_config
     from mct.train import train
 
-    (run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
-    seen = {}
-
-    def keep(event=None):
-        last = run_dir / "last.pt"
-        if last.exists() and seen.get("mtime") != last.stat().st_mtime_ns:
-            seen["mtime"] = last.stat().st_mtime_ns
-            step = torch.load(last, weights_only=True, map_location="cpu")["step"]
-            shutil.copy(last, run_dir / "checkpoints" / f"step_{step:06d}.pt")
-
-    result = train(load_config(default_config_path(), overrides=TINY_MOD), run_dir, progress=keep)
-    keep()
+    result = train(load_config(default_config_path(), overrides=TINY_MOD), run_dir)
     return Path(result.best_checkpoint)

@@ -182,6 +182,8 @@ def train(
     from mct.data.generate import data_config_from_folder
     from mct.fileio import check_writable, folder_lock
     from mct.train import stop_on_interrupt, torch_threads, train as run_training
+    from mct.train.distributed import is_main_process
+    from mct.train.run_folder import new_run_dir
 
     if resume is not None and out is not None and out != resume:
         raise MctError("--resume DIR continues DIR; do not also give a different --out")
@@ -192,8 +194,8 @@ def train(
     cfg = resolve_config(config if (config is not None or resume is not None) else default_config_path(),
                          resume=resume, data=folder, data_source=f"data folder {data}", flags=flags,
                          sets=set_ or ())
-    main_process = _is_main_process()
-    run_dir = resume or out or cfg.train.out_dir or _new_run_dir(cfg.data.task)
+    main_process = is_main_process()
+    run_dir = resume or out or cfg.train.out_dir or new_run_dir(cfg.data.task)
     if main_process:
         check_writable(run_dir, "run folder", folder=True)
     from mct.doctor import check_training_fits
@@ -257,23 +259,6 @@ def parse_seeds(text: str) -> list[int]:
     if not seeds or len(seeds) > 1000 or len(set(seeds)) != len(seeds) or min(seeds) < 0:
         raise MctError(f"--seeds {text!r}: give 1 to 1000 distinct seeds >= 0, e.g. 0-7")
     return seeds
-
-
-def _is_main_process() -> bool:
-    import os
-
-    return os.environ.get("RANK", "0") == "0"
-
-
-def _new_run_dir(task: str) -> Path:
-    import time
-
-    stamp = time.strftime("%Y%m%d-%H%M%S")
-    candidate, n = Path("runs") / f"{stamp}-{task}", 1
-    while candidate.exists():
-        n += 1
-        candidate = Path("runs") / f"{stamp}-{task}-{n}"
-    return candidate
 
 
 def _render_train_summary(result) -> None:

@@ -25,6 +25,11 @@ class Dist:
         return self.world_size > 1
 
 
+def is_main_process() -> bool:
+    """Rank 0 of a torchrun job, or a lone process (before the process group exists)."""
+    return os.environ.get("RANK", "0") == "0"
+
+
 def setup_distributed(device_spec: str) -> tuple[Dist, torch.device]:
     """Join the torchrun process group when WORLD_SIZE > 1 (nccl on GPUs, gloo on CPU)."""
     world_size = int(os.environ.get("WORLD_SIZE", "1"))

@@ -117,6 +117,18 @@ class RunFolder:
             plot_curves(read_metrics(self.path / "metrics.jsonl"), self.path / "curves.png")
 
 
+def new_run_dir(task: str, root: Path = Path("runs")) -> Path:
+    """A fresh run folder name: runs/<date>-<time>-<task>, with -2, -3... if that exists."""
+    import time
+
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    candidate, n = root / f"{stamp}-{task}", 1
+    while candidate.exists():
+        n += 1
+        candidate = root / f"{stamp}-{task}-{n}"
+    return candidate
+
+
 def records_to_jsonl(records) -> str:
     lines = []
     for r in records:

@@ -450,8 +450,9 @@ def mod_partition(modulus: int, train_fraction: float, seed: int) -> tuple[list,
 
 def stream_weights(task: str, min_digits: int, max_digits: int, total: int, carry_mix: float = 0.0,
                    longest: int | None = None) -> tuple[list[Bucket], np.ndarray]:
-    """The buckets of the training stream and the probability of each: the quotas `mct gen` would give
-    a data set of `total` problems (`allocate`), so the stream is balanced exactly like a generated set.
+    """The buckets of the training stream and the probability of each: an equal share per operand-length
+    pair (the 100 one-digit additions are drawn as often as any other pair), split within a pair over its
+    carry counts like the quotas `mct gen` gives a data set of `total` problems (`allocate`).
 
     `carry_mix` moves that share of the probability to the bucket of each length pair where every column
     carries (the longest chains); `longest` keeps only operands of at most that many digits (a length
@@ -459,8 +460,15 @@ def stream_weights(task: str, min_digits: int, max_digits: int, total: int, carr
     pairs = [p for p in length_pairs(min_digits, max_digits) if longest is None or max(p) <= longest]
     buckets = space_buckets(task, pairs)
     quotas = allocate(buckets, min(capacity(buckets), total))
-    flat = [(b, q) for group, qs in zip(buckets, quotas) for b, q in zip(group, qs) if q > 0]
-    weights = np.array([q for _, q in flat], dtype=np.float64)
+    # A stream draws with replacement, so a small space need not be capped at its size: every length
+    # pair gets an equal share (as the held-out sets do), split over its carry counts as `mct gen` would.
+    flat, weights = [], []
+    for group, qs in zip(buckets, quotas):
+        kept = [(b, q) for b, q in zip(group, qs) if q > 0]
+        share = sum(q for _, q in kept)
+        flat += kept
+        weights += [q / share / len(buckets) for _, q in kept]
+    weights = np.array(weights, dtype=np.float64)
     weights /= weights.sum()
     if carry_mix:
         tops = {}

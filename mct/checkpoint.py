@@ -62,18 +62,20 @@ def unwrap_model(model: torch.nn.Module) -> torch.nn.Module:
             return model
 
 
+def _plain_name(key: str) -> str:
+    """A state_dict key without torch.compile ("_orig_mod.") and DDP ("module.") prefixes."""
+    changed = True
+    while changed:
+        changed = False
+        for prefix in _WRAPPER_PREFIXES:
+            if key.startswith(prefix):
+                key, changed = key[len(prefix):], True
+    return key
+
+
 def clean_state_dict(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """state_dict with torch.compile ("_orig_mod.") and DDP ("module.") prefixes removed, on the CPU."""
-    cleaned = {}
-    for key, value in state.items():
-        changed = True
-        while changed:
-            changed = False
-            for prefix in _WRAPPER_PREFIXES:
-                if key.startswith(prefix):
-                    key, changed = key[len(prefix):], True
-        cleaned[key] = value.detach().cpu()
-    return cleaned
+    """state_dict with torch.compile and DDP prefixes removed, on the CPU."""
+    return {_plain_name(key): value.detach().cpu() for key, value in state.items()}
 
 
 def _check_plain(value: Any, where: str) -> None:
@@ -285,16 +287,7 @@ def _build_model(path: Path, model_config: ModelConfig, state: Mapping[str, torc
 
 def clean_state_dict_shapes(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """`state` under the names `clean_state_dict` gives, without copying the tensors."""
-    cleaned = {}
-    for key, value in state.items():
-        changed = True
-        while changed:
-            changed = False
-            for prefix in _WRAPPER_PREFIXES:
-                if key.startswith(prefix):
-                    key, changed = key[len(prefix):], True
-        cleaned[key] = value
-    return cleaned
+    return {_plain_name(key): value for key, value in state.items()}
 
 
 def load_checkpoint(path: str | Path, device: str | torch.device = "cpu",

@@ -302,6 +302,7 @@ def eval_(
     errors: Annotated[Optional[Path], typer.Option("--errors", help="Write the failures as JSONL (prompt, expected, got).")] = None,
     force: Annotated[bool, typer.Option("--force", help="Overwrite an existing --errors file.")] = False,
     no_cache: Annotated[bool, typer.Option("--no-cache", help="Decode without the KV cache (slower; for checks).")] = False,
+    plot: Annotated[Optional[Path], typer.Option("--plot", help="Draw exact match by operand length into this PNG (the length-generalisation curve).")] = None,
     json_out: Annotated[bool, typer.Option("--json", help="Print the report as one JSON object on stdout.")] = False,
 ) -> None:
     """Evaluate a checkpoint: exact match and where it fails.
@@ -312,6 +313,8 @@ def eval_(
     Records need only `prompt` and `answer`; everything else is recomputed, so external test sets work.
 
     Example: mct eval runs/add/best.pt data/add --split test_ood --errors failures.jsonl
+
+    Example: mct eval runs/abacus/best.pt data/add10 --split test_ood --plot length.png
     """
     from mct.data.dataset import read_records
     from mct.evaluate import evaluate_records
@@ -322,6 +325,10 @@ def eval_(
         raise MctError(f"--errors {errors} already exists; pass --force to overwrite it or choose another file")
     if errors is not None:
         check_writable(errors, "--errors file")
+    if plot is not None:
+        if plot.exists() and not force:
+            raise MctError(f"--plot {plot} already exists; pass --force to overwrite it or choose another file")
+        check_writable(plot, "--plot file")
     path = _eval_data_path(data, split)
     predictor = Predictor.from_checkpoint(checkpoint, device=device)
     records = read_records(path, tokenizer=predictor.tokenizer)
@@ -341,6 +348,11 @@ def eval_(
     result = report.to_dict()
     result.update(checkpoint=str(checkpoint), data=str(path), device=str(predictor.device),
                   unique_parameters=predictor.model.num_parameters())
+    if plot is not None:
+        from mct.figures import plot_by_length
+
+        plot_by_length(report.by_length, plot, title=f"{checkpoint} on {path.name}",
+                       trained_up_to=predictor.config.data.max_digits if predictor.config else None)
     if json_out:
         print(json.dumps(result, indent=2))
         return
@@ -419,7 +431,8 @@ def _render_eval(result: dict) -> None:
             label = f"{position} (units)" if position == "0" else position
             digits.add_row(label, f"{result['per_digit_count'][position]:,}", _pct(accuracy))
         tables.append(digits)
-    for key, title, label in (("by_digits", "by operand lengths", "a,b"),
+    for key, title, label in (("by_length", "by operand length", "longer"),
+                              ("by_digits", "by operand lengths", "a,b"),
                               ("by_carries", "by number of carries", "carries"),
                               ("by_max_carry_chain", "by longest carry chain", "chain")):
         if not result[key]:

@@ -214,3 +214,14 @@ def test_missing_truncated_and_foreign_checkpoints_exit_2(ckpt, data_file, tmp_p
     for bad in (tmp_path / "missing.pt", truncated, foreign, text):
         for argv in commands(bad, "12+34=", data_file):
             assert_one_line_error(*run(argv, capsys)[::2])
+
+
+def test_eval_plot_draws_exact_match_by_operand_length(ckpt, data_file, tmp_path, capsys):
+    plot = tmp_path / "length.png"
+    code, out, err = run(["eval", str(ckpt), str(data_file), "--plot", str(plot), "--json"], capsys)
+    assert code == 0, err
+    report = json.loads(out)
+    assert sum(group["n"] for group in report["by_length"].values()) == report["n"]
+    assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    code, _, err = run(["eval", str(ckpt), str(data_file), "--plot", str(plot)], capsys)
+    assert_one_line_error(code, err, "already exists", "--force")

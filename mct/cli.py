@@ -69,6 +69,7 @@ def _help(key: str, extra: str = "") -> str:
 @app.command()
 def gen(
     task: Annotated[str, typer.Argument(help="Task: add, sub, mul or mod.")],
+    ood_longest: Annotated[Optional[int], typer.Argument(hidden=True, help="The D of `--ood-digits C D`.")] = None,
     instances: Annotated[Optional[int], typer.Option("--instances", "-n", help=_help("data.n_train", "mod: set by --train-fraction."))] = None,
     val: Annotated[Optional[int], typer.Option("--val", help=_help("data.n_val"))] = None,
     test: Annotated[Optional[int], typer.Option("--test", help=_help("data.n_test", "Also the size of test_ood."))] = None,
@@ -79,7 +80,7 @@ def gen(
     pad: Annotated[Optional[bool], typer.Option("--pad/--no-pad", help=_help("data.pad_operands", "E.g. 012+034=, #6400."))] = None,
     modulus: Annotated[Optional[int], typer.Option("--modulus", help=_help("data.modulus"))] = None,
     train_fraction: Annotated[Optional[float], typer.Option("--train-fraction", help=_help("data.train_fraction"))] = None,
-    ood_digits: Annotated[Optional[str], typer.Option("--ood-digits", help=_help("data.ood_digits", "Written C-D, e.g. 4-5: an extra test_ood.jsonl."))] = None,
+    ood_digits: Annotated[Optional[str], typer.Option("--ood-digits", help=_help("data.ood_digits", "Written C-D or C D, e.g. 11-40: an extra test_ood.jsonl."))] = None,
     seed: Annotated[Optional[int], typer.Option("--seed", help=_help("data.seed", "The same arguments and seed give byte-identical files."))] = None,
     out: Annotated[Optional[Path], typer.Option("--out", "--output-dir", "-o", help="Output folder (default data/TASK).")] = None,
     force: Annotated[bool, typer.Option("--force", help="Overwrite a data set already in the folder.")] = False,
@@ -105,6 +106,10 @@ def gen(
         raise MctError(f"the mod task splits every P*P pair by --train-fraction (the rest is halved into val and "
                        f"test), so {', '.join(given)} cannot be set; drop {'it' if len(given) == 1 else 'them'}")
     ood = None
+    if ood_longest is not None:  # `--ood-digits 11 40`: click reads the 40 as a second argument
+        if ood_digits is None or not ood_digits.strip().isdigit():
+            raise MctError(f"unexpected argument {ood_longest}; did you mean --ood-digits C {ood_longest}?")
+        ood_digits = f"{ood_digits.strip()}-{ood_longest}"
     if ood_digits is not None:
         parts = ood_digits.replace(",", "-").split("-")
         if len(parts) == 1:

@@ -89,3 +89,12 @@ def test_gen_user_mistakes_exit_2_with_one_line(tmp_path, capsys, argv, message)
     code, _, err = run(argv + ["--out", str(tmp_path / "d")], capsys)
     assert code == 2 and message in err and "Traceback" not in err
     assert not (tmp_path / "d").exists()
+
+
+def test_ood_digits_take_two_numbers_as_well(tmp_path, capsys):
+    code, out, err = run(["gen", "add", "--max-digits", "2", "--instances", "50", "--val", "10", "--test", "10",
+                          "--ood-digits", "3", "5", "--out", str(tmp_path / "d"), "--json"], capsys)
+    assert code == 0, err
+    assert json.loads(out)["ood_digits"] == [3, 5]
+    code, _, err = run(["gen", "add", "7"], capsys)
+    assert code == 2 and "--ood-digits C 7" in err

@@ -1,6 +1,6 @@
 # The README's two commands: `make demo` and `make test`. Each creates .venv when it is missing.
 # TORCH=<pip requirement> chooses the torch to install (e.g. TORCH=torch==2.5.1); by default a wheel
-# already on this machine is used, else the CPU build where there is no NVIDIA GPU, else PyPI's torch.
+# already on this machine is used, else the CPU build where there is no NVIDIA GPU, else the default index's torch.
 PYTHON ?= python3
 VENV ?= .venv
 TORCH ?=
@@ -23,8 +23,8 @@ $(STAMP): pyproject.toml
 		$(BIN)/pip install -q torch; \
 	elif ! command -v nvidia-smi >/dev/null 2>&1; then \
 		echo "torch: no NVIDIA GPU found, installing the CPU build"; \
-		$(BIN)/pip install -q --retries 1 --timeout 20 --index-url https://download.pytorch.org/whl/cpu \
-			--extra-index-url https://pypi.org/simple torch || $(BIN)/pip install -q torch; \
+		$(BIN)/pip install -q --retries 1 --timeout 20 --extra-index-url https://download.pytorch.org/whl/cpu \
+			torch || $(BIN)/pip install -q torch; \
 	else \
 		$(BIN)/pip install -q torch; \
 	fi

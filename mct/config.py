@@ -194,6 +194,9 @@ class DataConfig(_Section):
     carry_mix: float = Field(
         0.0, ge=0.0, le=1.0, description="add/sub: share of training problems drawn where every column carries "
         "(borrows), the longest carry chains; the rest stays balanced over carry counts")
+    tie_mix: float = Field(
+        0.0, ge=0.0, le=1.0, description="sub: share of equal-length training problems whose operands agree in "
+        "their top digits (one to all of them), so the sign is decided at any column, equal operands included")
     curriculum_steps: int = Field(
         0, ge=0, le=10**9, description="length curriculum: the longest training operand grows from min_digits to "
         "max_digits over these steps (0 = every length from the start)")
@@ -211,6 +214,9 @@ class DataConfig(_Section):
                                "step_masking_mode 'mask_answer' trains on the steps only, so it needs use_steps = true")
         if self.carry_mix and self.task not in ("add", "sub"):
             raise _cross_field(("carry_mix", "task"), f"carry_mix applies to add and sub (carries and borrows), "
+                               f"not {self.task}")
+        if self.tie_mix and self.task != "sub":
+            raise _cross_field(("tie_mix", "task"), f"tie_mix applies to sub (the sign compares the operands), "
                                f"not {self.task}")
         if self.ood_digits is not None and not 1 <= self.ood_digits[0] <= self.ood_digits[1] <= 1000:
             raise _cross_field(("ood_digits",), f"ood_digits {list(self.ood_digits)} must be [shortest, longest], "

@@ -236,6 +236,32 @@ def test_length_curriculum_grows_the_longest_operand():
     assert longest == sorted(longest) or max(longest[:50]) < 5  # grows, never jumps to the end early
 
 
+def test_tie_mix_gives_operands_that_agree_in_their_top_digits():
+    plain = DataConfig(task="sub", min_digits=1, max_digits=3, n_train=100_000)
+    mixed = DataConfig(task="sub", min_digits=1, max_digits=3, n_train=100_000, tie_mix=0.6)
+
+    def operands(cfg):
+        fmt = DataFormat.from_config(cfg)
+        ids, _ = GeneratedBatches(cfg, fmt, TOK, 3000, "cpu", seed=0).next_batch()
+        return [fmt.operands_from_prompt(t[: t.index("=") + 1]) for t in _decoded_rows(ids)]
+
+    for cfg, low, high in ((plain, 0.05, 0.2), (mixed, 0.55, 0.75)):  # 0.6 + 0.4 * the plain share
+        same_length = [(a, b) for a, b in operands(cfg) if len(str(a)) == len(str(b))]
+        assert low < sum(str(a)[0] == str(b)[0] for a, b in same_length) / len(same_length) < high
+    problems = operands(mixed)
+    for length in (2, 3):  # equal operands (all digits shared) at every length; plain draws almost none
+        assert sum(a == b and len(str(a)) == length for a, b in problems) > 40
+        assert sum(a == b and len(str(a)) == length for a, b in operands(plain)) < 15
+    assert problems == operands(mixed)  # deterministic for a seed
+
+
+def test_tie_mix_is_refused_for_tasks_without_a_sign():
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError, match="tie_mix"):
+        DataConfig(task="add", tie_mix=0.2)
+
+
 def test_carry_mix_is_refused_for_tasks_without_carries():
     from pydantic import ValidationError
 

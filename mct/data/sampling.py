@@ -485,6 +485,19 @@ def stream_weights(task: str, min_digits: int, max_digits: int, total: int, carr
     return [b for b, _ in flat], weights / weights.sum()
 
 
+def share_top_digits(rng: np.random.Generator, a: np.ndarray, a_len: np.ndarray, b: np.ndarray,
+                     b_len: np.ndarray, share: float) -> None:
+    """In place: in about `share` of the rows whose operands have equal lengths, b takes a's top s digits,
+    s uniform from 1 to the length (all of them: a == b). Uniform operands almost always differ in their
+    top digit, so a model rarely has to compare further down; these rows decide the sign of a - b at every
+    column, ties included. Digit matrices least significant first, as `sample_stream` returns them."""
+    chosen = (rng.random(len(a)) < share) & (a_len == b_len)
+    shared = np.floor(rng.random(len(a)) * a_len).astype(np.int64) + 1  # 1..length
+    column = np.arange(a.shape[1])[None, :]
+    copy = chosen[:, None] & (column >= (a_len - shared)[:, None]) & (column < a_len[:, None])
+    b[copy] = a[copy]
+
+
 def sample_stream(rng: np.random.Generator, buckets: list[Bucket], probabilities: np.ndarray, size: int,
                   width: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """`size` problems drawn with replacement: a bucket by `probabilities`, then a uniform problem of it.

@@ -255,11 +255,25 @@ def test_tie_mix_gives_operands_that_agree_in_their_top_digits():
     assert problems == operands(mixed)  # deterministic for a seed
 
 
-def test_tie_mix_is_refused_for_tasks_without_a_sign():
+def test_tie_mix_gives_additions_whose_top_columns_sum_to_nine():
+    def nines(tie_mix):  # problems of 3 digits (both operands padded to 3) whose top column sums to 9
+        cfg = DataConfig(task="add", min_digits=3, max_digits=3, pad_operands=True, n_train=100_000, tie_mix=tie_mix)
+        fmt = DataFormat.from_config(cfg)
+        ids, _ = GeneratedBatches(cfg, fmt, TOK, 2000, "cpu", seed=0).next_batch()
+        problems = [fmt.operands_from_prompt(t[: t.index("=") + 1]) for t in _decoded_rows(ids)]
+        return [(a // 100 + b // 100 == 9, (a + b) // 1000, a, b) for a, b in problems]
+
+    plain, mixed = nines(0.0), nines(0.5)
+    assert sum(top for top, *_ in plain) < 300 < sum(top for top, *_ in mixed)  # ~1/9 vs ~0.5 + 0.5/9
+    all_nines = [(a, b) for _, _, a, b in mixed if a + b == 999]  # every column a tie: no carry at all
+    assert len(all_nines) > 100 and all(min(a, b) >= 100 for _, _, a, b in mixed)  # lengths stay in range
+
+
+def test_tie_mix_is_refused_for_tasks_without_carries():
     from pydantic import ValidationError
 
     with pytest.raises(ValidationError, match="tie_mix"):
-        DataConfig(task="add", tie_mix=0.2)
+        DataConfig(task="mul", tie_mix=0.2)
 
 
 def test_carry_mix_is_refused_for_tasks_without_carries():

@@ -12,9 +12,10 @@ Zero-padded format (`operand_width` w > 0): operands are written with leading ze
 ("012+034=") and the answer is zero-padded to the task's answer width (`answer_width`: add w+1, sub w
 after the sign, mul 2w, mod the digits of modulus-1) before it is ordered, so every digit sits at a
 fixed position: 12+34 with w=3, reversed -> "#6400<eos>". Add/sub steps are written for every padded
-column ("2+4+0=06|1+3+0=04|0+0+0=00|"), so their count and positions are fixed too. Padded subtraction always writes the sign
-("+" or "-", first in both orders), so a negative answer does not shift the digits: 34-12 -> "#+220<eos>". Longer operands (OOD) are written as they
-are. `parse_completion` gives the natural answer without leading zeros.
+column ("2+4+0=06|1+3+0=04|0+0+0=00|"), so their count and positions are fixed too. Padded subtraction
+always writes the sign ("+" or "-", first in both orders), so a negative answer does not shift the
+digits: 34-12 -> "#+220<eos>". Longer operands (OOD) are written as they are. `parse_completion` gives
+the natural answer without leading zeros.
 """
 
 from __future__ import annotations

@@ -194,6 +194,10 @@ class DataConfig(_Section):
     carry_mix: float = Field(
         0.0, ge=0.0, le=1.0, description="add/sub: share of training problems drawn where every column carries "
         "(borrows), the longest carry chains; the rest stays balanced over carry counts")
+    tie_mix: float = Field(
+        0.0, ge=0.0, le=1.0, description="add/sub: share of equal-length training problems whose top columns "
+        "(one to all of them) are ties: sub equal digits (the sign is decided below), add digits summing to 9 "
+        "(the carry into the top is decided below)")
     curriculum_steps: int = Field(
         0, ge=0, le=10**9, description="length curriculum: the longest training operand grows from min_digits to "
         "max_digits over these steps (0 = every length from the start)")
@@ -212,6 +216,9 @@ class DataConfig(_Section):
         if self.carry_mix and self.task not in ("add", "sub"):
             raise _cross_field(("carry_mix", "task"), f"carry_mix applies to add and sub (carries and borrows), "
                                f"not {self.task}")
+        if self.tie_mix and self.task not in ("add", "sub"):
+            raise _cross_field(("tie_mix", "task"), f"tie_mix applies to add and sub (carries and signs decided "
+                               f"by lower columns), not {self.task}")
         if self.ood_digits is not None and not 1 <= self.ood_digits[0] <= self.ood_digits[1] <= 1000:
             raise _cross_field(("ood_digits",), f"ood_digits {list(self.ood_digits)} must be [shortest, longest], "
                                "each from 1 to 1000 digits")

@@ -236,6 +236,46 @@ def test_length_curriculum_grows_the_longest_operand():
     assert longest == sorted(longest) or max(longest[:50]) < 5  # grows, never jumps to the end early
 
 
+def test_tie_mix_gives_operands_that_agree_in_their_top_digits():
+    plain = DataConfig(task="sub", min_digits=1, max_digits=3, n_train=100_000)
+    mixed = DataConfig(task="sub", min_digits=1, max_digits=3, n_train=100_000, tie_mix=0.6)
+
+    def operands(cfg):
+        fmt = DataFormat.from_config(cfg)
+        ids, _ = GeneratedBatches(cfg, fmt, TOK, 3000, "cpu", seed=0).next_batch()
+        return [fmt.operands_from_prompt(t[: t.index("=") + 1]) for t in _decoded_rows(ids)]
+
+    for cfg, low, high in ((plain, 0.05, 0.2), (mixed, 0.55, 0.75)):  # 0.6 + 0.4 * the plain share
+        same_length = [(a, b) for a, b in operands(cfg) if len(str(a)) == len(str(b))]
+        assert low < sum(str(a)[0] == str(b)[0] for a, b in same_length) / len(same_length) < high
+    problems = operands(mixed)
+    for length in (2, 3):  # equal operands (all digits shared) at every length; plain draws almost none
+        assert sum(a == b and len(str(a)) == length for a, b in problems) > 40
+        assert sum(a == b and len(str(a)) == length for a, b in operands(plain)) < 15
+    assert problems == operands(mixed)  # deterministic for a seed
+
+
+def test_tie_mix_gives_additions_whose_top_columns_sum_to_nine():
+    def nines(tie_mix):  # problems of 3 digits (both operands padded to 3) whose top column sums to 9
+        cfg = DataConfig(task="add", min_digits=3, max_digits=3, pad_operands=True, n_train=100_000, tie_mix=tie_mix)
+        fmt = DataFormat.from_config(cfg)
+        ids, _ = GeneratedBatches(cfg, fmt, TOK, 2000, "cpu", seed=0).next_batch()
+        problems = [fmt.operands_from_prompt(t[: t.index("=") + 1]) for t in _decoded_rows(ids)]
+        return [(a // 100 + b // 100 == 9, (a + b) // 1000, a, b) for a, b in problems]
+
+    plain, mixed = nines(0.0), nines(0.5)
+    assert sum(top for top, *_ in plain) < 300 < sum(top for top, *_ in mixed)  # ~1/9 vs ~0.5 + 0.5/9
+    all_nines = [(a, b) for _, _, a, b in mixed if a + b == 999]  # every column a tie: no carry at all
+    assert len(all_nines) > 100 and all(min(a, b) >= 100 for _, _, a, b in mixed)  # lengths stay in range
+
+
+def test_tie_mix_is_refused_for_tasks_without_carries():
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError, match="tie_mix"):
+        DataConfig(task="mul", tie_mix=0.2)
+
+
 def test_carry_mix_is_refused_for_tasks_without_carries():
     from pydantic import ValidationError
 

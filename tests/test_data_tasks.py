@@ -161,8 +161,16 @@ def test_padded_format_examples():
     assert DataFormat("mod", operand_width=3, modulus=113).answer_width == 3
     assert add.prompt((12345, 6)) == "12345+006="  # longer operands (OOD) as they are
     assert add.target((12345, 6)) == "#15321<eos>"
-    # steps are computed on the natural operands
-    assert DataFormat("add", use_steps=True, operand_width=3).target((12, 34)) == "2+4+0=06|1+3+0=04|#6400<eos>"
+    # one add/sub step per padded column, so every step sits at a fixed position (OOD operands: all columns)
+    add_steps = DataFormat("add", use_steps=True, operand_width=3)
+    assert add_steps.target((12, 34)) == "2+4+0=06|1+3+0=04|0+0+0=00|#6400<eos>"
+    assert add_steps.target((2, 1)) == "2+1+0=03|0+0+0=00|0+0+0=00|#3000<eos>"
+    assert add_steps.target((99, 1)) == "9+1+0=10|9+0+1=10|0+0+1=01|#0010<eos>"
+    assert add_steps.steps((1234, 5)) == ["4+5+0=09", "3+0+0=03", "2+0+0=02", "1+0+0=01"]
+    sub_steps = DataFormat("sub", use_steps=True, operand_width=3)
+    assert sub_steps.target((3, 5)) == "5-3-0=02|0-0-0=00|0-0-0=00|#-200<eos>"
+    assert DataFormat("add", use_steps=True).target((2, 1)) == "2+1+0=03|#3<eos>"  # unpadded: natural columns
+    assert DataFormat("mul", use_steps=True, operand_width=2).steps((3, 4)) == ["3*4=12"]  # mul: natural
 
 
 def test_padded_parse_completion_drops_leading_zeros():

@@ -136,6 +136,26 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch
     assert state["step"] == 10
 
 
+def test_a_nan_loss_is_caught_before_a_checkpoint_between_log_lines(tmp_path, monkeypatch):
+    """log_every 7, save_every 10: the loss turns NaN at step 9, and step 10 writes last.pt; the loss is
+    checked there first, so no checkpoint with NaN weights is ever written (the run stays resumable)."""
+    from mct.train import step as step_module
+
+    real = step_module.summed_loss
+    calls = {"n": 0}
+
+    def poisoned(model, ids, labels, attention_mask=None, position_ids=None):
+        calls["n"] += 1
+        loss = real(model, ids, labels, attention_mask, position_ids)
+        return loss * float("nan") if calls["n"] > 8 else loss
+
+    monkeypatch.setattr(step_module, "summed_loss", poisoned)
+    config = tiny_config(tmp_path, train={"log_every": 7, "eval_every": 15, "save_every": 10})
+    with pytest.raises(MctError, match="loss became nan by step 10; training stopped and no checkpoint"):
+        train(config, tmp_path / "run")
+    assert not (tmp_path / "run" / "last.pt").exists()
+
+
 def test_early_stop_at_target_accuracy(tmp_path, monkeypatch):
     monkeypatch.setattr(loop, "validate", lambda *a, **k: (0.01, 1.0))
     result = train(tiny_config(tmp_path, train={"target_accuracy": 0.99, "max_steps": 60}), tmp_path / "run")

@@ -11,9 +11,11 @@ on the code's defaults.
 Zero-padded format (`operand_width` w > 0): operands are written with leading zeros to w digits
 ("012+034=") and the answer is zero-padded to the task's answer width (`answer_width`: add w+1, sub w
 after the sign, mul 2w, mod the digits of modulus-1) before it is ordered, so every digit sits at a
-fixed position: 12+34 with w=3, reversed -> "#6400<eos>". Padded subtraction always writes the sign
-("+" or "-", first in both orders), so a negative answer does not shift the digits: 34-12 -> "#+220<eos>". Longer operands (OOD) are written as they
-are. `parse_completion` gives the natural answer without leading zeros.
+fixed position: 12+34 with w=3, reversed -> "#6400<eos>". Add/sub steps are written for every padded
+column ("2+4+0=06|1+3+0=04|0+0+0=00|"), so their count and positions are fixed too. Padded subtraction
+always writes the sign ("+" or "-", first in both orders), so a negative answer does not shift the
+digits: 34-12 -> "#+220<eos>". Longer operands (OOD) are written as they are. `parse_completion` gives
+the natural answer without leading zeros.
 """
 
 from __future__ import annotations
@@ -155,8 +157,9 @@ class DataFormat:
         return self.solve(operands)
 
     def steps(self, operands: tuple[int, int]) -> list[str]:
-        """The step trace (also when this format does not train on steps)."""
-        return tasks.steps(self.task, operands[0], operands[1], self.modulus)
+        """The step trace (also when this format does not train on steps): a zero-padded format writes
+        one add/sub column step per padded column, so every step sits at a fixed position."""
+        return tasks.steps(self.task, operands[0], operands[1], self.modulus, self.operand_width)
 
     def order_answer(self, natural: str) -> str:
         """Ordering only (no padding): reversed or plain."""
@@ -184,7 +187,7 @@ class DataFormat:
 
     def target(self, operands: tuple[int, int]) -> str:
         """Exactly what the model is trained to write after the prompt."""
-        answer, steps, _, _ = tasks.trace(self.task, operands[0], operands[1], self.modulus)
+        answer, steps, _, _ = tasks.trace(self.task, operands[0], operands[1], self.modulus, self.operand_width)
         return build_target(steps if self.use_steps else [], self.ordered_answer(answer))
 
     def carry_stats(self, operands: tuple[int, int]) -> tuple[int, int]:

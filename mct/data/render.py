@@ -161,9 +161,10 @@ class Columns:
     count: torch.Tensor  # [N] columns of the trace: max(len x, len y)
 
 
-def column_trace(x: Digits, y: Digits, subtract: bool) -> Columns:
-    """The school method, one column at a time for the whole batch (L vector steps)."""
-    L = max(x.values.shape[1], y.values.shape[1])
+def column_trace(x: Digits, y: Digits, subtract: bool, width: int = 0) -> Columns:
+    """The school method, one column at a time for the whole batch (L vector steps); at least `width`
+    columns are counted (a zero-padded format writes a step for every padded column)."""
+    L = max(x.values.shape[1], y.values.shape[1], width)
     xv, yv = _pad_to(x.values, L), _pad_to(y.values, L)
     carry = torch.zeros_like(xv[:, 0])
     carry_in, carry_out, digit = [], [], []
@@ -175,7 +176,8 @@ def column_trace(x: Digits, y: Digits, subtract: bool) -> Columns:
         digit.append(total + 10 * out if subtract else total - 10 * out)
         carry = out
     stack = lambda cols: torch.stack(cols, 1)  # noqa: E731
-    return Columns(xv, yv, stack(carry_in), stack(carry_out), stack(digit), torch.maximum(x.lengths, y.lengths))
+    count = torch.maximum(x.lengths, y.lengths).clamp(min=width)
+    return Columns(xv, yv, stack(carry_in), stack(carry_out), stack(digit), count)
 
 
 def greater_or_equal(a: Digits, b: Digits) -> torch.Tensor:
@@ -214,7 +216,7 @@ class BatchRenderer:
         """Natural answer (digits, negative [N] bool) and, for step formats, the steps added to `segments`."""
         task, fmt = self.format.task, self.format
         if task == "add":
-            cols = column_trace(a, b, subtract=False)
+            cols = column_trace(a, b, subtract=False, width=fmt.operand_width)
             values = torch.cat([cols.digit, cols.carry_out[:, -1:]], 1)
             if fmt.use_steps:
                 self._column_steps(cols, "+", segments)
@@ -225,7 +227,7 @@ class BatchRenderer:
             av, bv = _pad_to(a.values, L), _pad_to(b.values, L)
             x = Digits(torch.where(a_ge[:, None], av, bv), torch.where(a_ge, a.lengths, b.lengths))
             y = Digits(torch.where(a_ge[:, None], bv, av), torch.where(a_ge, b.lengths, a.lengths))
-            cols = column_trace(x, y, subtract=True)
+            cols = column_trace(x, y, subtract=True, width=fmt.operand_width)
             if fmt.use_steps:
                 self._column_steps(cols, "-", segments)
             answer = _strip(cols.digit)

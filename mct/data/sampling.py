@@ -485,6 +485,25 @@ def stream_weights(task: str, min_digits: int, max_digits: int, total: int, carr
     return [b for b, _ in flat], weights / weights.sum()
 
 
+def tie_top_columns(rng: np.random.Generator, task: str, a: np.ndarray, a_len: np.ndarray, b: np.ndarray,
+                    b_len: np.ndarray, share: float) -> None:
+    """In place: in about `share` of the rows whose operands have equal lengths, the top s columns become
+    ties, s uniform from 1 to the length: sub copies a's digits into b (a - b's sign is decided below
+    them; all columns: a == b), add makes each column sum to 9 (a carry from below runs through them,
+    so the carry into the top is decided below). Uniform operands almost never have such columns, so a
+    model rarely learns to look below the top one. Digit matrices least significant first, as
+    `sample_stream` returns them; lengths never change (add skips a top digit 9 of more than one digit,
+    whose partner would be a leading 0)."""
+    chosen = (rng.random(len(a)) < share) & (a_len == b_len)
+    if task == "add":
+        top = np.take_along_axis(a, (a_len - 1)[:, None], 1)[:, 0]
+        chosen &= (top != 9) | (a_len == 1)
+    shared = np.floor(rng.random(len(a)) * a_len).astype(np.int64) + 1  # 1..length
+    column = np.arange(a.shape[1])[None, :]
+    tie = chosen[:, None] & (column >= (a_len - shared)[:, None]) & (column < a_len[:, None])
+    b[tie] = a[tie] if task == "sub" else 9 - a[tie]
+
+
 def sample_stream(rng: np.random.Generator, buckets: list[Bucket], probabilities: np.ndarray, size: int,
                   width: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """`size` problems drawn with replacement: a bucket by `probabilities`, then a uniform problem of it.

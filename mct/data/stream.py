@@ -96,6 +96,8 @@ class GeneratedBatches:
         """`size` problems none of which is held out: digit matrices and lengths."""
         buckets, probabilities = self.weights(longest)
         a, a_len, b, b_len = sampling.sample_stream(rng, buckets, probabilities, size, self.config.max_digits)
+        if self.config.tie_mix:
+            sampling.tie_top_columns(rng, self.renderer.format.task, a, a_len, b, b_len, self.config.tie_mix)
         if self.exclude:
             for _ in range(100):
                 held = np.array([p in self.exclude for p in zip(_operand_key(a, a_len), _operand_key(b, b_len))])

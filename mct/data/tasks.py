@@ -5,7 +5,8 @@ max_carry_chain)` in one pass, because generation calls it once per record and m
 
 Step formats (documented with examples in docs/data-format.md):
 - add: one step per column, least significant first: `"{a_i}+{b_i}+{carry_in}={carry_out}{digit}"`
-  (7+5 with carry 1 -> `"7+5+1=13"`); a missing digit of the shorter operand is 0.
+  (7+5 with carry 1 -> `"7+5+1=13"`); a missing digit of the shorter operand is 0. With `width` w
+  (zero-padded formats) there are at least w columns, so 2+1 with w=3 -> `2+1+0=03|0+0+0=00|0+0+0=00`.
 - sub: the same on |larger| - |smaller| with borrows: `"{x_i}-{y_i}-{borrow_in}={borrow_out}{digit}"`
   (3-5 with borrow 0 -> `"3-5-0=18"`: borrow 1, digit 8); the answer gets "-" when a < b.
 - mul: for each digit b_j of b, least significant first, the partial product `"{a}*{b_j}={a*b_j}"`
@@ -37,12 +38,13 @@ for _c in (0, 1):
 del _c, _x, _y, _s, _d, _borrow
 
 
-def _columns(table, x: int, y: int) -> tuple[list[str], int, int]:
-    """Steps, carry count and longest carry run of the column-wise operation `table` on x and y."""
+def _columns(table, x: int, y: int, width: int = 0) -> tuple[list[str], int, int]:
+    """Steps, carry count and longest carry run of the column-wise operation `table` on x and y, over
+    at least `width` columns (a padding column never carries, so the counts do not depend on it)."""
     rx = str(x)[::-1]
     ry = str(y)[::-1]
-    if len(rx) != len(ry):
-        width = max(len(rx), len(ry))
+    if len(rx) != len(ry) or len(rx) < width:
+        width = max(len(rx), len(ry), width)
         rx, ry = rx.ljust(width, "0"), ry.ljust(width, "0")
     carry = carries = run = chain = 0
     steps = []
@@ -59,14 +61,14 @@ def _columns(table, x: int, y: int) -> tuple[list[str], int, int]:
     return steps, carries, chain
 
 
-def trace_add(a: int, b: int) -> tuple[str, list[str], int, int]:
-    steps, carries, chain = _columns(_ADD, a, b)
+def trace_add(a: int, b: int, width: int = 0) -> tuple[str, list[str], int, int]:
+    steps, carries, chain = _columns(_ADD, a, b, width)
     return str(a + b), steps, carries, chain
 
 
-def trace_sub(a: int, b: int) -> tuple[str, list[str], int, int]:
+def trace_sub(a: int, b: int, width: int = 0) -> tuple[str, list[str], int, int]:
     x, y = (a, b) if a >= b else (b, a)
-    steps, carries, chain = _columns(_SUB, x, y)
+    steps, carries, chain = _columns(_SUB, x, y, width)
     return str(a - b), steps, carries, chain
 
 
@@ -100,12 +102,13 @@ def trace_mod(a: int, b: int, modulus: int) -> tuple[str, list[str], int, int]:
     return str(total % modulus), [f"{a}+{b}={total}", f"{total}%{modulus}={total % modulus}"], carries, chain
 
 
-def trace(task: str, a: int, b: int, modulus: int | None = None) -> tuple[str, list[str], int, int]:
-    """(natural answer, steps, carries, max_carry_chain) of the problem (a, b) of `task`."""
+def trace(task: str, a: int, b: int, modulus: int | None = None, width: int = 0) -> tuple[str, list[str], int, int]:
+    """(natural answer, steps, carries, max_carry_chain) of the problem (a, b) of `task`; `width` is the
+    least number of add/sub column steps (the operand width of a zero-padded format)."""
     if task == "add":
-        return trace_add(a, b)
+        return trace_add(a, b, width)
     if task == "sub":
-        return trace_sub(a, b)
+        return trace_sub(a, b, width)
     if task == "mul":
         return trace_mul(a, b)
     if task == "mod":
@@ -115,10 +118,13 @@ def trace(task: str, a: int, b: int, modulus: int | None = None) -> tuple[str, l
     raise ValueError(f"unknown task {task!r}")
 
 
-def tracer(task: str, modulus: int | None = None):
+def tracer(task: str, modulus: int | None = None, width: int = 0):
     """The `(a, b) -> (answer, steps, carries, max_carry_chain)` function of `task` (for hot loops)."""
     if task == "mod":
         return lambda a, b: trace_mod(a, b, modulus)
+    if width and task in ("add", "sub"):
+        column_trace = trace_add if task == "add" else trace_sub
+        return lambda a, b: column_trace(a, b, width)
     return {"add": trace_add, "sub": trace_sub, "mul": trace_mul}[task]
 
 
@@ -135,8 +141,8 @@ def solve(task: str, a: int, b: int, modulus: int | None = None) -> str:
     raise ValueError(f"unknown task {task!r}")
 
 
-def steps(task: str, a: int, b: int, modulus: int | None = None) -> list[str]:
-    return trace(task, a, b, modulus)[1]
+def steps(task: str, a: int, b: int, modulus: int | None = None, width: int = 0) -> list[str]:
+    return trace(task, a, b, modulus, width)[1]
 
 
 def carry_stats(task: str, a: int, b: int, modulus: int | None = None) -> tuple[int, int]:

@@ -311,7 +311,9 @@ class _Run:
                     s, self.config, self.precision, self.device, self.dist, self.tokenizer.pad_id)
                 in_step = False
                 totals.add(loss, labels, tokens)
-                log_now = s.step % cfg.log_every == 0 or s.step == cfg.max_steps
+                # a step that writes a checkpoint checks the loss first, so NaN weights are never saved
+                saves = s.step % cfg.save_every == 0 or bool(cfg.keep_every and s.step % cfg.keep_every == 0)
+                log_now = s.step % cfg.log_every == 0 or s.step == cfg.max_steps or saves
                 eval_now = s.step % cfg.eval_every == 0 or s.step == cfg.max_steps
                 if log_now or eval_now:
                     if self.device.type == "cuda":

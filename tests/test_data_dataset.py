@@ -1,13 +1,16 @@
 import json
 
+import numpy as np
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from mct.config import DataConfig
 from mct.data.dataset import Example, Record, collate_fn, encode_example, read_records
 from mct.data.format import DataFormat
 from mct.data.generate import sample_heldout, write_dataset
-from mct.data.stream import GeneratedBatches
+from mct.data.stream import GeneratedBatches, HeldOut
 from mct.errors import MctError
 from mct.tokenizer import Tokenizer
 
@@ -121,6 +124,28 @@ def test_generated_batches_never_yield_held_out_problems_and_match_the_format():
         # "none": every real token carries loss, padding none
         assert torch.equal(labels != -100, ids != TOK.pad_id)
     assert not seen & held and len(seen) > 500
+
+
+def _digit_rows(values, width):
+    """values -> (digit rows [N, width] least significant first, lengths [N]), as the stream draws them."""
+    rows = np.array([[v // 10**i % 10 for i in range(width)] for v in values], dtype=np.int64).reshape(-1, width)
+    return rows, np.array([len(str(v)) for v in values], dtype=np.int64)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.integers(1, 12).flatmap(lambda width: st.tuples(
+    st.just(width),
+    st.lists(st.tuples(st.integers(0, 10**width - 1), st.integers(0, 10**width - 1)), min_size=1, max_size=30),
+    st.lists(st.tuples(st.integers(-5, 10**width + 5), st.integers(-5, 10**width + 5)), max_size=30))))
+def test_held_out_mask_is_set_membership_for_any_width(case):
+    """The numpy key path (up to 9 digits) and the Python path (longer) agree with `pair in held`, also
+    for held pairs outside the digit range (which must never match a drawn problem)."""
+    width, drawn, held = case
+    held = set(held) | set(drawn[: len(drawn) // 2])
+    a, a_len = _digit_rows([x for x, _ in drawn], width)
+    b, b_len = _digit_rows([y for _, y in drawn], width)
+    mask = HeldOut(held, width).mask(a, a_len, b, b_len)
+    assert mask.tolist() == [pair in held for pair in drawn]
 
 
 def test_generated_batches_resume_identically_from_state_dict():

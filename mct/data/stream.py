@@ -21,7 +21,9 @@ from mct.data import sampling
 from mct.data.render import BatchRenderer, Digits, labels_for
 from mct.errors import MctError
 
-CHUNK_PROBLEMS = 65_536  # problems drawn and rendered at once (a few MB of token ids)
+# problems drawn and rendered at once: rendering costs the same per problem whatever the chunk, and a short
+# run (the default stops after a few hundred steps) should not wait for problems it never trains on
+CHUNK_PROBLEMS = 16_384
 
 
 def sequence_width(data_format, tokenizer, data_config) -> int:
@@ -51,8 +53,36 @@ def check_width(width: int, max_seq_len: int) -> None:
 def _operand_key(values: np.ndarray, lengths: np.ndarray) -> list[int]:
     """Python ints of digit rows (least significant first)."""
     if values.shape[1] <= 18:
-        return (values * 10 ** np.arange(values.shape[1], dtype=np.int64)).sum(1).tolist()
+        return _operand_values(values).tolist()
     return [int("".join(map(str, row[:n][::-1]))) for row, n in zip(values.tolist(), lengths.tolist())]
+
+
+def _operand_values(values: np.ndarray) -> np.ndarray:
+    """int64 values of digit rows [N, width <= 18] (least significant first)."""
+    return (values * 10 ** np.arange(values.shape[1], dtype=np.int64)).sum(1)
+
+
+class HeldOut:
+    """Which drawn problems are held out. Operands of up to 9 digits are checked as one int64 key per pair
+    (a * 10**9 + b) against a sorted array, in numpy; longer ones pair by pair in Python."""
+
+    SCALE = 10**9
+
+    def __init__(self, pairs, max_digits: int):
+        self.pairs = frozenset(pairs)
+        self.keys = None
+        if max_digits <= 9:  # pairs outside the digit range are never drawn, so they need no key
+            self.keys = np.array(sorted(a * self.SCALE + b for a, b in self.pairs
+                                        if 0 <= a < self.SCALE and 0 <= b < self.SCALE), dtype=np.int64)
+
+    def __bool__(self) -> bool:
+        return bool(self.pairs)
+
+    def mask(self, a: np.ndarray, a_len: np.ndarray, b: np.ndarray, b_len: np.ndarray) -> np.ndarray:
+        """bool [N]: problem i (digit rows a[i], b[i]) is held out."""
+        if self.keys is not None:
+            return np.isin(_operand_values(a) * self.SCALE + _operand_values(b), self.keys)
+        return np.array([p in self.pairs for p in zip(_operand_key(a, a_len), _operand_key(b, b_len))], dtype=bool)
 
 
 class GeneratedBatches:
@@ -66,7 +96,7 @@ class GeneratedBatches:
         self.mode = data_config.step_masking_mode
         self.batch_size = batch_size
         self.device = torch.device(device)
-        self.exclude = frozenset(exclude)
+        self.exclude = HeldOut(exclude, data_config.max_digits)
         self.seed = seed
         self.width = sequence_width(data_format, tokenizer, data_config)
         check_width(self.width, data_config.max_seq_len)
@@ -98,7 +128,7 @@ class GeneratedBatches:
         a, a_len, b, b_len = sampling.sample_stream(rng, buckets, probabilities, size, self.config.max_digits)
         if self.exclude:
             for _ in range(100):
-                held = np.array([p in self.exclude for p in zip(_operand_key(a, a_len), _operand_key(b, b_len))])
+                held = self.exclude.mask(a, a_len, b, b_len)
                 if not held.any():
                     break
                 fresh = sampling.sample_stream(rng, buckets, probabilities, int(held.sum()), self.config.max_digits)

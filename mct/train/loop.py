@@ -124,10 +124,10 @@ def validate(model, tensors, precision, device: torch.device, batch_size: int = 
         labels = labels_all[start:start + batch_size].to(device)
         scored = scored_all[start:start + batch_size].to(device)
         with precision.autocast(device):
-            logits, _, _ = model(ids)
-        predictions = logits[:, :-1].argmax(-1)
+            logits, _, _ = model(ids[:, :-1])  # the last position predicts nothing (as in training)
+        predictions = logits.argmax(-1)
         total += torch.nn.functional.cross_entropy(
-            logits[:, :-1].reshape(-1, logits.shape[-1]).float(), labels[:, 1:].reshape(-1),
+            logits.reshape(-1, logits.shape[-1]).float(), labels[:, 1:].reshape(-1),
             ignore_index=-100, reduction="sum").double()
         count += (labels[:, 1:] != -100).sum()
         wrong = (predictions != ids[:, 1:]) & scored[:, 1:]

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
+from torch.torch_version import TorchVersion
 
 from mct.train.distributed import Dist, all_reduce_sum
 
@@ -23,8 +24,8 @@ IGNORE_INDEX = -100
 def build_optimizer(model: torch.nn.Module, config, capturable: bool = False) -> torch.optim.AdamW:
     """AdamW with weight decay on matrices (embeddings, projections) only, not on biases and norms.
 
-    Fused kernels where the parameters live on CUDA; `capturable` (for CUDA graphs) keeps the learning
-    rate and step counters on the device."""
+    Fused kernels (one pass over all parameters) on CUDA, and on the CPU where torch has them (2.4+);
+    `capturable` (for CUDA graphs) keeps the learning rate and step counters on the device."""
     decay, no_decay = [], []
     for param in model.parameters():
         if param.requires_grad:
@@ -33,8 +34,9 @@ def build_optimizer(model: torch.nn.Module, config, capturable: bool = False) ->
         {"params": decay, "weight_decay": config.train.weight_decay},
         {"params": no_decay, "weight_decay": 0.0},
     ]
-    on_cuda = next(model.parameters()).is_cuda
-    options = {"capturable": True, "foreach": True} if capturable else {"fused": True} if on_cuda else {}
+    device = next(model.parameters()).device
+    fused = device.type == "cuda" or (device.type == "cpu" and TorchVersion(torch.__version__) >= "2.4")
+    options = {"capturable": True, "foreach": True} if capturable else {"fused": True} if fused else {}
     lr = torch.tensor(config.train.lr, device=next(model.parameters()).device) if capturable else config.train.lr
     return torch.optim.AdamW(groups, lr=lr, betas=(config.train.beta1, config.train.beta2), **options)
 
@@ -85,11 +87,15 @@ def summed_loss(model, input_ids: torch.Tensor, labels: torch.Tensor,
                 attention_mask: torch.Tensor | None = None, position_ids: torch.Tensor | None = None) -> torch.Tensor:
     """Cross-entropy summed over the labelled tokens (a device scalar).
 
-    logits [B, T, V] at position t predict labels[t + 1] (labels are aligned with input_ids). Training
-    batches are right-padded, so the causal mask alone keeps real tokens from seeing padding and no
-    attention mask is needed (the fast fused attention path)."""
-    logits, _, _ = model(input_ids, attention_mask=attention_mask, position_ids=position_ids)
-    return F.cross_entropy(logits[:, :-1].reshape(-1, logits.size(-1)).float(), labels[:, 1:].reshape(-1),
+    logits at position t predict labels[t + 1] (labels are aligned with input_ids), so the last position
+    predicts nothing: it is not fed (causal attention leaves the other logits as they were), which saves
+    1/T of the step. Training batches are right-padded, so the causal mask alone keeps real tokens from
+    seeing padding and no attention mask is needed (the fast fused attention path)."""
+    def fed(tensor):
+        return None if tensor is None else tensor[:, :-1]
+
+    logits, _, _ = model(fed(input_ids), attention_mask=fed(attention_mask), position_ids=fed(position_ids))
+    return F.cross_entropy(logits.reshape(-1, logits.size(-1)).float(), labels[:, 1:].reshape(-1),
                            ignore_index=IGNORE_INDEX, reduction="sum")
 
 

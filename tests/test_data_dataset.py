@@ -167,6 +167,22 @@ def test_generated_batches_resume_identically_from_state_dict():
     assert all(torch.equal(x, y) for x, y in zip(replay, expected))  # deterministic from the seed
 
 
+@pytest.mark.parametrize("task", ["add", "sub", "mul"])
+@pytest.mark.parametrize("layout", [dict(pad_operands=True), dict(pad_operands=False),
+                                    dict(use_steps=True, max_seq_len=96),
+                                    dict(use_steps=True, step_masking_mode="mask_answer", max_seq_len=96),
+                                    dict(use_steps=True, step_masking_mode="none", max_seq_len=96)],
+                         ids=["padded", "unpadded", "steps", "mask-answer", "none"])
+def test_scored_from_is_the_first_labelled_position_of_every_batch(task, layout):
+    """The last block trains only from `scored_from` on, so no batch may hold a label at or before it (it
+    would be lost); and it is tight: the batches' earliest label is right after it."""
+    cfg = DataConfig(task=task, min_digits=1, max_digits=2, **layout)
+    batches = GeneratedBatches(cfg, DataFormat.from_config(cfg), TOK, 2000, "cpu", seed=1)
+    ids, labels = batches.next_batch()
+    scored = (labels[:, 1:] != -100).any(0).nonzero()[:, 0]
+    assert int(scored[0]) == batches.scored_from
+
+
 def test_generated_batches_are_balanced_over_carries():
     cfg = DataConfig(min_digits=3, max_digits=3, n_train=100_000)
     fmt = DataFormat.from_config(cfg)

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from mct.data import sampling
-from mct.data.render import BatchRenderer, Digits, labels_for
+from mct.data.render import IGNORE_INDEX, BatchRenderer, Digits, labels_for
 from mct.errors import MctError
 
 # problems drawn and rendered at once: rendering costs the same per problem whatever the chunk, and a short
@@ -32,6 +32,19 @@ def sequence_width(data_format, tokenizer, data_config) -> int:
     Every text part is longest at an extreme of the digit range (the largest operands give the longest
     steps and answers, the smallest of the longest length against the largest the longest negative
     answer), so the grid of extremes gives the width; chunks are checked against it as they are drawn."""
+    return int(_extremes(data_format, tokenizer, data_config)["lengths"].max())
+
+
+def first_scored(labels: torch.Tensor) -> int:
+    """The first input position t whose logits carry loss (labels[:, t + 1] != -100 in some row of labels
+    [N, T]), or 0 when there is none. Training feeds the last block only the positions from there on."""
+    scored = (labels[:, 1:] != IGNORE_INDEX).any(0).nonzero()
+    return int(scored[0, 0]) if scored.numel() else 0
+
+
+def _extremes(data_format, tokenizer, data_config) -> dict:
+    """The batch render of the grid of extreme operand pairs (see `sequence_width`); the shortest prompts
+    and steps, so the earliest labelled position, are among them too."""
     renderer = BatchRenderer(data_format, tokenizer)
     if data_format.task == "mod":
         extremes = [0, data_format.modulus - 1]
@@ -40,8 +53,7 @@ def sequence_width(data_format, tokenizer, data_config) -> int:
         extremes = [0 if data_config.min_digits == 1 else 10 ** (data_config.min_digits - 1),
                     10 ** (data_config.max_digits - 1), top]
     pairs = [(x, y) for x in extremes for y in extremes]
-    rendered = renderer.render(Digits.from_ints([p[0] for p in pairs]), Digits.from_ints([p[1] for p in pairs]))
-    return int(rendered["lengths"].max())
+    return renderer.render(Digits.from_ints([p[0] for p in pairs]), Digits.from_ints([p[1] for p in pairs]))
 
 
 def check_width(width: int, max_seq_len: int) -> None:
@@ -98,8 +110,10 @@ class GeneratedBatches:
         self.device = torch.device(device)
         self.exclude = HeldOut(exclude, data_config.max_digits)
         self.seed = seed
-        self.width = sequence_width(data_format, tokenizer, data_config)
+        extremes = _extremes(data_format, tokenizer, data_config)
+        self.width = int(extremes["lengths"].max())
         check_width(self.width, data_config.max_seq_len)
+        self.scored_from = first_scored(labels_for(extremes["input_ids"], extremes["roles"], self.mode))
         self._weights: dict[int, tuple] = {}
         self.steps_per_chunk = max(1, CHUNK_PROBLEMS // batch_size)
         if data_config.curriculum_steps:  # the longest operand grows chunk by chunk: keep chunks short
@@ -152,7 +166,10 @@ class GeneratedBatches:
         if longest > self.width:
             raise AssertionError(f"an example of {longest} tokens exceeds the computed width {self.width}")
         ids = rendered["input_ids"]
-        self._chunk = (ids, labels_for(ids, rendered["roles"], self.mode))
+        labels = labels_for(ids, rendered["roles"], self.mode)
+        if bool((labels[:, 1:self.scored_from + 1] != IGNORE_INDEX).any()):  # ... and no label is skipped
+            raise AssertionError(f"a label before position {self.scored_from + 1}, the computed first one")
+        self._chunk = (ids, labels)
 
     def next_batch(self) -> tuple[torch.Tensor, torch.Tensor]:
         """(input_ids [B, T], labels [B, T]) on the device; T = `self.width` for every batch."""
@@ -180,6 +197,7 @@ class PoolBatches:
 
     def __init__(self, input_ids: torch.Tensor, labels: torch.Tensor, batch_size: int, device, seed: int = 0):
         self.ids, self.labels = input_ids.to(device), labels.to(device)
+        self.scored_from = first_scored(self.labels)
         self.size = self.ids.shape[0]
         self.width = self.ids.shape[1]
         self.batch_size = batch_size

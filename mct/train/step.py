@@ -83,19 +83,23 @@ def training_positions(raw_model, input_ids: torch.Tensor, config) -> torch.Tens
     return torch.where(places > 0, places + offset, 0)
 
 
-def summed_loss(model, input_ids: torch.Tensor, labels: torch.Tensor,
-                attention_mask: torch.Tensor | None = None, position_ids: torch.Tensor | None = None) -> torch.Tensor:
+def summed_loss(model, input_ids: torch.Tensor, labels: torch.Tensor, attention_mask: torch.Tensor | None = None,
+                position_ids: torch.Tensor | None = None, scored_from: int = 0) -> torch.Tensor:
     """Cross-entropy summed over the labelled tokens (a device scalar).
 
     logits at position t predict labels[t + 1] (labels are aligned with input_ids), so the last position
-    predicts nothing: it is not fed (causal attention leaves the other logits as they were), which saves
-    1/T of the step. Training batches are right-padded, so the causal mask alone keeps real tokens from
-    seeing padding and no attention mask is needed (the fast fused attention path)."""
+    predicts nothing: it is not fed (causal attention leaves the other logits as they were). No label
+    before position `scored_from` + 1 (the data source's `scored_from`): the last block then works on
+    the positions from `scored_from` on alone (`logits_to_keep`); for the default format that is the
+    answer, under half the sequence. Training batches are right-padded, so the causal mask alone keeps
+    real tokens from seeing padding and no attention mask is needed (the fast fused attention path)."""
     def fed(tensor):
         return None if tensor is None else tensor[:, :-1]
 
-    logits, _, _ = model(fed(input_ids), attention_mask=fed(attention_mask), position_ids=fed(position_ids))
-    return F.cross_entropy(logits.reshape(-1, logits.size(-1)).float(), labels[:, 1:].reshape(-1),
+    keep = input_ids.shape[1] - 1 - scored_from if scored_from else 0
+    logits, _, _ = model(fed(input_ids), attention_mask=fed(attention_mask), position_ids=fed(position_ids),
+                         logits_to_keep=keep)
+    return F.cross_entropy(logits.reshape(-1, logits.size(-1)).float(), labels[:, 1 + scored_from:].reshape(-1),
                            ignore_index=IGNORE_INDEX, reduction="sum")
 
 
@@ -166,7 +170,7 @@ def train_step(state: TrainState, config, precision, device: torch.device, dist_
         with sync:
             positions = training_positions(state.raw_model, ids, config)
             with precision.autocast(device):
-                loss_sum = summed_loss(model, ids, labels, position_ids=positions)
+                loss_sum = summed_loss(model, ids, labels, position_ids=positions, scored_from=state.data.scored_from)
             # DDP averages gradients over ranks; scaling by world size turns that into a global sum
             state.scaler.scale(loss_sum * dist_info.world_size / global_labels.clamp(min=1)).backward()
         loss_total += loss_sum.detach().float()
@@ -202,7 +206,7 @@ class GraphedStep:
         dtype = self.precision.dtype
         with torch.autocast(self.device.type, dtype=dtype or torch.float32, enabled=dtype is not None,
                             cache_enabled=False):
-            loss_sum = summed_loss(state.model, ids, labels,
+            loss_sum = summed_loss(state.model, ids, labels, scored_from=state.data.scored_from,
                                    position_ids=training_positions(state.raw_model, ids, self.config))
         (loss_sum / count.clamp(min=1)).backward()
         if self.config.train.grad_clip > 0:

@@ -1,7 +1,9 @@
 """Training batches as device tensors: generated on the fly, or from a fixed set of problems.
 
 Both sources hand the training loop `(input_ids [B, T], labels [B, T])` of one static shape, already on
-the training device, so a step does no Python per example and no host-device copy:
+the training device, so a step does no Python per example and no host-device copy; and both say
+`scored_from`, the first position whose logits any batch scores (fixed for the run), so the step can run
+its last block on the positions from there on alone:
 
 - `GeneratedBatches` draws a *chunk* of problems at a time (numpy, vectorised per sampling bucket,
   balanced exactly like `mct gen`'s training set, never a held-out problem), renders the chunk with the

@@ -49,8 +49,9 @@ def rows_of(results: dict) -> list[tuple[str, str, str]]:
     tta = results.get("time_to_accuracy")
     if tta:
         for r in tta["rows"]:
-            rows.append(("time to 99.9%", f"{r['config']}: test EM {r['test_exact_match']:.2%} of {r['test_n']:,}",
-                         f"{r['wall_s']:.1f} s"))
+            rows.append(("time to 99.9%", f"{r['config']}: test EM {r['test_exact_match']:.2%} of {r['test_n']:,}, "
+                         f"hard {r['hard_exact_match']:.2%}", f"{r['wall_s']:.1f} s ({r['train_s']:.1f} s training, "
+                         f"{r['train_steps']} steps)"))
         rows.append(("peak memory (RSS)", "mct train, largest of the runs above", f"{max(r['peak_rss_mb'] for r in tta['rows']):.0f} MB"))
     model = results.get("model_speed")
     if model:

@@ -8,7 +8,8 @@ Variants, timed interleaved in one process (the machine is shared: compare the r
   encode it, `collate_fn` the batch (padding, attention mask, labels), copy to the device, forward with the
   attention mask, for-loop AdamW;
 - `device path`: `GeneratedBatches` slices of a chunk rendered on the device, forward without a mask (right
-  padding + causal is exact), `train_step` (fused AdamW on CUDA), no host sync;
+  padding + causal is exact) and without the last position (it predicts nothing), `train_step` (fused
+  AdamW on CUDA and on the CPU), no host sync;
 - on CUDA also `cuda graphs` (the whole step replayed) and `compile` (torch.compile of the model).
 `data share` is the time `next_batch` takes (chunk rendering amortised) as a share of the device-path step.
 """
@@ -23,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from mct.config import load_config
 from mct.data import sampling
@@ -33,7 +35,7 @@ from mct.device import choose_precision, resolve_device
 from mct.model import create_model
 from mct.tokenizer import Tokenizer
 from mct.train.distributed import Dist
-from mct.train.step import GraphedStep, TrainState, build_optimizer, summed_loss, train_step
+from mct.train.step import GraphedStep, TrainState, build_optimizer, train_step
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -59,8 +61,10 @@ class TextPathBatches:
 def text_path_step(model, optimizer, batches, device, precision):
     batch = batches.next_batch()
     ids, mask, labels = (batch[k].to(device, non_blocking=True) for k in ("input_ids", "attention_mask", "labels"))
-    with precision.autocast(device):
-        loss = summed_loss(model, ids, labels, attention_mask=mask)
+    with precision.autocast(device):  # the landed loss: every position fed, the last one's logits dropped
+        logits, _, _ = model(ids, attention_mask=mask)
+        loss = F.cross_entropy(logits[:, :-1].reshape(-1, logits.size(-1)).float(), labels[:, 1:].reshape(-1),
+                               ignore_index=-100, reduction="sum")
     count = int((labels[:, 1:] != -100).sum())  # the landed loop read the count on the host
     (loss / count).backward()
     torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)

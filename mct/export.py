@@ -41,8 +41,9 @@ __all__ = ["export_transformer_lens", "tl_config", "tl_state_dict", "to_hooked_t
 
 TL_REQUIREMENT = "transformer-lens>=3,<4"
 # ModelConfig fields whose every value the export below handles; any other field must be at its default.
+# init_std only sets the weights a model starts from: the export copies the trained ones.
 _KNOWN_FIELDS = ("vocab_size", "d_model", "num_layers", "num_heads", "d_ff", "max_seq_len", "dropout", "ffn_type",
-                 "use_rope", "rope_base", "absolute_positions", "norm_type", "tie_weights")
+                 "use_rope", "rope_base", "absolute_positions", "norm_type", "tie_weights", "init_std")
 _POSITION_SCHEMES = ("rope", "learned", "none")
 
 

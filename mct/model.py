@@ -298,12 +298,13 @@ class Attention(nn.Module):
     b_O = property(lambda self: self._out()[1], doc="[D]")
 
     def forward(self, x: torch.Tensor, attn_mask: torch.Tensor | None = None, rope=None,
-                cache: KVCache | None = None, layer: int = 0) -> torch.Tensor:
-        """x [B, T, D] -> [B, T, D].
+                cache: KVCache | None = None, layer: int = 0, keep: int = 0) -> torch.Tensor:
+        """x [B, T, D] -> [B, T, D] ([B, keep, D] with `keep`).
 
         attn_mask: bool, True = attend, broadcastable to [B, 1, T, T_k] (causal and padding combined), or
         None for a plain causal square. rope: (cos, sin) each [B or 1, T, 1, Dh]. cache: keys/values of
-        earlier positions (generation).
+        earlier positions (generation). keep: queries at the last `keep` positions only (0 = all); keys and
+        values come from every position.
         """
         B, T, _ = x.shape
         parts = self.qkv(x).view(B, T, self.qkv_parts, self.num_heads, self.head_dim).unbind(2)  # [B, T, H, Dh]
@@ -318,6 +319,11 @@ class Attention(nn.Module):
         q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)  # [B, H, T, Dh]
         if cache is not None:
             k, v = cache.update(layer, k, v)  # [B, H, T_k, Dh]
+        if keep:
+            q = q[:, :, -keep:]  # [B, H, keep, Dh]
+            if attn_mask is None:
+                attn_mask = torch.ones(T, T, dtype=torch.bool, device=x.device).tril()
+            attn_mask = attn_mask[..., -keep:, :]
         if attn_mask is None and k.shape[2] != T:
             raise ValueError("a mask is required when queries and keys differ in length")
 
@@ -341,7 +347,7 @@ class Attention(nn.Module):
         if self.hook_result.has_hooks():
             result = self.hook_result(torch.einsum("bthd,hdm->bthm", z, self.W_O))  # [B, T, H, D]
             return self.resid_dropout(result.sum(2) + self.b_O)
-        return self.resid_dropout(self.out_proj(z.reshape(B, T, self.inner_dim)))
+        return self.resid_dropout(self.out_proj(z.reshape(B, z.shape[1], self.inner_dim)))
 
     def qkv_weights(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Dense (W_q, W_k, W_v), each [H*Dh, D] (hook_q = x @ W_q.T + b_q); W_k is W_v with `tie_kv`."""
@@ -434,10 +440,13 @@ class Block(nn.Module):
         self.layer = 0
 
     def forward(self, x: torch.Tensor, attn_mask: torch.Tensor | None = None, rope=None,
-                cache: KVCache | None = None) -> torch.Tensor:
-        """x [B, T, D] -> [B, T, D]; the other arguments as in `Attention.forward`."""
+                cache: KVCache | None = None, keep: int = 0) -> torch.Tensor:
+        """x [B, T, D] -> [B, T, D]; with `keep`, [B, keep, D]: the last `keep` positions alone (their
+        attention still reads every position). The other arguments as in `Attention.forward`."""
         x = self.hook_resid_pre(x)
-        attn_out = self.hook_attn_out(self.attn(self.ln1(x), attn_mask, rope, cache, self.layer))
+        attn_out = self.hook_attn_out(self.attn(self.ln1(x), attn_mask, rope, cache, self.layer, keep))
+        if keep:
+            x = x[:, -keep:]
         if self.mlp is None:
             return self.hook_resid_post(x + attn_out)
         x = self.hook_resid_mid(x + attn_out)
@@ -590,12 +599,15 @@ class CompactTransformer(HookedRootModule):
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
                 labels: torch.Tensor | None = None, return_attention_weights: bool = False, *,
-                position_ids: torch.Tensor | None = None, cache: KVCache | None = None):
+                position_ids: torch.Tensor | None = None, cache: KVCache | None = None, logits_to_keep: int = 0):
         """input_ids [B, T] long; attention_mask [B, T] bool (True = real token) or None (no padding);
         labels [B, T] long aligned with input_ids (-100 = no loss; the model shifts: logits[:, t] predict
         labels[:, t + 1]); position_ids [B, T] long in [0, max_seq_len) or None (counted from the mask);
         cache: a `KVCache` for incremental decoding. With a cache, input_ids and attention_mask are the
         tokens after the cached ones, which they also attend to, and the cache grows by T.
+        logits_to_keep: K > 0 computes logits for the last K positions only ([B, K, V]); nothing after the
+        last block reads the others, so that block computes its queries, MLP and residual there alone
+        (training, where the loss reads only the answer's positions, saves that work). Not with labels.
 
         Tensors on another device than the model are moved to the model's device; the outputs are there.
         Returns (logits [B, T, V], loss (mean cross-entropy over labelled tokens) or None,
@@ -609,6 +621,8 @@ class CompactTransformer(HookedRootModule):
         length = T + (cache.length if cache is not None else 0)
         if length > self.config.max_seq_len:
             raise MctError(f"input has {length} tokens but the model's max_seq_len is {self.config.max_seq_len}")
+        if logits_to_keep and (labels is not None or not 0 < logits_to_keep <= T):
+            raise ValueError(f"logits_to_keep ({logits_to_keep}) must be in [1, {T}] and without labels")
         if position_ids is not None and position_ids.shape != input_ids.shape:
             raise MctError(f"position_ids must have the shape of input_ids {tuple(input_ids.shape)}, "
                            f"got {tuple(position_ids.shape)}")
@@ -616,19 +630,20 @@ class CompactTransformer(HookedRootModule):
             position_ids = self.place_ids(input_ids, cache)
         position_ids, allowed = self._positions_and_mask(attention_mask, position_ids, B, T, cache)
         if not return_attention_weights:
-            logits, loss = self._forward(input_ids, position_ids, allowed, labels, cache)
+            logits, loss = self._forward(input_ids, position_ids, allowed, labels, cache, logits_to_keep)
             return logits, loss, None
         weights: list[torch.Tensor] = []  # the patterns, read by a hook like any other activation
         patterns = [f"blocks.{i}.attn.hook_pattern" for i in range(len(self.blocks))]
         with self.hooks(fwd_hooks=[(name, lambda pattern, hook: weights.append(pattern)) for name in patterns]):
-            logits, loss = self._forward(input_ids, position_ids, allowed, labels, cache)
+            logits, loss = self._forward(input_ids, position_ids, allowed, labels, cache, logits_to_keep)
         return logits, loss, weights
 
-    def _forward(self, input_ids, position_ids, allowed, labels, cache) -> tuple:
-        """(logits [B, T, V], loss or None) of the prepared inputs (see `forward`)."""
+    def _forward(self, input_ids, position_ids, allowed, labels, cache, keep: int = 0) -> tuple:
+        """(logits [B, T or keep, V], loss or None) of the prepared inputs (see `forward`)."""
         x, rope = self._embed(input_ids, position_ids)
-        for block in self.blocks:
-            x = block(x, allowed, rope, cache)
+        last = len(self.blocks) - 1
+        for i, block in enumerate(self.blocks):
+            x = block(x, allowed, rope, cache, keep if i == last else 0)
         if cache is not None:
             cache.advance(input_ids.shape[1])
         logits = self.unembed(self.ln_final(x))

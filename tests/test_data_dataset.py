@@ -1,13 +1,16 @@
 import json
 
+import numpy as np
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from mct.config import DataConfig
 from mct.data.dataset import Example, Record, collate_fn, encode_example, read_records
 from mct.data.format import DataFormat
 from mct.data.generate import sample_heldout, write_dataset
-from mct.data.stream import GeneratedBatches
+from mct.data.stream import GeneratedBatches, HeldOut
 from mct.errors import MctError
 from mct.tokenizer import Tokenizer
 
@@ -123,6 +126,28 @@ def test_generated_batches_never_yield_held_out_problems_and_match_the_format():
     assert not seen & held and len(seen) > 500
 
 
+def _digit_rows(values, width):
+    """values -> (digit rows [N, width] least significant first, lengths [N]), as the stream draws them."""
+    rows = np.array([[v // 10**i % 10 for i in range(width)] for v in values], dtype=np.int64).reshape(-1, width)
+    return rows, np.array([len(str(v)) for v in values], dtype=np.int64)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.integers(1, 12).flatmap(lambda width: st.tuples(
+    st.just(width),
+    st.lists(st.tuples(st.integers(0, 10**width - 1), st.integers(0, 10**width - 1)), min_size=1, max_size=30),
+    st.lists(st.tuples(st.integers(-5, 10**width + 5), st.integers(-5, 10**width + 5)), max_size=30))))
+def test_held_out_mask_is_set_membership_for_any_width(case):
+    """The numpy key path (up to 9 digits) and the Python path (longer) agree with `pair in held`, also
+    for held pairs outside the digit range (which must never match a drawn problem)."""
+    width, drawn, held = case
+    held = set(held) | set(drawn[: len(drawn) // 2])
+    a, a_len = _digit_rows([x for x, _ in drawn], width)
+    b, b_len = _digit_rows([y for _, y in drawn], width)
+    mask = HeldOut(held, width).mask(a, a_len, b, b_len)
+    assert mask.tolist() == [pair in held for pair in drawn]
+
+
 def test_generated_batches_resume_identically_from_state_dict():
     cfg = DataConfig(task="sub", n_train=1000, n_val=10, n_test=10)
     fmt = DataFormat.from_config(cfg)
@@ -140,6 +165,22 @@ def test_generated_batches_resume_identically_from_state_dict():
     c.steps_per_chunk = 3
     replay = [c.next_batch()[0] for _ in range(8)][4:]
     assert all(torch.equal(x, y) for x, y in zip(replay, expected))  # deterministic from the seed
+
+
+@pytest.mark.parametrize("task", ["add", "sub", "mul"])
+@pytest.mark.parametrize("layout", [dict(pad_operands=True), dict(pad_operands=False),
+                                    dict(use_steps=True, max_seq_len=96),
+                                    dict(use_steps=True, step_masking_mode="mask_answer", max_seq_len=96),
+                                    dict(use_steps=True, step_masking_mode="none", max_seq_len=96)],
+                         ids=["padded", "unpadded", "steps", "mask-answer", "none"])
+def test_scored_from_is_the_first_labelled_position_of_every_batch(task, layout):
+    """The last block trains only from `scored_from` on, so no batch may hold a label at or before it (it
+    would be lost); and it is tight: the batches' earliest label is right after it."""
+    cfg = DataConfig(task=task, min_digits=1, max_digits=2, **layout)
+    batches = GeneratedBatches(cfg, DataFormat.from_config(cfg), TOK, 2000, "cpu", seed=1)
+    ids, labels = batches.next_batch()
+    scored = (labels[:, 1:] != -100).any(0).nonzero()[:, 0]
+    assert int(scored[0]) == batches.scored_from
 
 
 def test_generated_batches_are_balanced_over_carries():

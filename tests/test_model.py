@@ -152,6 +152,38 @@ def test_fast_and_explicit_attention_agree_on_random_configs(heads_and_dim, num_
     assert torch.allclose(fast, explicit, atol=1e-5)
 
 
+@settings(max_examples=15, deadline=None)
+@given(
+    num_layers=st.integers(1, 3),
+    positions=st.sampled_from(POSITION_OPTIONS),
+    lengths=st.lists(st.integers(1, 10), min_size=1, max_size=4),
+    side=st.sampled_from(["left", "right", None]),
+    keep=st.integers(1, 10),
+    explicit=st.booleans(),
+)
+def test_logits_to_keep_gives_the_last_positions_of_the_full_logits(num_layers, positions, lengths, side, keep,
+                                                                  explicit):
+    """The last block computed at the kept positions alone (fast or explicit attention, with or without a
+    padding mask) gives exactly those positions' logits of the full forward pass, and their gradients."""
+    model = tiny(num_layers=num_layers, **positions)
+    ids, mask = padded_batch(lengths, 10, side=side or "right")
+    mask = None if side is None else mask
+    full, _, _ = model(ids, mask, return_attention_weights=explicit)
+    kept, _, weights = model(ids, mask, return_attention_weights=explicit, logits_to_keep=keep)
+    assert kept.shape == (len(lengths), keep, V)
+    assert torch.allclose(kept, full[:, -keep:], atol=1e-5)
+    if explicit:  # the last layer's pattern: the kept queries against every key
+        assert weights[-1].shape == (len(lengths), 4, keep, 10) and all(w.shape[2] == 10 for w in weights[:-1])
+
+
+def test_logits_to_keep_is_refused_with_labels_or_out_of_range():
+    model = tiny()
+    ids = torch.randint(2, V, (2, 6))
+    for bad in (dict(logits_to_keep=7), dict(logits_to_keep=-1), dict(logits_to_keep=2, labels=ids)):
+        with pytest.raises(ValueError, match="logits_to_keep"):
+            model(ids, **bad)
+
+
 def test_padded_keys_get_exactly_zero_weight_and_real_rows_sum_to_one():
     model = tiny()
     ids, mask = padded_batch([6, 3], 8, side="left")

@@ -156,7 +156,7 @@ def test_prompt_over_4300_digits_is_one_error(tiny_trained_checkpoint):
 def test_nan_message_names_only_files_that_exist(tmp_path, monkeypatch):
     from mct.train import step as step_module
 
-    def nan_loss(model, ids, labels, attention_mask=None, position_ids=None):
+    def nan_loss(model, ids, labels, attention_mask=None, **options):
         logits, _, _ = model(ids, attention_mask=attention_mask)
         return logits.sum() * float("nan")
 

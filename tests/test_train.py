@@ -11,6 +11,7 @@ from mct.checkpoint import load_checkpoint
 from mct.config import load_config
 from mct.errors import MctError
 from mct.model import create_model
+from mct.tokenizer import Tokenizer
 from mct.data.format import DataFormat
 from mct.train import loop
 from mct.train.data import training_batches
@@ -124,9 +125,9 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch
     real = step_module.summed_loss
     calls = {"n": 0}
 
-    def poisoned(model, ids, labels, attention_mask=None, position_ids=None):
+    def poisoned(model, ids, labels, **options):
         calls["n"] += 1
-        loss = real(model, ids, labels, attention_mask, position_ids)
+        loss = real(model, ids, labels, **options)
         return loss * float("nan") if calls["n"] > 12 else loss
 
     monkeypatch.setattr(step_module, "summed_loss", poisoned)
@@ -202,6 +203,33 @@ def test_weight_decay_only_on_matrices(tmp_path):
     decay, no_decay = optimizer.param_groups
     assert decay["weight_decay"] > 0 and all(p.dim() >= 2 for p in decay["params"])
     assert no_decay["weight_decay"] == 0 and all(p.dim() < 2 for p in no_decay["params"])
+
+
+def test_summed_loss_without_the_last_position_equals_the_models_full_loss(tmp_path):
+    """The step does not feed the last position (it predicts nothing); causal attention leaves every other
+    logit as it was, so the summed loss over labelled tokens is the model's own mean loss times their count."""
+    from mct.train.step import labelled, summed_loss
+
+    config = tiny_config(tmp_path)
+    config.model.vocab_size = 19
+    torch.manual_seed(0)
+    model = create_model(config.model)
+    data, _ = training_batches(config, Tokenizer(), DataFormat.from_config(config.data), set(), torch.device("cpu"))
+    ids, labels = data.next_batch()
+    assert (labels[:, -1] != -100).any()  # the last column carries loss: the trim must not lose it
+    with torch.no_grad():
+        _, mean_loss, _ = model(ids, labels=labels)
+        total = summed_loss(model, ids, labels)
+    assert float(total) == pytest.approx(float(mean_loss * labelled(labels)), rel=1e-5)
+
+
+def test_the_cpu_optimizer_is_fused_where_torch_has_the_kernel(tmp_path):
+    from torch.torch_version import TorchVersion
+
+    config = tiny_config(tmp_path)
+    config.model.vocab_size = 19
+    optimizer = build_optimizer(create_model(config.model), config)
+    assert optimizer.defaults["fused"] is (True if TorchVersion(torch.__version__) >= "2.4" else None)
 
 
 def test_gradient_accumulation_matches_one_big_batch(tmp_path):

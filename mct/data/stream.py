@@ -1,7 +1,9 @@
 """Training batches as device tensors: generated on the fly, or from a fixed set of problems.
 
 Both sources hand the training loop `(input_ids [B, T], labels [B, T])` of one static shape, already on
-the training device, so a step does no Python per example and no host-device copy:
+the training device, so a step does no Python per example and no host-device copy; and both say
+`scored_from`, the first position whose logits any batch scores (fixed for the run), so the step can run
+its last block on the positions from there on alone:
 
 - `GeneratedBatches` draws a *chunk* of problems at a time (numpy, vectorised per sampling bucket,
   balanced exactly like `mct gen`'s training set, never a held-out problem), renders the chunk with the
@@ -18,10 +20,12 @@ import numpy as np
 import torch
 
 from mct.data import sampling
-from mct.data.render import BatchRenderer, Digits, labels_for
+from mct.data.render import IGNORE_INDEX, BatchRenderer, Digits, labels_for
 from mct.errors import MctError
 
-CHUNK_PROBLEMS = 65_536  # problems drawn and rendered at once (a few MB of token ids)
+# problems drawn and rendered at once: rendering costs the same per problem whatever the chunk, and a short
+# run (the default stops after a few hundred steps) should not wait for problems it never trains on
+CHUNK_PROBLEMS = 16_384
 
 
 def sequence_width(data_format, tokenizer, data_config) -> int:
@@ -30,6 +34,19 @@ def sequence_width(data_format, tokenizer, data_config) -> int:
     Every text part is longest at an extreme of the digit range (the largest operands give the longest
     steps and answers, the smallest of the longest length against the largest the longest negative
     answer), so the grid of extremes gives the width; chunks are checked against it as they are drawn."""
+    return int(_extremes(data_format, tokenizer, data_config)["lengths"].max())
+
+
+def first_scored(labels: torch.Tensor) -> int:
+    """The first input position t whose logits carry loss (labels[:, t + 1] != -100 in some row of labels
+    [N, T]), or 0 when there is none. Training feeds the last block only the positions from there on."""
+    scored = (labels[:, 1:] != IGNORE_INDEX).any(0).nonzero()
+    return int(scored[0, 0]) if scored.numel() else 0
+
+
+def _extremes(data_format, tokenizer, data_config) -> dict:
+    """The batch render of the grid of extreme operand pairs (see `sequence_width`); the shortest prompts
+    and steps, so the earliest labelled position, are among them too."""
     renderer = BatchRenderer(data_format, tokenizer)
     if data_format.task == "mod":
         extremes = [0, data_format.modulus - 1]
@@ -38,8 +55,7 @@ def sequence_width(data_format, tokenizer, data_config) -> int:
         extremes = [0 if data_config.min_digits == 1 else 10 ** (data_config.min_digits - 1),
                     10 ** (data_config.max_digits - 1), top]
     pairs = [(x, y) for x in extremes for y in extremes]
-    rendered = renderer.render(Digits.from_ints([p[0] for p in pairs]), Digits.from_ints([p[1] for p in pairs]))
-    return int(rendered["lengths"].max())
+    return renderer.render(Digits.from_ints([p[0] for p in pairs]), Digits.from_ints([p[1] for p in pairs]))
 
 
 def check_width(width: int, max_seq_len: int) -> None:
@@ -51,8 +67,36 @@ def check_width(width: int, max_seq_len: int) -> None:
 def _operand_key(values: np.ndarray, lengths: np.ndarray) -> list[int]:
     """Python ints of digit rows (least significant first)."""
     if values.shape[1] <= 18:
-        return (values * 10 ** np.arange(values.shape[1], dtype=np.int64)).sum(1).tolist()
+        return _operand_values(values).tolist()
     return [int("".join(map(str, row[:n][::-1]))) for row, n in zip(values.tolist(), lengths.tolist())]
+
+
+def _operand_values(values: np.ndarray) -> np.ndarray:
+    """int64 values of digit rows [N, width <= 18] (least significant first)."""
+    return (values * 10 ** np.arange(values.shape[1], dtype=np.int64)).sum(1)
+
+
+class HeldOut:
+    """Which drawn problems are held out. Operands of up to 9 digits are checked as one int64 key per pair
+    (a * 10**9 + b) against a sorted array, in numpy; longer ones pair by pair in Python."""
+
+    SCALE = 10**9
+
+    def __init__(self, pairs, max_digits: int):
+        self.pairs = frozenset(pairs)
+        self.keys = None
+        if max_digits <= 9:  # pairs outside the digit range are never drawn, so they need no key
+            self.keys = np.array(sorted(a * self.SCALE + b for a, b in self.pairs
+                                        if 0 <= a < self.SCALE and 0 <= b < self.SCALE), dtype=np.int64)
+
+    def __bool__(self) -> bool:
+        return bool(self.pairs)
+
+    def mask(self, a: np.ndarray, a_len: np.ndarray, b: np.ndarray, b_len: np.ndarray) -> np.ndarray:
+        """bool [N]: problem i (digit rows a[i], b[i]) is held out."""
+        if self.keys is not None:
+            return np.isin(_operand_values(a) * self.SCALE + _operand_values(b), self.keys)
+        return np.array([p in self.pairs for p in zip(_operand_key(a, a_len), _operand_key(b, b_len))], dtype=bool)
 
 
 class GeneratedBatches:
@@ -66,10 +110,12 @@ class GeneratedBatches:
         self.mode = data_config.step_masking_mode
         self.batch_size = batch_size
         self.device = torch.device(device)
-        self.exclude = frozenset(exclude)
+        self.exclude = HeldOut(exclude, data_config.max_digits)
         self.seed = seed
-        self.width = sequence_width(data_format, tokenizer, data_config)
+        extremes = _extremes(data_format, tokenizer, data_config)
+        self.width = int(extremes["lengths"].max())
         check_width(self.width, data_config.max_seq_len)
+        self.scored_from = first_scored(labels_for(extremes["input_ids"], extremes["roles"], self.mode))
         self._weights: dict[int, tuple] = {}
         self.steps_per_chunk = max(1, CHUNK_PROBLEMS // batch_size)
         if data_config.curriculum_steps:  # the longest operand grows chunk by chunk: keep chunks short
@@ -100,7 +146,7 @@ class GeneratedBatches:
             sampling.tie_top_columns(rng, self.renderer.format.task, a, a_len, b, b_len, self.config.tie_mix)
         if self.exclude:
             for _ in range(100):
-                held = np.array([p in self.exclude for p in zip(_operand_key(a, a_len), _operand_key(b, b_len))])
+                held = self.exclude.mask(a, a_len, b, b_len)
                 if not held.any():
                     break
                 fresh = sampling.sample_stream(rng, buckets, probabilities, int(held.sum()), self.config.max_digits)
@@ -124,7 +170,10 @@ class GeneratedBatches:
         if longest > self.width:
             raise AssertionError(f"an example of {longest} tokens exceeds the computed width {self.width}")
         ids = rendered["input_ids"]
-        self._chunk = (ids, labels_for(ids, rendered["roles"], self.mode))
+        labels = labels_for(ids, rendered["roles"], self.mode)
+        if bool((labels[:, 1:self.scored_from + 1] != IGNORE_INDEX).any()):  # ... and no label is skipped
+            raise AssertionError(f"a label before position {self.scored_from + 1}, the computed first one")
+        self._chunk = (ids, labels)
 
     def next_batch(self) -> tuple[torch.Tensor, torch.Tensor]:
         """(input_ids [B, T], labels [B, T]) on the device; T = `self.width` for every batch."""
@@ -152,6 +201,7 @@ class PoolBatches:
 
     def __init__(self, input_ids: torch.Tensor, labels: torch.Tensor, batch_size: int, device, seed: int = 0):
         self.ids, self.labels = input_ids.to(device), labels.to(device)
+        self.scored_from = first_scored(self.labels)
         self.size = self.ids.shape[0]
         self.width = self.ids.shape[1]
         self.batch_size = batch_size

@@ -22,6 +22,7 @@ from mct.checkpoint import load_checkpoint
 from mct.config import Config
 from mct.data.format import DataFormat
 from mct.data.generate import hard_split, make_record
+from mct.data.stream import first_scored
 from mct.device import choose_precision, seed_everything
 from mct.errors import MctError
 from mct.evaluate import evaluate_records
@@ -115,6 +116,9 @@ def validate(model, tensors, precision, device: torch.device, batch_size: int = 
     if tensors is None:
         return float("nan"), 0.0
     ids_all, labels_all, scored_all = tensors
+    # logits only from the first position that predicts a labelled or scored token (as in training)
+    first = first_scored(torch.where(scored_all, 0, labels_all))
+    keep = ids_all.shape[1] - 1 - first if first else 0
     total = torch.zeros((), device=device, dtype=torch.float64)
     count = torch.zeros((), device=device, dtype=torch.long)
     exact = torch.zeros((), device=device, dtype=torch.long)
@@ -124,13 +128,13 @@ def validate(model, tensors, precision, device: torch.device, batch_size: int = 
         labels = labels_all[start:start + batch_size].to(device)
         scored = scored_all[start:start + batch_size].to(device)
         with precision.autocast(device):
-            logits, _, _ = model(ids)
-        predictions = logits[:, :-1].argmax(-1)
+            logits, _, _ = model(ids[:, :-1], logits_to_keep=keep)  # the last position predicts nothing
+        predictions = logits.argmax(-1)
         total += torch.nn.functional.cross_entropy(
-            logits[:, :-1].reshape(-1, logits.shape[-1]).float(), labels[:, 1:].reshape(-1),
+            logits.reshape(-1, logits.shape[-1]).float(), labels[:, 1 + first:].reshape(-1),
             ignore_index=-100, reduction="sum").double()
         count += (labels[:, 1:] != -100).sum()
-        wrong = (predictions != ids[:, 1:]) & scored[:, 1:]
+        wrong = (predictions != ids[:, 1 + first:]) & scored[:, 1 + first:]
         exact += (~wrong.any(1)).sum()
     return float(total) / max(int(count), 1), int(exact) / ids_all.shape[0]
 

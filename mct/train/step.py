@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
+from torch.torch_version import TorchVersion
 
 from mct.train.distributed import Dist, all_reduce_sum
 
@@ -23,8 +24,8 @@ IGNORE_INDEX = -100
 def build_optimizer(model: torch.nn.Module, config, capturable: bool = False) -> torch.optim.AdamW:
     """AdamW with weight decay on matrices (embeddings, projections) only, not on biases and norms.
 
-    Fused kernels where the parameters live on CUDA; `capturable` (for CUDA graphs) keeps the learning
-    rate and step counters on the device."""
+    Fused kernels (one pass over all parameters) on CUDA, and on the CPU where torch has them (2.4+);
+    `capturable` (for CUDA graphs) keeps the learning rate and step counters on the device."""
     decay, no_decay = [], []
     for param in model.parameters():
         if param.requires_grad:
@@ -33,8 +34,9 @@ def build_optimizer(model: torch.nn.Module, config, capturable: bool = False) ->
         {"params": decay, "weight_decay": config.train.weight_decay},
         {"params": no_decay, "weight_decay": 0.0},
     ]
-    on_cuda = next(model.parameters()).is_cuda
-    options = {"capturable": True, "foreach": True} if capturable else {"fused": True} if on_cuda else {}
+    device = next(model.parameters()).device
+    fused = device.type == "cuda" or (device.type == "cpu" and TorchVersion(torch.__version__) >= "2.4")
+    options = {"capturable": True, "foreach": True} if capturable else {"fused": True} if fused else {}
     lr = torch.tensor(config.train.lr, device=next(model.parameters()).device) if capturable else config.train.lr
     return torch.optim.AdamW(groups, lr=lr, betas=(config.train.beta1, config.train.beta2), **options)
 
@@ -81,15 +83,23 @@ def training_positions(raw_model, input_ids: torch.Tensor, config) -> torch.Tens
     return torch.where(places > 0, places + offset, 0)
 
 
-def summed_loss(model, input_ids: torch.Tensor, labels: torch.Tensor,
-                attention_mask: torch.Tensor | None = None, position_ids: torch.Tensor | None = None) -> torch.Tensor:
+def summed_loss(model, input_ids: torch.Tensor, labels: torch.Tensor, attention_mask: torch.Tensor | None = None,
+                position_ids: torch.Tensor | None = None, scored_from: int = 0) -> torch.Tensor:
     """Cross-entropy summed over the labelled tokens (a device scalar).
 
-    logits [B, T, V] at position t predict labels[t + 1] (labels are aligned with input_ids). Training
-    batches are right-padded, so the causal mask alone keeps real tokens from seeing padding and no
-    attention mask is needed (the fast fused attention path)."""
-    logits, _, _ = model(input_ids, attention_mask=attention_mask, position_ids=position_ids)
-    return F.cross_entropy(logits[:, :-1].reshape(-1, logits.size(-1)).float(), labels[:, 1:].reshape(-1),
+    logits at position t predict labels[t + 1] (labels are aligned with input_ids), so the last position
+    predicts nothing: it is not fed (causal attention leaves the other logits as they were). No label
+    before position `scored_from` + 1 (the data source's `scored_from`): the last block then works on
+    the positions from `scored_from` on alone (`logits_to_keep`); for the default format that is the
+    answer, under half the sequence. Training batches are right-padded, so the causal mask alone keeps
+    real tokens from seeing padding and no attention mask is needed (the fast fused attention path)."""
+    def fed(tensor):
+        return None if tensor is None else tensor[:, :-1]
+
+    keep = input_ids.shape[1] - 1 - scored_from if scored_from else 0
+    logits, _, _ = model(fed(input_ids), attention_mask=fed(attention_mask), position_ids=fed(position_ids),
+                         logits_to_keep=keep)
+    return F.cross_entropy(logits.reshape(-1, logits.size(-1)).float(), labels[:, 1 + scored_from:].reshape(-1),
                            ignore_index=IGNORE_INDEX, reduction="sum")
 
 
@@ -160,7 +170,7 @@ def train_step(state: TrainState, config, precision, device: torch.device, dist_
         with sync:
             positions = training_positions(state.raw_model, ids, config)
             with precision.autocast(device):
-                loss_sum = summed_loss(model, ids, labels, position_ids=positions)
+                loss_sum = summed_loss(model, ids, labels, position_ids=positions, scored_from=state.data.scored_from)
             # DDP averages gradients over ranks; scaling by world size turns that into a global sum
             state.scaler.scale(loss_sum * dist_info.world_size / global_labels.clamp(min=1)).backward()
         loss_total += loss_sum.detach().float()
@@ -196,7 +206,7 @@ class GraphedStep:
         dtype = self.precision.dtype
         with torch.autocast(self.device.type, dtype=dtype or torch.float32, enabled=dtype is not None,
                             cache_enabled=False):
-            loss_sum = summed_loss(state.model, ids, labels,
+            loss_sum = summed_loss(state.model, ids, labels, scored_from=state.data.scored_from,
                                    position_ids=training_positions(state.raw_model, ids, self.config))
         (loss_sum / count.clamp(min=1)).backward()
         if self.config.train.grad_clip > 0:

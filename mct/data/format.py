@@ -156,7 +156,7 @@ class DataFormat:
 
     def steps(self, operands: tuple[int, int]) -> list[str]:
         """The step trace (also when this format does not train on steps)."""
-        return tasks.steps(self.task, operands[0], operands[1], self.modulus)
+        return tasks.steps(self.task, operands[0], operands[1], self.modulus, self.operand_width)
 
     def order_answer(self, natural: str) -> str:
         """Ordering only (no padding): reversed or plain."""
@@ -184,7 +184,7 @@ class DataFormat:
 
     def target(self, operands: tuple[int, int]) -> str:
         """Exactly what the model is trained to write after the prompt."""
-        answer, steps, _, _ = tasks.trace(self.task, operands[0], operands[1], self.modulus)
+        answer, steps, _, _ = tasks.trace(self.task, operands[0], operands[1], self.modulus, self.operand_width)
         return build_target(steps if self.use_steps else [], self.ordered_answer(answer))
 
     def carry_stats(self, operands: tuple[int, int]) -> tuple[int, int]:

@@ -8,12 +8,14 @@ Step formats (documented with examples in docs/data-format.md):
   (7+5 with carry 1 -> `"7+5+1=13"`); a missing digit of the shorter operand is 0.
 - sub: the same on |larger| - |smaller| with borrows: `"{x_i}-{y_i}-{borrow_in}={borrow_out}{digit}"`
   (3-5 with borrow 0 -> `"3-5-0=18"`: borrow 1, digit 8); the answer gets "-" when a < b.
-- mul: for each digit b_j of b, least significant first, the partial product `"{a}*{b_j}={a*b_j}"`
-  and, from the second digit on, the running sum `"{sum}+{a*b_j*10^j}={new sum}"`.
+- mul: for each digit b_j of b (b zero-padded to the operand width), least significant first, the running
+  sum a * (b mod 10^(j+1)) written least significant digit first and zero-padded to len(a) + len(b)
+  digits (123*45 -> `"51600"`, `"53550"`): every digit of a step is its column of the previous step plus
+  two digit products and a carry, the school method written in the order a model can follow.
 - mod: `"{a}+{b}={a+b}"` then `"{a+b}%{P}={(a+b) mod P}"`.
 
 `carries` counts the carry (borrow) columns and `max_carry_chain` is the longest run of consecutive
-carry columns. For mul they are summed / maximised over the running-sum additions; for mod they
+carry columns. For mul they are summed / maximised over the running-sum additions (sum + a*b_j*10^j); for mod they
 describe the addition a+b before the reduction.
 """
 
@@ -76,21 +78,20 @@ def add_carry_stats(x: int, y: int) -> tuple[int, int]:
     return carries, chain
 
 
-def trace_mul(a: int, b: int) -> tuple[str, list[str], int, int]:
+def trace_mul(a: int, b: int, width: int = 0) -> tuple[str, list[str], int, int]:
+    """Steps of a*b with operands zero-padded to `width` digits (0 = as they are): see the module docstring."""
+    a_len, b_text = max(len(str(a)), width), str(b).rjust(width, "0")
+    step_width = a_len + len(b_text)
     steps: list[str] = []
     total = carries = chain = 0
-    for j, ch in enumerate(reversed(str(b))):
-        partial = a * (ord(ch) - 48)
-        steps.append(f"{a}*{ch}={partial}")
-        if j == 0:
-            total = partial
-            continue
-        shifted = partial * 10**j
-        c, run = add_carry_stats(total, shifted)
-        carries += c
-        chain = max(chain, run)
-        steps.append(f"{total}+{shifted}={total + shifted}")
+    for j, ch in enumerate(reversed(b_text)):
+        shifted = a * (ord(ch) - 48) * 10**j
+        if j:
+            c, run = add_carry_stats(total, shifted)
+            carries += c
+            chain = max(chain, run)
         total += shifted
+        steps.append(str(total).rjust(step_width, "0")[::-1])
     return str(a * b), steps, carries, chain
 
 
@@ -100,14 +101,16 @@ def trace_mod(a: int, b: int, modulus: int) -> tuple[str, list[str], int, int]:
     return str(total % modulus), [f"{a}+{b}={total}", f"{total}%{modulus}={total % modulus}"], carries, chain
 
 
-def trace(task: str, a: int, b: int, modulus: int | None = None) -> tuple[str, list[str], int, int]:
-    """(natural answer, steps, carries, max_carry_chain) of the problem (a, b) of `task`."""
+def trace(task: str, a: int, b: int, modulus: int | None = None,
+          width: int = 0) -> tuple[str, list[str], int, int]:
+    """(natural answer, steps, carries, max_carry_chain) of the problem (a, b) of `task`; `width` is the
+    operand width of a zero-padded format (mul's steps depend on it)."""
     if task == "add":
         return trace_add(a, b)
     if task == "sub":
         return trace_sub(a, b)
     if task == "mul":
-        return trace_mul(a, b)
+        return trace_mul(a, b, width)
     if task == "mod":
         if modulus is None:
             raise ValueError("the mod task needs a modulus")
@@ -115,11 +118,13 @@ def trace(task: str, a: int, b: int, modulus: int | None = None) -> tuple[str, l
     raise ValueError(f"unknown task {task!r}")
 
 
-def tracer(task: str, modulus: int | None = None):
+def tracer(task: str, modulus: int | None = None, width: int = 0):
     """The `(a, b) -> (answer, steps, carries, max_carry_chain)` function of `task` (for hot loops)."""
     if task == "mod":
         return lambda a, b: trace_mod(a, b, modulus)
-    return {"add": trace_add, "sub": trace_sub, "mul": trace_mul}[task]
+    if task == "mul":
+        return lambda a, b: trace_mul(a, b, width)
+    return {"add": trace_add, "sub": trace_sub}[task]
 
 
 def solve(task: str, a: int, b: int, modulus: int | None = None) -> str:
@@ -135,8 +140,8 @@ def solve(task: str, a: int, b: int, modulus: int | None = None) -> str:
     raise ValueError(f"unknown task {task!r}")
 
 
-def steps(task: str, a: int, b: int, modulus: int | None = None) -> list[str]:
-    return trace(task, a, b, modulus)[1]
+def steps(task: str, a: int, b: int, modulus: int | None = None, width: int = 0) -> list[str]:
+    return trace(task, a, b, modulus, width)[1]
 
 
 def carry_stats(task: str, a: int, b: int, modulus: int | None = None) -> tuple[int, int]:

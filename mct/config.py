@@ -194,6 +194,9 @@ class DataConfig(_Section):
     carry_mix: float = Field(
         0.0, ge=0.0, le=1.0, description="add/sub: share of training problems drawn where every column carries "
         "(borrows), the longest carry chains; the rest stays balanced over carry counts")
+    length_weights: Literal["equal", "size"] = Field(
+        "equal", description="training stream: every operand-length pair an equal share (equal), or a share in "
+        "proportion to its number of problems (size: uniform over the whole problem space)")
     curriculum_steps: int = Field(
         0, ge=0, le=10**9, description="length curriculum: the longest training operand grows from min_digits to "
         "max_digits over these steps (0 = every length from the start)")

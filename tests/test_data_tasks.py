@@ -59,16 +59,19 @@ def test_sub_answer_and_every_borrow_step_are_right(a, b):
 
 @FAST
 @given(st.integers(0, 10**8), st.integers(0, 10**6), st.integers(0, 9))
-def test_mul_steps_are_running_sums_least_significant_digit_first(a, b, width):
+def test_mul_steps_are_partial_products_and_running_sums_least_significant_digit_first(a, b, width):
     answer, steps, _, _ = tasks.trace_mul(a, b, width)
     assert answer == str(a * b)
-    b_digits = max(len(str(b)), width)
-    step_width = max(len(str(a)), width) + b_digits
-    assert len(steps) == b_digits  # one step per digit of the (padded) b
-    for j, step in enumerate(steps):
-        assert re.fullmatch(rf"\d{{{step_width}}}", step), step  # padded to len(a) + len(b) digits
+    a_digits, b_digits = max(len(str(a)), width), max(len(str(b)), width)
+    assert len(steps) == 2 * b_digits - 1  # a running sum per digit of the (padded) b, a partial product from the 2nd
+    sums, partials = steps[0::2], steps[1::2]
+    for j, step in enumerate(sums):
+        assert re.fullmatch(rf"\d{{{a_digits + b_digits}}}", step), step
         assert int(step[::-1]) == a * (b % 10 ** (j + 1))
-    assert int(steps[-1][::-1]) == a * b
+    for j, step in enumerate(partials, start=1):
+        assert re.fullmatch(rf"\d{{{a_digits + 1}}}", step), step
+        assert int(step[::-1]) == a * digit(b, j)
+    assert int(sums[-1][::-1]) == a * b
 
 
 @FAST
@@ -86,8 +89,8 @@ def test_hand_checked_traces():
     assert tasks.trace_add(999, 1)[2:] == (3, 3)
     assert tasks.trace_sub(3, 15) == ("-12", ["5-3-0=02", "1-0-0=01"], 0, 0)
     assert tasks.trace_sub(100, 1) == ("99", ["0-1-0=19", "0-0-1=19", "1-0-1=00"], 2, 2)
-    assert tasks.trace_mul(123, 45) == ("5535", ["51600", "53550"], 1, 1)
-    assert tasks.trace_mul(123, 45, width=3) == ("5535", ["516000", "535500", "535500"], 1, 1)
+    assert tasks.trace_mul(123, 45) == ("5535", ["51600", "2940", "53550"], 1, 1)
+    assert tasks.trace_mul(123, 45, width=3) == ("5535", ["516000", "2940", "535500", "0000", "535500"], 1, 1)
     assert tasks.trace_mul(0, 7) == ("0", ["00"], 0, 0)
 
 

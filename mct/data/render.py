@@ -268,19 +268,24 @@ class BatchRenderer:
         segments.add(step.reshape(N, L * 9), 9 * cols.count, ROLE_STEP)
 
     def _mul_steps(self, a: Digits, x: torch.Tensor, b: Digits, segments: Segments) -> None:
-        """For digit j of b (zero-padded to the operand width): the running sum a * (b mod 10^(j+1)),
-        least significant digit first, zero-padded to len(a) + len(b) digits, then "|"."""
+        """For digit j of b (zero-padded to the operand width): from j = 1 on the partial product a * b_j
+        (len(a) + 1 digits), then the running sum a * (b mod 10^(j+1)) (len(a) + len(b) digits), each least
+        significant digit first, zero-padded, and followed by "|"."""
         w = self.format.operand_width
         a_len, b_len = a.lengths.clamp(min=w), b.lengths.clamp(min=w)
-        step_width = a_len + b_len  # [N] digits of every step of a row
-        width = max(a.values.shape[1], w) + max(b.values.shape[1], w)
+        a_width = max(a.values.shape[1], w)
+        sum_width = a_width + max(b.values.shape[1], w)
         b_values = _pad_to(b.values, max(b.values.shape[1], w))
         total = torch.zeros_like(x)
         sep = self.tok(STEP_SEP)
         for j in range(b_values.shape[1]):
-            present = (b_len > j).long()  # rows whose (padded) b has a j-th digit write this step
-            total = total + x * b_values[:, j] * 10**j
-            segments.add(self.digit_ids[int64_digits(total, width).values], step_width * present, ROLE_STEP)
+            present = (b_len > j).long()  # rows whose (padded) b has a j-th digit write these steps
+            partial = x * b_values[:, j]
+            if j:
+                segments.add(self.digit_ids[int64_digits(partial, a_width + 1).values], (a_len + 1) * present, ROLE_STEP)
+                segments.add(sep, present, ROLE_STEP)
+            total = total + partial * 10**j
+            segments.add(self.digit_ids[int64_digits(total, sum_width).values], (a_len + b_len) * present, ROLE_STEP)
             segments.add(sep, present, ROLE_STEP)
 
     # --- the whole sequence ----------------------------------------------------------------------------

@@ -8,10 +8,11 @@ Step formats (documented with examples in docs/data-format.md):
   (7+5 with carry 1 -> `"7+5+1=13"`); a missing digit of the shorter operand is 0.
 - sub: the same on |larger| - |smaller| with borrows: `"{x_i}-{y_i}-{borrow_in}={borrow_out}{digit}"`
   (3-5 with borrow 0 -> `"3-5-0=18"`: borrow 1, digit 8); the answer gets "-" when a < b.
-- mul: for each digit b_j of b (b zero-padded to the operand width), least significant first, the running
-  sum a * (b mod 10^(j+1)) written least significant digit first and zero-padded to len(a) + len(b)
-  digits (123*45 -> `"51600"`, `"53550"`): every digit of a step is its column of the previous step plus
-  two digit products and a carry, the school method written in the order a model can follow.
+- mul: for each digit b_j of b (b zero-padded to the operand width), least significant first: from the
+  second digit on the partial product a * b_j (len(a) + 1 digits), then the running sum a * (b mod
+  10^(j+1)) (len(a) + len(b) digits), every number least significant digit first and zero-padded
+  (123*45 -> `"51600"`, `"2940"`, `"53550"`). A digit of a partial product needs two digit products and
+  a carry, a digit of a sum one column of an addition: the school method in the order a model can follow.
 - mod: `"{a}+{b}={a+b}"` then `"{a+b}%{P}={(a+b) mod P}"`.
 
 `carries` counts the carry (borrow) columns and `max_carry_chain` is the longest run of consecutive
@@ -81,17 +82,18 @@ def add_carry_stats(x: int, y: int) -> tuple[int, int]:
 def trace_mul(a: int, b: int, width: int = 0) -> tuple[str, list[str], int, int]:
     """Steps of a*b with operands zero-padded to `width` digits (0 = as they are): see the module docstring."""
     a_len, b_text = max(len(str(a)), width), str(b).rjust(width, "0")
-    step_width = a_len + len(b_text)
+    sum_width = a_len + len(b_text)
     steps: list[str] = []
     total = carries = chain = 0
     for j, ch in enumerate(reversed(b_text)):
-        shifted = a * (ord(ch) - 48) * 10**j
+        partial = a * (ord(ch) - 48)
         if j:
-            c, run = add_carry_stats(total, shifted)
+            steps.append(str(partial).rjust(a_len + 1, "0")[::-1])
+            c, run = add_carry_stats(total, partial * 10**j)
             carries += c
             chain = max(chain, run)
-        total += shifted
-        steps.append(str(total).rjust(step_width, "0")[::-1])
+        total += partial * 10**j
+        steps.append(str(total).rjust(sum_width, "0")[::-1])
     return str(a * b), steps, carries, chain
 
 

@@ -281,12 +281,11 @@ class BatchRenderer:
         for j in range(b_values.shape[1]):
             present = (b_len > j).long()  # rows whose (padded) b has a j-th digit write these steps
             partial = x * b_values[:, j]
-            if j:
-                segments.add(self.digit_ids[int64_digits(partial, a_width + 1).values], (a_len + 1) * present, ROLE_STEP)
-                segments.add(sep, present, ROLE_STEP)
             total = total + partial * 10**j
-            segments.add(self.digit_ids[int64_digits(total, sum_width).values], (a_len + b_len) * present, ROLE_STEP)
-            segments.add(sep, present, ROLE_STEP)
+            numbers = [(partial, a_width + 1, a_len + 1)] if j else []
+            for number, width, length in numbers + [(total, sum_width, a_len + b_len)]:
+                segments.add(self.digit_ids[int64_digits(number, width).values], length * present, ROLE_STEP)
+                segments.add(sep, present, ROLE_STEP)
 
     # --- the whole sequence ----------------------------------------------------------------------------
     def render(self, a: Digits, b: Digits, width: int | None = None) -> dict:

@@ -463,9 +463,10 @@ def stream_weights(task: str, min_digits: int, max_digits: int, total: int, carr
     buckets = space_buckets(task, pairs)
     quotas = allocate(buckets, min(capacity(buckets), total))
     # A stream draws with replacement, so a small space need not be capped at its size: every length
-    # pair gets an equal share (as the held-out sets do), split over its carry counts as `mct gen` would.
-    sizes = [sum(b.size for b in group) for group in buckets]
+    # pair gets an equal share (as the held-out sets do), or its size's share, split over its carry
+    # counts as `mct gen` would.
     if length_weights == "size":
+        sizes = [sum(b.size for b in group) for group in buckets]
         pair_shares = [size / sum(sizes) for size in sizes]
     else:
         pair_shares = [1 / len(buckets)] * len(buckets)

@@ -16,8 +16,8 @@ Step formats (documented with examples in docs/data-format.md):
 - mod: `"{a}+{b}={a+b}"` then `"{a+b}%{P}={(a+b) mod P}"`.
 
 `carries` counts the carry (borrow) columns and `max_carry_chain` is the longest run of consecutive
-carry columns. For mul they are summed / maximised over the running-sum additions (sum + a*b_j*10^j); for mod they
-describe the addition a+b before the reduction.
+carry columns. For mul they are summed / maximised over the running-sum additions (sum + a*b_j*10^j);
+for mod they describe the addition a+b before the reduction.
 """
 
 from __future__ import annotations

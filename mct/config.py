@@ -198,6 +198,9 @@ class DataConfig(_Section):
         0.0, ge=0.0, le=1.0, description="add/sub: share of equal-length training problems whose top columns "
         "(one to all of them) are ties: sub equal digits (the sign is decided below), add digits summing to 9 "
         "(the carry into the top is decided below)")
+    length_weights: Literal["equal", "size"] = Field(
+        "equal", description="training stream: every operand-length pair an equal share (equal), or a share in "
+        "proportion to its number of problems (size: uniform over the whole problem space)")
     curriculum_steps: int = Field(
         0, ge=0, le=10**9, description="length curriculum: the longest training operand grows from min_digits to "
         "max_digits over these steps (0 = every length from the start)")

@@ -40,3 +40,14 @@ def test_the_sub3_recipe_learns_within_a_fixed_number_of_steps(tmp_path):
                   "device": "cpu", "seed": 0, "save_every": 2000}})
     result = train(config, tmp_path / "run")
     assert result.test["exact_match"] >= 0.99 and result.test["hard"]["exact_match"] >= 0.95
+
+
+def test_the_mul2_recipe_learns_within_a_fixed_number_of_steps(tmp_path):
+    """configs/mul2.toml as shipped (partial-product steps, length_weights "size"), 800 steps, seed 0:
+    the cosine schedule is shortened to end there and validation is skipped until the end."""
+    steps = 800
+    config = load_config(CONFIGS[0].parent / "mul2.toml", environ={}, overrides={
+        "train": {"max_steps": steps, "eval_every": steps, "target_accuracy": None, "device": "cpu", "seed": 0}})
+    result = train(config, tmp_path / "run")
+    assert result.test["exact_match"] >= 0.99 and result.test["hard"]["exact_match"] >= 0.99
+    assert result.test["steps"]["steps_correct"] >= 0.99

@@ -266,6 +266,15 @@ def test_carry_mix_adds_long_carry_chains_deterministically():
     assert chains(mixed) == chains(mixed)  # deterministic for a seed
 
 
+@pytest.mark.parametrize("weights, expected", [("equal", 0.25), ("size", 0.81)])
+def test_length_weights_set_the_share_of_each_operand_length_pair(weights, expected):
+    cfg = DataConfig(task="mul", min_digits=1, max_digits=2, pad_operands=True, length_weights=weights)
+    ids, _ = GeneratedBatches(cfg, DataFormat.from_config(cfg), TOK, 4000, "cpu", seed=0).next_batch()
+    both_two_digits = [min(DataFormat("mul").operands_from_prompt(t[: t.index("=") + 1])) >= 10
+                       for t in _decoded_rows(ids)]
+    assert abs(sum(both_two_digits) / len(both_two_digits) - expected) < 0.03  # 8,100 of the 10,000 products
+
+
 def test_length_curriculum_grows_the_longest_operand():
     cfg = DataConfig(min_digits=1, max_digits=5, curriculum_steps=100, n_train=100_000)
     batches = GeneratedBatches(cfg, DataFormat.from_config(cfg), TOK, 64, "cpu", seed=0)

@@ -58,27 +58,20 @@ def test_sub_answer_and_every_borrow_step_are_right(a, b):
 
 
 @FAST
-@given(st.integers(0, 10**8), st.integers(0, 10**6))
-def test_mul_partial_products_and_running_sums_are_right(a, b):
-    answer, steps, _, _ = tasks.trace_mul(a, b)
+@given(st.integers(0, 10**8), st.integers(0, 10**6), st.integers(0, 9))
+def test_mul_steps_are_partial_products_and_running_sums_least_significant_digit_first(a, b, width):
+    answer, steps, _, _ = tasks.trace_mul(a, b, width)
     assert answer == str(a * b)
-    j, total = 0, None
-    for step in steps:
-        if "*" in step:
-            m = re.fullmatch(r"(\d+)\*(\d)=(\d+)", step)
-            assert m and int(m.group(1)) == a and int(m.group(2)) == digit(b, j)
-            partial = int(m.group(3))
-            assert partial == a * int(m.group(2))
-            if j == 0:
-                total = partial
-            j += 1
-        else:
-            m = re.fullmatch(r"(\d+)\+(\d+)=(\d+)", step)
-            assert m and int(m.group(1)) == total
-            assert int(m.group(2)) == partial * 10 ** (j - 1)
-            assert int(m.group(1)) + int(m.group(2)) == int(m.group(3))
-            total = int(m.group(3))
-    assert j == len(str(b)) and total == a * b
+    a_digits, b_digits = max(len(str(a)), width), max(len(str(b)), width)
+    assert len(steps) == 2 * b_digits - 1  # a running sum per digit of the (padded) b, a partial product from the 2nd
+    sums, partials = steps[0::2], steps[1::2]
+    for j, step in enumerate(sums):
+        assert re.fullmatch(rf"\d{{{a_digits + b_digits}}}", step), step
+        assert int(step[::-1]) == a * (b % 10 ** (j + 1))
+    for j, step in enumerate(partials, start=1):
+        assert re.fullmatch(rf"\d{{{a_digits + 1}}}", step), step
+        assert int(step[::-1]) == a * digit(b, j)
+    assert int(sums[-1][::-1]) == a * b
 
 
 @FAST
@@ -96,7 +89,9 @@ def test_hand_checked_traces():
     assert tasks.trace_add(999, 1)[2:] == (3, 3)
     assert tasks.trace_sub(3, 15) == ("-12", ["5-3-0=02", "1-0-0=01"], 0, 0)
     assert tasks.trace_sub(100, 1) == ("99", ["0-1-0=19", "0-0-1=19", "1-0-1=00"], 2, 2)
-    assert tasks.trace_mul(123, 45) == ("5535", ["123*5=615", "123*4=492", "615+4920=5535"], 1, 1)
+    assert tasks.trace_mul(123, 45) == ("5535", ["51600", "2940", "53550"], 1, 1)
+    assert tasks.trace_mul(123, 45, width=3) == ("5535", ["516000", "2940", "535500", "0000", "535500"], 1, 1)
+    assert tasks.trace_mul(0, 7) == ("0", ["00"], 0, 0)
 
 
 @pytest.mark.parametrize("task", tasks.TASKS)

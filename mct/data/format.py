@@ -158,7 +158,8 @@ class DataFormat:
 
     def steps(self, operands: tuple[int, int]) -> list[str]:
         """The step trace (also when this format does not train on steps): a zero-padded format writes
-        one add/sub column step per padded column, so every step sits at a fixed position."""
+        one add/sub column step per padded column, so every step sits at a fixed position, and pads mul's
+        partial products and running sums to the operand width."""
         return tasks.steps(self.task, operands[0], operands[1], self.modulus, self.operand_width)
 
     def order_answer(self, natural: str) -> str:

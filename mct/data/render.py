@@ -270,32 +270,24 @@ class BatchRenderer:
         segments.add(step.reshape(N, L * 9), 9 * cols.count, ROLE_STEP)
 
     def _mul_steps(self, a: Digits, x: torch.Tensor, b: Digits, segments: Segments) -> None:
-        """For digit j of b: "{a}*{b_j}={a*b_j}|", then (j >= 1) "{total}+{shift}={total + shift}|"."""
-        La = a.values.shape[1]
+        """For digit j of b (zero-padded to the operand width): from j = 1 on the partial product a * b_j
+        (len(a) + 1 digits), then the running sum a * (b mod 10^(j+1)) (len(a) + len(b) digits), each least
+        significant digit first, zero-padded, and followed by "|"."""
+        w = self.format.operand_width
+        a_len, b_len = a.lengths.clamp(min=w), b.lengths.clamp(min=w)
+        a_width = max(a.values.shape[1], w)
+        sum_width = a_width + max(b.values.shape[1], w)
+        b_values = _pad_to(b.values, max(b.values.shape[1], w))
         total = torch.zeros_like(x)
-        for j in range(b.values.shape[1]):
-            present = (b.lengths > j).long()  # rows whose b has a j-th digit write these steps
-            partial = x * b.values[:, j]
-            for part in (a, "*", b.values[:, j], "=", int64_digits(partial, La + 1), STEP_SEP):
-                self._part(segments, part, present)
-            if j == 0:
-                total = partial
-                continue
-            shifted = partial * 10**j
-            for part in (int64_digits(total, La + j), "+", int64_digits(shifted, La + 1 + j), "=",
-                         int64_digits(total + shifted, La + j + 1), STEP_SEP):
-                self._part(segments, part, present)
-            total = torch.where(present.bool(), total + shifted, total)
-
-    def _part(self, segments: Segments, part, present: torch.Tensor) -> None:
-        """A character, a digit tensor [N] or a number (Digits), written only in rows where `present`."""
-        if isinstance(part, str):
-            segments.add(self.tok(part), present, ROLE_STEP)
-        elif isinstance(part, Digits):
-            tokens, n = natural_tokens(part, self.digit_ids)
-            segments.add(tokens, n * present, ROLE_STEP)
-        else:
-            segments.add(self.digit_ids[part], present, ROLE_STEP)
+        sep = self.tok(STEP_SEP)
+        for j in range(b_values.shape[1]):
+            present = (b_len > j).long()  # rows whose (padded) b has a j-th digit write these steps
+            partial = x * b_values[:, j]
+            total = total + partial * 10**j
+            numbers = [(partial, a_width + 1, a_len + 1)] if j else []
+            for number, width, length in numbers + [(total, sum_width, a_len + b_len)]:
+                segments.add(self.digit_ids[int64_digits(number, width).values], length * present, ROLE_STEP)
+                segments.add(sep, present, ROLE_STEP)
 
     # --- the whole sequence ----------------------------------------------------------------------------
     def render(self, a: Digits, b: Digits, width: int | None = None) -> dict:

@@ -449,10 +449,12 @@ def mod_partition(modulus: int, train_fraction: float, seed: int) -> tuple[list,
 
 
 def stream_weights(task: str, min_digits: int, max_digits: int, total: int, carry_mix: float = 0.0,
-                   longest: int | None = None) -> tuple[list[Bucket], np.ndarray]:
+                   longest: int | None = None, length_weights: str = "equal") -> tuple[list[Bucket], np.ndarray]:
     """The buckets of the training stream and the probability of each: an equal share per operand-length
     pair (the 100 one-digit additions are drawn as often as any other pair), split within a pair over its
     carry counts like the quotas `mct gen` gives a data set of `total` problems (`allocate`).
+    `length_weights="size"` gives each pair a share in proportion to its number of problems instead
+    (multiplication: the 2x2-digit products are 81% of the 1-2 digit problems, and the hardest).
 
     `carry_mix` moves that share of the probability to the bucket of each length pair where every column
     carries (the longest chains); `longest` keeps only operands of at most that many digits (a length
@@ -461,13 +463,19 @@ def stream_weights(task: str, min_digits: int, max_digits: int, total: int, carr
     buckets = space_buckets(task, pairs)
     quotas = allocate(buckets, min(capacity(buckets), total))
     # A stream draws with replacement, so a small space need not be capped at its size: every length
-    # pair gets an equal share (as the held-out sets do), split over its carry counts as `mct gen` would.
+    # pair gets an equal share (as the held-out sets do), or its size's share, split over its carry
+    # counts as `mct gen` would.
+    if length_weights == "size":
+        sizes = [sum(b.size for b in group) for group in buckets]
+        pair_shares = [size / sum(sizes) for size in sizes]
+    else:
+        pair_shares = [1 / len(buckets)] * len(buckets)
     flat, weights = [], []
-    for group, qs in zip(buckets, quotas):
+    for group, qs, pair_share in zip(buckets, quotas, pair_shares):
         kept = [(b, q) for b, q in zip(group, qs) if q > 0]
         share = sum(q for _, q in kept)
         flat += kept
-        weights += [q / share / len(buckets) for _, q in kept]
+        weights += [q / share * pair_share for _, q in kept]
     weights = np.array(weights, dtype=np.float64)
     weights /= weights.sum()
     if carry_mix:

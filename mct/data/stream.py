@@ -135,7 +135,7 @@ class GeneratedBatches:
             c = self.config
             self._weights[longest] = sampling.stream_weights(
                 self.renderer.format.task, c.min_digits, c.max_digits, c.n_train + c.n_val + c.n_test,
-                carry_mix=c.carry_mix, longest=longest)
+                carry_mix=c.carry_mix, longest=longest, length_weights=c.length_weights)
         return self._weights[longest]
 
     def _draw(self, rng: np.random.Generator, size: int, longest: int):

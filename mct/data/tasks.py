@@ -9,13 +9,16 @@ Step formats (documented with examples in docs/data-format.md):
   (zero-padded formats) there are at least w columns, so 2+1 with w=3 -> `2+1+0=03|0+0+0=00|0+0+0=00`.
 - sub: the same on |larger| - |smaller| with borrows: `"{x_i}-{y_i}-{borrow_in}={borrow_out}{digit}"`
   (3-5 with borrow 0 -> `"3-5-0=18"`: borrow 1, digit 8); the answer gets "-" when a < b.
-- mul: for each digit b_j of b, least significant first, the partial product `"{a}*{b_j}={a*b_j}"`
-  and, from the second digit on, the running sum `"{sum}+{a*b_j*10^j}={new sum}"`.
+- mul: for each digit b_j of b (b zero-padded to the operand width), least significant first: from the
+  second digit on the partial product a * b_j (len(a) + 1 digits), then the running sum a * (b mod
+  10^(j+1)) (len(a) + len(b) digits), every number least significant digit first and zero-padded
+  (123*45 -> `"51600"`, `"2940"`, `"53550"`). A digit of a partial product needs two digit products and
+  a carry, a digit of a sum one column of an addition: the school method in the order a model can follow.
 - mod: `"{a}+{b}={a+b}"` then `"{a+b}%{P}={(a+b) mod P}"`.
 
 `carries` counts the carry (borrow) columns and `max_carry_chain` is the longest run of consecutive
-carry columns. For mul they are summed / maximised over the running-sum additions; for mod they
-describe the addition a+b before the reduction.
+carry columns. For mul they are summed / maximised over the running-sum additions (sum + a*b_j*10^j);
+for mod they describe the addition a+b before the reduction.
 """
 
 from __future__ import annotations
@@ -78,21 +81,21 @@ def add_carry_stats(x: int, y: int) -> tuple[int, int]:
     return carries, chain
 
 
-def trace_mul(a: int, b: int) -> tuple[str, list[str], int, int]:
+def trace_mul(a: int, b: int, width: int = 0) -> tuple[str, list[str], int, int]:
+    """Steps of a*b with operands zero-padded to `width` digits (0 = as they are): see the module docstring."""
+    a_len, b_text = max(len(str(a)), width), str(b).rjust(width, "0")
+    sum_width = a_len + len(b_text)
     steps: list[str] = []
     total = carries = chain = 0
-    for j, ch in enumerate(reversed(str(b))):
+    for j, ch in enumerate(reversed(b_text)):
         partial = a * (ord(ch) - 48)
-        steps.append(f"{a}*{ch}={partial}")
-        if j == 0:
-            total = partial
-            continue
-        shifted = partial * 10**j
-        c, run = add_carry_stats(total, shifted)
-        carries += c
-        chain = max(chain, run)
-        steps.append(f"{total}+{shifted}={total + shifted}")
-        total += shifted
+        if j:
+            steps.append(str(partial).rjust(a_len + 1, "0")[::-1])
+            c, run = add_carry_stats(total, partial * 10**j)
+            carries += c
+            chain = max(chain, run)
+        total += partial * 10**j
+        steps.append(str(total).rjust(sum_width, "0")[::-1])
     return str(a * b), steps, carries, chain
 
 
@@ -104,13 +107,13 @@ def trace_mod(a: int, b: int, modulus: int) -> tuple[str, list[str], int, int]:
 
 def trace(task: str, a: int, b: int, modulus: int | None = None, width: int = 0) -> tuple[str, list[str], int, int]:
     """(natural answer, steps, carries, max_carry_chain) of the problem (a, b) of `task`; `width` is the
-    least number of add/sub column steps (the operand width of a zero-padded format)."""
+    operand width of a zero-padded format (the least number of add/sub column steps; mul's step widths)."""
     if task == "add":
         return trace_add(a, b, width)
     if task == "sub":
         return trace_sub(a, b, width)
     if task == "mul":
-        return trace_mul(a, b)
+        return trace_mul(a, b, width)
     if task == "mod":
         if modulus is None:
             raise ValueError("the mod task needs a modulus")
@@ -122,10 +125,8 @@ def tracer(task: str, modulus: int | None = None, width: int = 0):
     """The `(a, b) -> (answer, steps, carries, max_carry_chain)` function of `task` (for hot loops)."""
     if task == "mod":
         return lambda a, b: trace_mod(a, b, modulus)
-    if width and task in ("add", "sub"):
-        column_trace = trace_add if task == "add" else trace_sub
-        return lambda a, b: column_trace(a, b, width)
-    return {"add": trace_add, "sub": trace_sub, "mul": trace_mul}[task]
+    column_trace = {"add": trace_add, "sub": trace_sub, "mul": trace_mul}[task]
+    return lambda a, b: column_trace(a, b, width)
 
 
 def solve(task: str, a: int, b: int, modulus: int | None = None) -> str:

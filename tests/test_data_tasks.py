@@ -165,7 +165,8 @@ def test_padded_format_examples():
     sub_steps = DataFormat("sub", use_steps=True, operand_width=3)
     assert sub_steps.target((3, 5)) == "5-3-0=02|0-0-0=00|0-0-0=00|#-200<eos>"
     assert DataFormat("add", use_steps=True).target((2, 1)) == "2+1+0=03|#3<eos>"  # unpadded: natural columns
-    assert DataFormat("mul", use_steps=True, operand_width=2).steps((3, 4)) == ["3*4=12"]  # mul: natural
+    # mul: per digit of the padded b, the partial product (from the second digit on), then the running sum
+    assert DataFormat("mul", use_steps=True, operand_width=2).steps((3, 4)) == ["2100", "000", "2100"]
 
 
 def test_padded_parse_completion_drops_leading_zeros():

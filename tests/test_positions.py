@@ -89,7 +89,22 @@ def test_training_offsets_shift_every_place_and_stay_in_the_table():
     shift = (positions - base)[base > 0].view(64, -1)
     assert (shift == shift[:, :1]).all()  # one offset per example ...
     assert len(set(shift[:, 0].tolist())) > 5  # ... that differs between examples (coupled)
-    assert int(positions.max()) <= 30 and ((positions == 0) == (base == 0)).all()
+    marker = batch == TOK.token_to_id["#"]
+    assert int(positions.max()) <= 30 and (positions[base > 0] > 0).all() and (positions[(base == 0) & ~marker] == 0).all()
+
+
+@pytest.mark.parametrize("scheme", ["abacus", "coupled"])
+def test_the_answer_marker_stays_one_below_the_units_digit_it_predicts_under_any_offset(scheme):
+    # '#' predicts the units digit: with the old ids it stayed 0 while the units moved with the training
+    # offset, so the first answer digit could not find its operands (22% exact even at 1 digit)
+    config = Config(model={"use_rope": False, "absolute_positions": scheme, "max_place": 30, "max_seq_len": 64},
+                    data={"max_digits": 5, "max_seq_len": 40})
+    batch = ids("7+8=#51<eos>").repeat(4, 1)
+    marker, units = batch[0].tolist().index(TOK.token_to_id["#"]), 0
+    torch.manual_seed(0)
+    positions = torch.cat([training_positions(place_model(scheme), batch, config) for _ in range(8)])
+    assert (positions[:, marker] == positions[:, units] - 1).all()
+    assert len(set(positions[:, marker].tolist())) > 1  # moved by the offset, not pinned to 0
 
 
 def test_place_positions_need_reversed_answers():

@@ -143,8 +143,16 @@ class DataFormat:
         return f"{a}{self.operator}{b}="
 
     def render_prompt(self, prompt: str) -> str:
-        """Any prompt of this task, natural or padded ("12+34=", "012+034=") -> the prompt in this format."""
-        return self.prompt(self.operands_from_prompt(prompt))
+        """Any prompt of this task, natural or padded ("12+34=", "012+034=") -> the prompt as a model of this
+        format reads it. MctError when an operand is longer than a padded format's width: such a model reads
+        its digits at fixed positions and has no position for a longer number."""
+        operands = self.operands_from_prompt(prompt)
+        longest = max(len(str(n)) for n in operands)
+        if self.operand_width and longest > self.operand_width:
+            raise MctError(f"prompt {prompt.strip()!r} has an operand of {longest} digits but this model reads "
+                           f"operands zero-padded to {self.operand_width} digits; for longer numbers train a "
+                           f"length-generalising model (configs/add-coupled.toml or configs/add-abacus.toml)")
+        return self.prompt(operands)
 
     def solve(self, operands: tuple[int, int]) -> str:
         """The natural-order answer ("46", "-8")."""

@@ -563,12 +563,16 @@ class CompactTransformer(HookedRootModule):
         cached ones, which the cache remembers). MctError when a number has more places than max_place."""
         from mct.data.format import place_ids
 
+        tokenizer = self._tokenizer()
         tokens = cache.extend_tokens(input_ids) if cache is not None else input_ids
-        ids = place_ids(tokens, self._tokenizer(), coupled=self.place_positions == "coupled")[:, -input_ids.shape[1]:]
+        ids = place_ids(tokens, tokenizer, coupled=self.place_positions == "coupled")[:, -input_ids.shape[1]:]
         if not torch.compiler.is_compiling() and ids.numel() and int(ids.max()) > self.config.max_place:
-            raise MctError(f"a number of {int(ids.max())} digits is longer than this model's positions allow "
-                           f"(model.max_place = {self.config.max_place})")
-        return ids
+            answer = (torch.cumsum((tokens == tokenizer.token_to_id["#"]).long(), -1) > 0)[:, -input_ids.shape[1]:]
+            if bool((ids > self.config.max_place)[~answer].any()):
+                raise MctError(f"a number of {int(ids[~answer].max())} digits is longer than this model's positions "
+                               f"allow (model.max_place = {self.config.max_place})")
+        # an answer that runs past max_place (a model that did not stop) is wrong, not an error
+        return ids.clamp(max=self.config.max_place)
 
     @staticmethod
     def _tokenizer():

@@ -78,6 +78,13 @@ def test_a_number_past_max_place_is_one_clear_error():
         model(ids("1" * 70 + "+1="))
 
 
+def test_an_answer_that_runs_past_max_place_is_read_not_refused():
+    # a model that does not stop writes more answer digits than it has ids: a wrong answer, not an error
+    model = place_model("coupled").eval()
+    logits, _, _ = model(ids("12+34=#" + "6" * 70))
+    assert logits.shape[1] == 77 and torch.isfinite(logits).all()
+
+
 def test_training_offsets_shift_every_place_and_stay_in_the_table():
     config = Config(model={"use_rope": False, "absolute_positions": "coupled", "max_place": 30, "max_seq_len": 64},
                     data={"max_digits": 5, "max_seq_len": 40})

@@ -98,6 +98,11 @@ class ModelConfig(_Section):
         "embeddings of each digit's place value (abacus; coupled also ties '+' and '=') for length generalisation",
     )
     max_place: int = Field(64, ge=2, le=4096, description="abacus/coupled: the largest position id (longest number + offset)")
+    place_codes: Literal["learned", "orthogonal"] = Field(
+        "learned",
+        description="abacus/coupled: the vector of each position id: a learned embedding, or fixed random orthogonal "
+        "vectors (not trained), so two ids never seen together in training (short numbers) stay unrelated",
+    )
     norm_type: Literal["layernorm", "rmsnorm"] = Field("layernorm", description="pre-norm type")
     tie_weights: bool = Field(True, description="share the input embedding and output projection")
     d_head: int | None = Field(
@@ -143,6 +148,12 @@ class ModelConfig(_Section):
         if self.shared_qkv_down and not self.projection_rank("qkv"):
             raise _cross_field(("shared_qkv_down", "rank"),
                                "shared_qkv_down needs a low-rank query/key/value projection: set rank or qkv_rank > 0")
+        if self.place_codes == "orthogonal" and self.pos_rank:
+            raise _cross_field(("place_codes", "pos_rank"), "orthogonal place codes are a full table: set pos_rank = 0")
+        if self.place_codes == "orthogonal" and self.max_place + 1 > self.d_model:
+            raise _cross_field(("place_codes", "max_place", "d_model"),
+                               f"orthogonal place codes need max_place + 1 ({self.max_place + 1}) <= d_model "
+                               f"({self.d_model}): one orthogonal vector per id")
         if self.pos_rank and (self.use_rope or self.absolute_positions == "none"):
             raise _cross_field(("pos_rank", "use_rope", "absolute_positions"),
                                "pos_rank factorises the learned position table: it needs use_rope = false and "

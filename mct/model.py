@@ -493,6 +493,8 @@ class CompactTransformer(HookedRootModule):
                 self.unembed.weight = self.embed.weight
         if config.share_norms:
             self._share_norms()
+        if self.place_positions and config.place_codes == "orthogonal":
+            self._fix_orthogonal_place_codes()
         self.setup_hooks()
 
     def _init_weights(self, module: nn.Module) -> None:
@@ -515,6 +517,18 @@ class CompactTransformer(HookedRootModule):
                 nn.init.normal_(factor, mean=0.0, std=factor_std)
             if getattr(module, "bias", None) is not None:
                 nn.init.zeros_(module.bias)
+
+    def _fix_orthogonal_place_codes(self) -> None:
+        """Place ids as fixed orthonormal vectors (norm 1, the size trained place embeddings reach).
+
+        A learned table ties two ids only through training, which never shows the ids of a 40-digit
+        number's units and top places together (a 10-digit number spans 12 ids), so their attention
+        scores are left to chance; orthogonal codes keep every pair of ids unrelated, and the one map
+        the model learns (place i -> place i + 1) holds for ids it never saw together."""
+        table = self.pos_embed.weight
+        with torch.no_grad():
+            nn.init.orthogonal_(table)
+        table.requires_grad_(False)
 
     def _share_norms(self) -> None:
         """One weight (and bias) for every pre-norm and the final norm; one for all QK-norms."""

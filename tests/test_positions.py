@@ -117,3 +117,31 @@ def test_the_answer_marker_stays_one_below_the_units_digit_it_predicts_under_any
 def test_place_positions_need_reversed_answers():
     with pytest.raises(ValueError, match="answer_order = 'reversed'"):
         Config(model={"use_rope": False, "absolute_positions": "abacus"}, data={"answer_order": "plain"})
+
+
+def test_orthogonal_place_codes_are_orthonormal_fixed_and_kept_by_checkpoints(tmp_path):
+    from mct.checkpoint import load_checkpoint, save_checkpoint
+    from mct.train.step import build_optimizer
+
+    config = Config(model={"vocab_size": TOK.vocab_size, "d_model": 32, "num_layers": 1, "num_heads": 2, "d_ff": 64,
+                           "use_rope": False, "absolute_positions": "coupled", "place_codes": "orthogonal",
+                           "max_place": 20, "max_seq_len": 64}, data={"max_digits": 5, "max_seq_len": 40})
+    torch.manual_seed(0)
+    model = create_model(config)
+    codes = model.pos_embed.weight.detach().clone()
+    assert torch.allclose(codes @ codes.T, torch.eye(21), atol=1e-5)
+    optimizer = build_optimizer(model, config)
+    batch = ids("123+45=#861<eos>")
+    _, loss, _ = model(batch, labels=batch, position_ids=training_positions(model, batch, config))
+    loss.backward()
+    optimizer.step()
+    assert torch.equal(model.pos_embed.weight, codes)  # not trained ...
+    assert model.embed.weight.grad is not None  # ... while the rest is
+    save_checkpoint(tmp_path / "m.pt", model, config, TOK, DataFormat().to_dict())
+    assert torch.equal(load_checkpoint(tmp_path / "m.pt").model.pos_embed.weight, codes)
+
+
+def test_orthogonal_place_codes_need_one_dimension_per_id():
+    with pytest.raises(ValueError, match=r"max_place \+ 1 \(49\) <= d_model \(32\)"):
+        ModelConfig(d_model=32, num_heads=2, use_rope=False, absolute_positions="coupled", place_codes="orthogonal",
+                    max_place=48)

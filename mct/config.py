@@ -98,6 +98,11 @@ class ModelConfig(_Section):
         "embeddings of each digit's place value (abacus; coupled also ties '+' and '=') for length generalisation",
     )
     max_place: int = Field(64, ge=2, le=4096, description="abacus/coupled: the largest position id (longest number + offset)")
+    place_base: int = Field(
+        0, ge=0, le=4096,
+        description="abacus/coupled: added to the place ids outside training (0 = units at 1): a base inside the "
+        "training offsets' range gives the low places ids that training used as often as any other",
+    )
     place_codes: Literal["learned", "orthogonal"] = Field(
         "learned",
         description="abacus/coupled: the vector of each position id: a learned embedding, or fixed random orthogonal "
@@ -299,7 +304,18 @@ class Config(_Section):
                                  "data.answer_order = 'reversed' (an answer digit's place must be known when it is written)")
             if self.data.max_digits + 2 > self.model.max_place:
                 raise ValueError(f"model.max_place ({self.model.max_place}) must exceed data.max_digits + 1")
+            if self.model.place_base > self.largest_place_offset:
+                raise ValueError(f"model.place_base ({self.model.place_base}) must lie within the training offsets "
+                                 f"(0 to {self.largest_place_offset}: train.position_offset, or model.max_place - "
+                                 f"data.max_digits - 2), or its ids were never trained")
         return self
+
+    @property
+    def largest_place_offset(self) -> int:
+        """abacus/coupled: the largest random offset added to the place ids while training."""
+        if self.train.position_offset is not None:
+            return self.train.position_offset
+        return max(0, self.model.max_place - (self.data.max_digits + 2))
 
     @model_validator(mode="after")
     def _check_lengths(self):

@@ -575,16 +575,17 @@ class CompactTransformer(HookedRootModule):
     def place_ids(self, input_ids: torch.Tensor, cache: KVCache | None = None) -> torch.Tensor:
         """Abacus/coupled position ids [B, T] of input_ids [B, T] (with a cache: of the tokens after the
         cached ones, which the cache remembers). MctError when a number has more places than max_place."""
-        from mct.data.format import place_ids
+        from mct.data.format import shifted_place_ids
 
-        tokenizer = self._tokenizer()
+        tokenizer, base = self._tokenizer(), self.config.place_base
         tokens = cache.extend_tokens(input_ids) if cache is not None else input_ids
-        ids = place_ids(tokens, tokenizer, coupled=self.place_positions == "coupled")[:, -input_ids.shape[1]:]
+        ids = shifted_place_ids(tokens, tokenizer, base, coupled=self.place_positions == "coupled")
+        ids = ids[:, -input_ids.shape[1]:]
         if not torch.compiler.is_compiling() and ids.numel() and int(ids.max()) > self.config.max_place:
             answer = (torch.cumsum((tokens == tokenizer.token_to_id["#"]).long(), -1) > 0)[:, -input_ids.shape[1]:]
             if bool((ids > self.config.max_place)[~answer].any()):
-                raise MctError(f"a number of {int(ids[~answer].max())} digits is longer than this model's positions "
-                               f"allow (model.max_place = {self.config.max_place})")
+                raise MctError(f"a number of {int(ids[~answer].max()) - base} digits is longer than this model's "
+                               f"positions allow (model.max_place = {self.config.max_place}, place_base = {base})")
         # an answer that runs past max_place (a model that did not stop) is wrong, not an error
         return ids.clamp(max=self.config.max_place)
 

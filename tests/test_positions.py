@@ -145,3 +145,11 @@ def test_orthogonal_place_codes_need_one_dimension_per_id():
     with pytest.raises(ValueError, match=r"max_place \+ 1 \(49\) <= d_model \(32\)"):
         ModelConfig(d_model=32, num_heads=2, use_rope=False, absolute_positions="coupled", place_codes="orthogonal",
                     max_place=48)
+
+
+def test_the_place_base_moves_every_id_at_inference_and_must_be_a_trained_offset():
+    model = place_model("coupled", place_base=5).eval()
+    assert model.place_ids(ids("123+45=#861<eos>")).tolist() == [[8, 7, 6, 9, 7, 6, 9, 5, 6, 7, 8, 0]]
+    with pytest.raises(ValueError, match=r"place_base \(40\) must lie within the training offsets \(0 to 18"):
+        Config(model={"use_rope": False, "absolute_positions": "coupled", "max_place": 30, "place_base": 40},
+               data={"max_digits": 10})

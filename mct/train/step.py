@@ -72,9 +72,7 @@ def training_positions(raw_model, input_ids: torch.Tensor, config) -> torch.Tens
         return None
     from mct.data.format import shifted_place_ids
 
-    top = config.train.position_offset
-    if top is None:
-        top = max(0, config.model.max_place - (config.data.max_digits + 2))
+    top = config.largest_place_offset
     rows = input_ids.shape[0] if scheme == "coupled" else 1
     offset = torch.randint(0, top + 1, (rows, 1), device=input_ids.device)
     return shifted_place_ids(input_ids, raw_model._tokenizer(), offset, coupled=scheme == "coupled")

@@ -98,10 +98,6 @@ class ModelConfig(_Section):
         "embeddings of each digit's place value (abacus; coupled also ties '+' and '=') for length generalisation",
     )
     max_place: int = Field(64, ge=2, le=4096, description="abacus/coupled: the largest position id (longest number + offset)")
-    log_length_attention: bool = Field(
-        False, description="multiply each query's attention scores by the log of the number of keys it sees "
-        "(scalable softmax), so attention to a few keys does not fade when the context grows past training",
-    )
     place_base: int = Field(
         0, ge=0, le=4096,
         description="abacus/coupled: added to the place ids outside training (0 = units at 1): a base inside the "

@@ -253,7 +253,6 @@ class Attention(nn.Module):
         self.use_rope = config.use_rope
         self.dropout = config.dropout
         self.tie_kv = config.tie_kv
-        self.log_length_attention = config.log_length_attention
         self.qkv_parts = 2 if config.tie_kv else 3
         self.qkv = make_projection(config.d_model, self.qkv_parts * self.inner_dim, config.projection_rank("qkv"),
                                    config.bias, groups=1 if config.shared_qkv_down else self.qkv_parts)
@@ -321,12 +320,6 @@ class Attention(nn.Module):
             k, v = cache.update(layer, k, v)  # [B, H, T_k, Dh]
         if attn_mask is None and k.shape[2] != T:
             raise ValueError("a mask is required when queries and keys differ in length")
-        if self.log_length_attention:
-            # scalable softmax (Nakanishi 2025): scores x log(keys seen), so that the weight a query puts on
-            # its few matching keys does not fade as a longer context adds keys that do not match
-            keys_seen = (attn_mask.sum(-1, keepdim=True) if attn_mask is not None
-                         else torch.arange(1, T + 1, device=q.device)[:, None])  # [B, 1, T, 1] or [T, 1]
-            q = q * keys_seen.clamp(min=1).to(q.dtype).log()
 
         if not (self.hook_pattern.has_hooks() or self.hook_attn_scores.has_hooks()):
             # fast path (fused kernel); a fully masked query row yields zeros

@@ -48,8 +48,7 @@ def place_model(scheme="abacus", **extra):
                                     use_rope=False, absolute_positions=scheme, max_place=60, max_seq_len=140, **extra))
 
 
-@pytest.mark.parametrize("scheme, extra", [("abacus", {}), ("coupled", {}),
-                                           ("coupled", {"log_length_attention": True, "place_base": 3})])
+@pytest.mark.parametrize("scheme, extra", [("abacus", {}), ("coupled", {}), ("coupled", {"place_base": 3})])
 def test_cached_decoding_equals_uncached_and_reaches_long_numbers(scheme, extra):
     torch.manual_seed(0)
     model = place_model(scheme, **extra).eval()
@@ -154,21 +153,3 @@ def test_the_place_base_moves_every_id_at_inference_and_must_be_a_trained_offset
     with pytest.raises(ValueError, match=r"place_base \(40\) must lie within the training offsets \(0 to 18"):
         Config(model={"use_rope": False, "absolute_positions": "coupled", "max_place": 30, "place_base": 40},
                data={"max_digits": 10})
-
-
-def test_log_length_attention_scales_scores_by_the_log_of_the_keys_seen():
-    torch.manual_seed(0)
-    model = place_model("coupled", log_length_attention=True).eval()
-    plain = place_model("coupled").eval()
-    plain.load_state_dict(model.state_dict())
-    batch = ids("123+45=#861")
-    with torch.no_grad():
-        _, cache = model.run_with_cache(batch)
-        _, plain_cache = plain.run_with_cache(batch)
-        fast, _, _ = model(batch)
-        explicit, _, _ = model(batch, return_attention_weights=True)
-    keys_seen = torch.arange(1, batch.shape[1] + 1).float().log()[:, None]  # query t sees t + 1 keys
-    scores, plain_scores = cache["blocks.0.attn.hook_attn_scores"], plain_cache["blocks.0.attn.hook_attn_scores"]
-    allowed = torch.ones(batch.shape[1], batch.shape[1], dtype=torch.bool).tril()
-    assert torch.allclose(scores[0][:, allowed], (plain_scores[0] * keys_seen)[:, allowed], atol=1e-5)
-    assert torch.allclose(fast, explicit, atol=1e-5)  # fused and explicit attention agree

@@ -153,9 +153,11 @@ class ModelConfig(_Section):
         if self.shared_qkv_down and not self.projection_rank("qkv"):
             raise _cross_field(("shared_qkv_down", "rank"),
                                "shared_qkv_down needs a low-rank query/key/value projection: set rank or qkv_rank > 0")
-        if self.place_codes == "orthogonal" and self.pos_rank:
+        orthogonal = self.place_codes == "orthogonal" and self.absolute_positions in ("abacus", "coupled") \
+            and not self.use_rope
+        if orthogonal and self.pos_rank:
             raise _cross_field(("place_codes", "pos_rank"), "orthogonal place codes are a full table: set pos_rank = 0")
-        if self.place_codes == "orthogonal" and self.max_place + 1 > self.d_model:
+        if orthogonal and self.max_place + 1 > self.d_model:
             raise _cross_field(("place_codes", "max_place", "d_model"),
                                f"orthogonal place codes need max_place + 1 ({self.max_place + 1}) <= d_model "
                                f"({self.d_model}): one orthogonal vector per id")

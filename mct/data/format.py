@@ -148,7 +148,7 @@ class DataFormat:
         its digits at fixed positions and has no position for a longer number."""
         operands = self.operands_from_prompt(prompt)
         longest = max(len(str(n)) for n in operands)
-        if self.operand_width and longest > self.operand_width:
+        if self.operand_width and self.task != "mod" and longest > self.operand_width:  # mod: any residue
             raise MctError(f"prompt {prompt.strip()!r} has an operand of {longest} digits but this model reads "
                            f"operands zero-padded to {self.operand_width} digits; for longer numbers train a "
                            f"length-generalising model (configs/add-coupled.toml or configs/add-abacus.toml)")

@@ -584,8 +584,9 @@ class CompactTransformer(HookedRootModule):
         if not torch.compiler.is_compiling() and ids.numel() and int(ids.max()) > self.config.max_place:
             answer = (torch.cumsum((tokens == tokenizer.token_to_id["#"]).long(), -1) > 0)[:, -input_ids.shape[1]:]
             if bool((ids > self.config.max_place)[~answer].any()):
-                raise MctError(f"a number of {int(ids[~answer].max()) - base} digits is longer than this model's "
-                               f"positions allow (model.max_place = {self.config.max_place}, place_base = {base})")
+                raise MctError(f"the prompt has a number longer than this model reads: at most "
+                               f"{self.config.max_place - base - 1} digits (model.max_place = {self.config.max_place}, "
+                               f"place_base = {base})")
         # an answer that runs past max_place (a model that did not stop) is wrong, not an error
         return ids.clamp(max=self.config.max_place)
 

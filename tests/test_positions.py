@@ -74,7 +74,7 @@ def test_the_ids_pass_through_hook_pos_embed():
 
 def test_a_number_past_max_place_is_one_clear_error():
     model = place_model()
-    with pytest.raises(MctError, match="max_place = 60"):
+    with pytest.raises(MctError, match=r"at most 59 digits \(model.max_place = 60"):
         model(ids("1" * 70 + "+1="))
 
 

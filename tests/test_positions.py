@@ -6,7 +6,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from mct.config import Config, ModelConfig
-from mct.data.format import DataFormat, place_ids
+from mct.data.format import DataFormat, place_ids, shifted_place_ids
 from mct.errors import MctError
 from mct.generation import generate
 from mct.model import create_model
@@ -112,6 +112,13 @@ def test_the_answer_marker_stays_one_below_the_units_digit_it_predicts_under_any
     positions = torch.cat([training_positions(place_model(scheme), batch, config) for _ in range(8)])
     assert (positions[:, marker] == positions[:, units] - 1).all()
     assert len(set(positions[:, marker].tolist())) > 1  # moved by the offset, not pinned to 0
+
+
+def test_a_negative_answers_sign_predicts_the_units_digit_and_moves_with_it():
+    batch = ids("12-345=#-333<eos>")
+    shifted = shifted_place_ids(batch, TOK, 7, coupled=True)[0].tolist()
+    assert shifted[7:12] == [7, 7, 8, 9, 10]  # '#', '-', then the answer's places 1-3
+    assert shifted[2] == 11 and shifted[-1] == 0  # the operator '-' is a joiner (coupled), not a sign
 
 
 def test_place_positions_need_reversed_answers():

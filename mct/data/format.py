@@ -288,12 +288,14 @@ def place_ids(input_ids, tokenizer, coupled: bool = False):
 def shifted_place_ids(input_ids, tokenizer, offset, coupled: bool = False):
     """`place_ids` with every place moved up by `offset` ([B, 1] or a number), as in training.
 
-    The answer marker '#' moves too although its id is 0: it is the answer's place 0, the token that
-    predicts the units digit, so it must stay one below the units whatever the offset (at offset 0,
-    in evaluation, it is 0 like any other non-digit). Ids that stay 0 name no place."""
+    The answer marker '#' and an answer's sign move too although their id is 0: they are the answer's
+    place 0, the tokens that predict the units digit, so they must stay one below the units whatever the
+    offset (at offset 0 they are 0 like any other non-digit). Ids that stay 0 name no place."""
     import torch
 
     ids = torch.as_tensor(input_ids)
     places = place_ids(ids, tokenizer, coupled=coupled)
-    moves = (places > 0) | (ids == tokenizer.token_to_id[ANSWER_MARK])
+    mark = ids == tokenizer.token_to_id[ANSWER_MARK]
+    sign = torch.isin(ids, torch.tensor([tokenizer.token_to_id[c] for c in "+-"], device=ids.device))
+    moves = (places > 0) | mark | (sign & (torch.cumsum(mark.long(), -1) > 0))  # a sign after '#
     return torch.where(moves, places + offset, 0)

@@ -2,12 +2,16 @@
 
     python benchmarks/length.py                                  # every scheme, 1 seed, CPU
     python benchmarks/length.py --schemes abacus coupled --seeds 0 1 2 --device cuda --steps 6000
-    python benchmarks/length.py --config configs/add-abacus.toml --seeds 0 1 2   # one shipped recipe
+    python benchmarks/length.py --config configs/add-coupled.toml --seeds 0 1 2   # one shipped recipe
+    python benchmarks/length.py --checkpoints runs/coupled/seed-*/best.pt          # score trained models
+    python benchmarks/length.py --task sub --schemes coupled --lengths 1 5 10 15 20
 
-Each scheme trains the same model (configs/add-abacus.toml unless --config) with the same budget on
-1-10 digit addition (natural operands, answers least significant digit first), then answers uniformly
-random problems whose two operands both have L digits, for L from 1 to 40, plus long carry chains
-(99...9 + 1 and friends). Prints one table: exact match by operand length, min / median / max over seeds.
+Each scheme trains the same model (configs/add-coupled.toml unless --config) with the same budget on
+1-10 digit problems (natural operands, answers least significant digit first), then answers uniformly
+random problems whose two operands both have L digits, for L from 1 to 40, the hard split of the
+training range ("hard": the problems mct gen writes to hard.jsonl) and, for addition, carry chains of
+11 to 40 digits ("chains 11+": 99...9 + 1 and friends). Prints one table: exact match by operand
+length, min / median / max over seeds (or over the checkpoints given).
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from mct.checkpoint import load_checkpoint
 from mct.config import load_config
 from mct.data.format import DataFormat
 from mct.data.generate import make_record
+from mct.data.hard import hard_problems
 from mct.evaluate import evaluate_records
 from mct.train import train
 
@@ -44,10 +49,10 @@ def uniform_problems(length: int, n: int, seed: int) -> list[tuple[int, int]]:
     return [(rng.randrange(low, 10**length), rng.randrange(low, 10**length)) for _ in range(n)]
 
 
-def carry_chains(max_length: int) -> list[tuple[int, int]]:
+def carry_chains(min_length: int, max_length: int) -> list[tuple[int, int]]:
     """The longest carry chains of every length: 99...9 + 1, 99...9 + 99...9, 50...0 + 50...0, 1 + 99...9."""
     problems = []
-    for length in range(1, max_length + 1):
+    for length in range(min_length, max_length + 1):
         nines = 10**length - 1
         problems += [(nines, 1), (1, nines), (nines, nines), (5 * 10 ** (length - 1), 5 * 10 ** (length - 1)),
                      (nines, 10**length - nines)]
@@ -59,11 +64,37 @@ def accuracy(model, tokenizer, fmt, problems, device) -> float:
     return evaluate_records(model, tokenizer, fmt, records, batch_size=256, device=device).exact_match
 
 
+def fits(problem_digits: int, max_seq_len: int) -> bool:
+    """Whether a prompt of two such operands and its answer fit the model's context."""
+    return 2 * problem_digits + 2 + problem_digits + 3 <= max_seq_len
+
+
+def scores(checkpoint_path, lengths, per_length: int, seed: int, device: str) -> dict:
+    """Exact match of one checkpoint: by operand length, on the hard split and on long carry chains."""
+    ckpt = load_checkpoint(checkpoint_path, device=device)
+    fmt, data = DataFormat.from_dict(ckpt.data_format), ckpt.config.data
+    max_seq_len = ckpt.config.model.max_seq_len
+    result = {}
+    for length in lengths:
+        if not fits(length, max_seq_len) or (fmt.operand_width and length > fmt.operand_width):
+            result[length] = None  # the model's context or its padded format cannot hold the problem
+            continue
+        result[length] = accuracy(ckpt.model, ckpt.tokenizer, fmt, uniform_problems(length, per_length, seed), device)
+    result["hard"] = accuracy(ckpt.model, ckpt.tokenizer, fmt,
+                              hard_problems(fmt.task, data.min_digits, data.max_digits, fmt.modulus), device)
+    longest = max([n for n in lengths if fits(n, max_seq_len) and not fmt.operand_width], default=0)
+    chains = carry_chains(data.max_digits + 1, longest) if fmt.task == "add" else []
+    result["chains 11+"] = accuracy(ckpt.model, ckpt.tokenizer, fmt, chains, device) if chains else None
+    return result
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--config", default=str(ROOT / "configs" / "add-abacus.toml"))
+    parser.add_argument("--config", default=str(ROOT / "configs" / "add-coupled.toml"))
     parser.add_argument("--schemes", nargs="+", default=None, choices=list(SCHEMES),
                         help="position schemes to compare (default: every scheme; with --config alone: its own)")
+    parser.add_argument("--checkpoints", nargs="+", default=None, help="score these checkpoints; train nothing")
+    parser.add_argument("--task", choices=["add", "sub"], default=None, help="data.task (default: the config's)")
     parser.add_argument("--seeds", nargs="+", type=int, default=[0])
     parser.add_argument("--steps", type=int, default=None, help="training steps (default: the config's)")
     parser.add_argument("--device", default="cpu")
@@ -71,43 +102,35 @@ def main() -> None:
     parser.add_argument("--lengths", nargs="+", type=int, default=LENGTHS)
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
-    schemes = args.schemes or list(SCHEMES)
     rows = []
+    if args.checkpoints:
+        runs = [{"seed": path, "scores": scores(path, args.lengths, args.per_length, 0, args.device)}
+                for path in args.checkpoints]
+        rows.append({"scheme": "given", "runs": runs})
     with tempfile.TemporaryDirectory() as tmp:
-        for scheme in schemes:
+        for scheme in ([] if args.checkpoints else args.schemes or list(SCHEMES)):
             per_seed = []
             for seed in args.seeds:
                 overrides = {"model": dict(SCHEMES[scheme]), "train": {"seed": seed, "device": args.device,
                                                                        "target_accuracy": None}}
                 if args.steps:
                     overrides["train"]["max_steps"] = args.steps
+                if args.task:
+                    overrides["data"] = {"task": args.task}
                 config = load_config(args.config, overrides=overrides)
                 start = time.perf_counter()
                 result = train(config, Path(tmp) / f"{scheme}-{seed}")
                 trained = time.perf_counter() - start
-                ckpt = load_checkpoint(result.best_checkpoint, device=args.device)
-                fmt = DataFormat.from_dict(ckpt.data_format)
-                scores = {}
-                for length in args.lengths:
-                    if 2 * length + 2 + length + 3 > ckpt.config.model.max_seq_len:
-                        scores[length] = None  # the model's context cannot hold the problem
-                        continue
-                    try:
-                        scores[length] = accuracy(ckpt.model, ckpt.tokenizer, fmt,
-                                                  uniform_problems(length, args.per_length, seed), args.device)
-                    except Exception as exc:  # noqa: BLE001 - a scheme that cannot read the length scores 0
-                        scores[length] = 0.0 if "max_place" in str(exc) else None
-                chains = carry_chains(min(10, config.data.max_digits))
-                scores["chains"] = accuracy(ckpt.model, ckpt.tokenizer, fmt, chains, args.device)
-                per_seed.append({"seed": seed, "scores": scores, "train_s": round(trained, 1), "steps": result.steps,
-                                 "parameters": result.parameters})
+                per_seed.append({"seed": seed, "scores": scores(result.best_checkpoint, args.lengths, args.per_length,
+                                                                seed, args.device),
+                                 "train_s": round(trained, 1), "steps": result.steps, "parameters": result.parameters})
             rows.append({"scheme": scheme, "runs": per_seed})
     if args.json:
         print(json.dumps({"benchmark": "length", "config": Path(args.config).stem, "rows": rows}))
         return
-    columns = [*args.lengths, "chains"]
-    print(f"exact match by operand length (both operands L digits, {args.per_length} problems each), trained on "
-          f"1-{load_config(args.config).data.max_digits} digits; min / median / max over seeds {args.seeds}")
+    columns = [*args.lengths, "hard", "chains 11+"]
+    print(f"exact match by operand length (both operands L digits, {args.per_length} problems each); "
+          f"min / median / max over {'the checkpoints' if args.checkpoints else f'seeds {args.seeds}'}")
     print(f"{'scheme':<9}" + "".join(f"{str(c):>16}" for c in columns) + f"{'train s':>10}")
     for row in rows:
         cells = []
@@ -119,7 +142,7 @@ def main() -> None:
                 cells.append(f"{values[0]:.1%}")
             else:
                 cells.append(f"{min(values):.0%}/{statistics.median(values):.0%}/{max(values):.0%}")
-        seconds = statistics.median(run["train_s"] for run in row["runs"])
+        seconds = statistics.median(run.get("train_s", 0) for run in row["runs"])
         print(f"{row['scheme']:<9}" + "".join(f"{c:>16}" for c in cells) + f"{seconds:>10.0f}")
 
 

@@ -98,6 +98,16 @@ class ModelConfig(_Section):
         "embeddings of each digit's place value (abacus; coupled also ties '+' and '=') for length generalisation",
     )
     max_place: int = Field(64, ge=2, le=4096, description="abacus/coupled: the largest position id (longest number + offset)")
+    place_base: int = Field(
+        0, ge=0, le=4096,
+        description="abacus/coupled: added to the place ids outside training (0 = units at 1): a base inside the "
+        "training offsets' range gives the low places ids that training used as often as any other",
+    )
+    place_codes: Literal["learned", "orthogonal"] = Field(
+        "learned",
+        description="abacus/coupled: the vector of each position id: a learned embedding, or fixed random orthogonal "
+        "vectors (not trained), so two ids never seen together in training (short numbers) stay unrelated",
+    )
     norm_type: Literal["layernorm", "rmsnorm"] = Field("layernorm", description="pre-norm type")
     tie_weights: bool = Field(True, description="share the input embedding and output projection")
     d_head: int | None = Field(
@@ -143,6 +153,14 @@ class ModelConfig(_Section):
         if self.shared_qkv_down and not self.projection_rank("qkv"):
             raise _cross_field(("shared_qkv_down", "rank"),
                                "shared_qkv_down needs a low-rank query/key/value projection: set rank or qkv_rank > 0")
+        orthogonal = self.place_codes == "orthogonal" and self.absolute_positions in ("abacus", "coupled") \
+            and not self.use_rope
+        if orthogonal and self.pos_rank:
+            raise _cross_field(("place_codes", "pos_rank"), "orthogonal place codes are a full table: set pos_rank = 0")
+        if orthogonal and self.max_place + 1 > self.d_model:
+            raise _cross_field(("place_codes", "max_place", "d_model"),
+                               f"orthogonal place codes need max_place + 1 ({self.max_place + 1}) <= d_model "
+                               f"({self.d_model}): one orthogonal vector per id")
         if self.pos_rank and (self.use_rope or self.absolute_positions == "none"):
             raise _cross_field(("pos_rank", "use_rope", "absolute_positions"),
                                "pos_rank factorises the learned position table: it needs use_rope = false and "
@@ -298,7 +316,18 @@ class Config(_Section):
                                  "data.answer_order = 'reversed' (an answer digit's place must be known when it is written)")
             if self.data.max_digits + 2 > self.model.max_place:
                 raise ValueError(f"model.max_place ({self.model.max_place}) must exceed data.max_digits + 1")
+            if self.model.place_base > self.largest_place_offset:
+                raise ValueError(f"model.place_base ({self.model.place_base}) must lie within the training offsets "
+                                 f"(0 to {self.largest_place_offset}: train.position_offset, or model.max_place - "
+                                 f"data.max_digits - 2), or its ids were never trained")
         return self
+
+    @property
+    def largest_place_offset(self) -> int:
+        """abacus/coupled: the largest random offset added to the place ids while training."""
+        if self.train.position_offset is not None:
+            return self.train.position_offset
+        return max(0, self.model.max_place - (self.data.max_digits + 2))
 
     @model_validator(mode="after")
     def _check_lengths(self):

@@ -502,6 +502,8 @@ class CompactTransformer(HookedRootModule):
                 self.unembed.weight = self.embed.weight
         if config.share_norms:
             self._share_norms()
+        if self.place_positions and config.place_codes == "orthogonal":
+            self._fix_orthogonal_place_codes()
         self.setup_hooks()
 
     def _init_weights(self, module: nn.Module) -> None:
@@ -524,6 +526,18 @@ class CompactTransformer(HookedRootModule):
                 nn.init.normal_(factor, mean=0.0, std=factor_std)
             if getattr(module, "bias", None) is not None:
                 nn.init.zeros_(module.bias)
+
+    def _fix_orthogonal_place_codes(self) -> None:
+        """Place ids as fixed orthonormal vectors (norm 1, the size trained place embeddings reach).
+
+        A learned table ties two ids only through training, which never shows the ids of a 40-digit
+        number's units and top places together (a 10-digit number spans 12 ids), so their attention
+        scores are left to chance; orthogonal codes keep every pair of ids unrelated, and the one map
+        the model learns (place i -> place i + 1) holds for ids it never saw together."""
+        table = self.pos_embed.weight
+        with torch.no_grad():
+            nn.init.orthogonal_(table)
+        table.requires_grad_(False)
 
     def _share_norms(self) -> None:
         """One weight (and bias) for every pre-norm and the final norm; one for all QK-norms."""
@@ -570,14 +584,20 @@ class CompactTransformer(HookedRootModule):
     def place_ids(self, input_ids: torch.Tensor, cache: KVCache | None = None) -> torch.Tensor:
         """Abacus/coupled position ids [B, T] of input_ids [B, T] (with a cache: of the tokens after the
         cached ones, which the cache remembers). MctError when a number has more places than max_place."""
-        from mct.data.format import place_ids
+        from mct.data.format import shifted_place_ids
 
+        tokenizer, base = self._tokenizer(), self.config.place_base
         tokens = cache.extend_tokens(input_ids) if cache is not None else input_ids
-        ids = place_ids(tokens, self._tokenizer(), coupled=self.place_positions == "coupled")[:, -input_ids.shape[1]:]
+        ids = shifted_place_ids(tokens, tokenizer, base, coupled=self.place_positions == "coupled")
+        ids = ids[:, -input_ids.shape[1]:]
         if not torch.compiler.is_compiling() and ids.numel() and int(ids.max()) > self.config.max_place:
-            raise MctError(f"a number of {int(ids.max())} digits is longer than this model's positions allow "
-                           f"(model.max_place = {self.config.max_place})")
-        return ids
+            answer = (torch.cumsum((tokens == tokenizer.token_to_id["#"]).long(), -1) > 0)[:, -input_ids.shape[1]:]
+            if bool((ids > self.config.max_place)[~answer].any()):
+                raise MctError(f"the prompt has a number longer than this model reads: at most "
+                               f"{self.config.max_place - base - 1} digits (model.max_place = {self.config.max_place}, "
+                               f"place_base = {base})")
+        # an answer that runs past max_place (a model that did not stop) is wrong, not an error
+        return ids.clamp(max=self.config.max_place)
 
     @staticmethod
     def _tokenizer():

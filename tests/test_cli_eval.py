@@ -204,6 +204,15 @@ def test_bad_prompts_exit_2_with_one_line(ckpt, prompt, needle, tmp_path, capsys
         assert_one_line_error(*run(argv, capsys)[::2], needle if argv[0] != "eval" else "")
 
 
+def test_a_longer_operand_than_a_padded_model_reads_names_the_length_generalising_configs(tmp_path, capsys):
+    padded = make_checkpoint(tmp_path / "padded.pt", pad_operands=True, max_seq_len=32)  # operands of 3 digits
+    data = tmp_path / "d.jsonl"
+    data.write_text(json.dumps({"prompt": "1234+5=", "answer": "1239"}) + "\n")
+    for argv in commands(padded, "1234+5=", data):
+        assert_one_line_error(*run(argv, capsys)[::2], "4 digits", "zero-padded to 3", "configs/add-coupled.toml")
+    assert run(["generate", padded, "123+5="], capsys)[0] == 0  # the trained width itself is fine
+
+
 def test_missing_truncated_and_foreign_checkpoints_exit_2(ckpt, data_file, tmp_path, capsys):
     truncated = tmp_path / "truncated.pt"
     truncated.write_bytes(ckpt.read_bytes()[:300])

@@ -6,7 +6,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from mct.config import Config, ModelConfig
-from mct.data.format import DataFormat, place_ids
+from mct.data.format import DataFormat, place_ids, shifted_place_ids
 from mct.errors import MctError
 from mct.generation import generate
 from mct.model import create_model
@@ -48,10 +48,10 @@ def place_model(scheme="abacus", **extra):
                                     use_rope=False, absolute_positions=scheme, max_place=60, max_seq_len=140, **extra))
 
 
-@pytest.mark.parametrize("scheme", ["abacus", "coupled"])
-def test_cached_decoding_equals_uncached_and_reaches_long_numbers(scheme):
+@pytest.mark.parametrize("scheme, extra", [("abacus", {}), ("coupled", {}), ("coupled", {"place_base": 3})])
+def test_cached_decoding_equals_uncached_and_reaches_long_numbers(scheme, extra):
     torch.manual_seed(0)
-    model = place_model(scheme).eval()
+    model = place_model(scheme, **extra).eval()
     prompts = [ids("12345678901234567890123+9=")[0], ids("7+5=")[0]]
     width = max(len(p) for p in prompts)
     batch = torch.full((2, width), TOK.pad_id)
@@ -74,8 +74,15 @@ def test_the_ids_pass_through_hook_pos_embed():
 
 def test_a_number_past_max_place_is_one_clear_error():
     model = place_model()
-    with pytest.raises(MctError, match="max_place = 60"):
+    with pytest.raises(MctError, match=r"at most 59 digits \(model.max_place = 60"):
         model(ids("1" * 70 + "+1="))
+
+
+def test_an_answer_that_runs_past_max_place_is_read_not_refused():
+    # a model that does not stop writes more answer digits than it has ids: a wrong answer, not an error
+    model = place_model("coupled").eval()
+    logits, _, _ = model(ids("12+34=#" + "6" * 70))
+    assert logits.shape[1] == 77 and torch.isfinite(logits).all()
 
 
 def test_training_offsets_shift_every_place_and_stay_in_the_table():
@@ -89,9 +96,67 @@ def test_training_offsets_shift_every_place_and_stay_in_the_table():
     shift = (positions - base)[base > 0].view(64, -1)
     assert (shift == shift[:, :1]).all()  # one offset per example ...
     assert len(set(shift[:, 0].tolist())) > 5  # ... that differs between examples (coupled)
-    assert int(positions.max()) <= 30 and ((positions == 0) == (base == 0)).all()
+    marker = batch == TOK.token_to_id["#"]
+    assert int(positions.max()) <= 30 and (positions[base > 0] > 0).all() and (positions[(base == 0) & ~marker] == 0).all()
+
+
+@pytest.mark.parametrize("scheme", ["abacus", "coupled"])
+def test_the_answer_marker_stays_one_below_the_units_digit_it_predicts_under_any_offset(scheme):
+    # '#' predicts the units digit: with the old ids it stayed 0 while the units moved with the training
+    # offset, so the first answer digit could not find its operands (22% exact even at 1 digit)
+    config = Config(model={"use_rope": False, "absolute_positions": scheme, "max_place": 30, "max_seq_len": 64},
+                    data={"max_digits": 5, "max_seq_len": 40})
+    batch = ids("7+8=#51<eos>").repeat(4, 1)
+    marker, units = batch[0].tolist().index(TOK.token_to_id["#"]), 0
+    torch.manual_seed(0)
+    positions = torch.cat([training_positions(place_model(scheme), batch, config) for _ in range(8)])
+    assert (positions[:, marker] == positions[:, units] - 1).all()
+    assert len(set(positions[:, marker].tolist())) > 1  # moved by the offset, not pinned to 0
+
+
+def test_a_negative_answers_sign_predicts_the_units_digit_and_moves_with_it():
+    batch = ids("12-345=#-333<eos>")
+    shifted = shifted_place_ids(batch, TOK, 7, coupled=True)[0].tolist()
+    assert shifted[7:12] == [7, 7, 8, 9, 10]  # '#', '-', then the answer's places 1-3
+    assert shifted[2] == 11 and shifted[-1] == 0  # the operator '-' is a joiner (coupled), not a sign
 
 
 def test_place_positions_need_reversed_answers():
     with pytest.raises(ValueError, match="answer_order = 'reversed'"):
         Config(model={"use_rope": False, "absolute_positions": "abacus"}, data={"answer_order": "plain"})
+
+
+def test_orthogonal_place_codes_are_orthonormal_fixed_and_kept_by_checkpoints(tmp_path):
+    from mct.checkpoint import load_checkpoint, save_checkpoint
+    from mct.train.step import build_optimizer
+
+    config = Config(model={"vocab_size": TOK.vocab_size, "d_model": 32, "num_layers": 1, "num_heads": 2, "d_ff": 64,
+                           "use_rope": False, "absolute_positions": "coupled", "place_codes": "orthogonal",
+                           "max_place": 20, "max_seq_len": 64}, data={"max_digits": 5, "max_seq_len": 40})
+    torch.manual_seed(0)
+    model = create_model(config)
+    codes = model.pos_embed.weight.detach().clone()
+    assert torch.allclose(codes @ codes.T, torch.eye(21), atol=1e-5)
+    optimizer = build_optimizer(model, config)
+    batch = ids("123+45=#861<eos>")
+    _, loss, _ = model(batch, labels=batch, position_ids=training_positions(model, batch, config))
+    loss.backward()
+    optimizer.step()
+    assert torch.equal(model.pos_embed.weight, codes)  # not trained ...
+    assert model.embed.weight.grad is not None  # ... while the rest is
+    save_checkpoint(tmp_path / "m.pt", model, config, TOK, DataFormat().to_dict())
+    assert torch.equal(load_checkpoint(tmp_path / "m.pt").model.pos_embed.weight, codes)
+
+
+def test_orthogonal_place_codes_need_one_dimension_per_id():
+    with pytest.raises(ValueError, match=r"max_place \+ 1 \(49\) <= d_model \(32\)"):
+        ModelConfig(d_model=32, num_heads=2, use_rope=False, absolute_positions="coupled", place_codes="orthogonal",
+                    max_place=48)
+
+
+def test_the_place_base_moves_every_id_at_inference_and_must_be_a_trained_offset():
+    model = place_model("coupled", place_base=5).eval()
+    assert model.place_ids(ids("123+45=#861<eos>")).tolist() == [[8, 7, 6, 9, 7, 6, 9, 5, 6, 7, 8, 0]]
+    with pytest.raises(ValueError, match=r"place_base \(40\) must lie within the training offsets \(0 to 18"):
+        Config(model={"use_rope": False, "absolute_positions": "coupled", "max_place": 30, "place_base": 40},
+               data={"max_digits": 10})

@@ -145,8 +145,16 @@ class DataFormat:
         return f"{a}{self.operator}{b}="
 
     def render_prompt(self, prompt: str) -> str:
-        """Any prompt of this task, natural or padded ("12+34=", "012+034=") -> the prompt in this format."""
-        return self.prompt(self.operands_from_prompt(prompt))
+        """Any prompt of this task, natural or padded ("12+34=", "012+034=") -> the prompt as a model of this
+        format reads it. MctError when an operand is longer than a padded format's width: such a model reads
+        its digits at fixed positions and has no position for a longer number."""
+        operands = self.operands_from_prompt(prompt)
+        longest = max(len(str(n)) for n in operands)
+        if self.operand_width and self.task != "mod" and longest > self.operand_width:  # mod: any residue
+            raise MctError(f"prompt {prompt.strip()!r} has an operand of {longest} digits but this model reads "
+                           f"operands zero-padded to {self.operand_width} digits; for longer numbers train a "
+                           f"length-generalising model (configs/add-coupled.toml or configs/add-abacus.toml)")
+        return self.prompt(operands)
 
     def solve(self, operands: tuple[int, int]) -> str:
         """The natural-order answer ("46", "-8")."""
@@ -279,3 +287,19 @@ def place_ids(input_ids, tokenizer, coupled: bool = False):
         joiner = torch.isin(ids, torch.tensor([tokenizer.token_to_id[c] for c in "+-*="], device=ids.device))
         places = torch.where(joiner & in_prompt, top, places)
     return places
+
+
+def shifted_place_ids(input_ids, tokenizer, offset, coupled: bool = False):
+    """`place_ids` with every place moved up by `offset` ([B, 1] or a number), as in training.
+
+    The answer marker '#' and an answer's sign move too although their id is 0: they are the answer's
+    place 0, the tokens that predict the units digit, so they must stay one below the units whatever the
+    offset (at offset 0 they are 0 like any other non-digit). Ids that stay 0 name no place."""
+    import torch
+
+    ids = torch.as_tensor(input_ids)
+    places = place_ids(ids, tokenizer, coupled=coupled)
+    mark = ids == tokenizer.token_to_id[ANSWER_MARK]
+    sign = torch.isin(ids, torch.tensor([tokenizer.token_to_id[c] for c in "+-"], device=ids.device))
+    moves = (places > 0) | mark | (sign & (torch.cumsum(mark.long(), -1) > 0))  # a sign after '#
+    return torch.where(moves, places + offset, 0)

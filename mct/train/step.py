@@ -72,15 +72,12 @@ def training_positions(raw_model, input_ids: torch.Tensor, config) -> torch.Tens
     scheme = getattr(raw_model, "place_positions", None)
     if not scheme:
         return None
-    from mct.data.format import place_ids
+    from mct.data.format import shifted_place_ids
 
-    places = place_ids(input_ids, raw_model._tokenizer(), coupled=scheme == "coupled")
-    top = config.train.position_offset
-    if top is None:
-        top = max(0, config.model.max_place - (config.data.max_digits + 2))
+    top = config.largest_place_offset
     rows = input_ids.shape[0] if scheme == "coupled" else 1
     offset = torch.randint(0, top + 1, (rows, 1), device=input_ids.device)
-    return torch.where(places > 0, places + offset, 0)
+    return shifted_place_ids(input_ids, raw_model._tokenizer(), offset, coupled=scheme == "coupled")
 
 
 def summed_loss(model, input_ids: torch.Tensor, labels: torch.Tensor, attention_mask: torch.Tensor | None = None,

@@ -5,7 +5,7 @@
     tl_logits, tl_cache = tl_model.run_with_cache(ids)       # == mct's logits within 1e-4
 
     mct export runs/demo/best.pt --to transformer-lens demo_tl.pt
-    d = torch.load("demo_tl.pt")                             # plain tensors and data
+    d = torch.load("demo_tl.pt", weights_only=True)          # plain tensors and data
     tl_model = HookedTransformer(HookedTransformerConfig(**d["cfg"]))
     tl_model.load_state_dict(d["state_dict"])
 

@@ -32,7 +32,7 @@ from mct.tokenizer import Tokenizer
 from mct.train.data import heldout_records, training_batches, validation_tensors
 from mct.train.distributed import Dist, barrier, setup_distributed
 from mct.train.run_folder import RunFolder, config_differences
-from mct.train.step import GraphedStep, StepTotals, TrainState, build_optimizer, summed_loss, train_step
+from mct.train.step import GraphedStep, StepTotals, TrainState, build_optimizer, scored_logits, train_step
 
 Progress = Callable[[dict], None]
 
@@ -118,7 +118,6 @@ def validate(model, tensors, precision, device: torch.device, batch_size: int = 
     ids_all, labels_all, scored_all = tensors
     # logits only from the first position that predicts a labelled or scored token (as in training)
     first = first_scored(torch.where(scored_all, 0, labels_all))
-    keep = ids_all.shape[1] - 1 - first if first else 0
     total = torch.zeros((), device=device, dtype=torch.float64)
     count = torch.zeros((), device=device, dtype=torch.long)
     exact = torch.zeros((), device=device, dtype=torch.long)
@@ -128,7 +127,7 @@ def validate(model, tensors, precision, device: torch.device, batch_size: int = 
         labels = labels_all[start:start + batch_size].to(device)
         scored = scored_all[start:start + batch_size].to(device)
         with precision.autocast(device):
-            logits, _, _ = model(ids[:, :-1], logits_to_keep=keep)  # the last position predicts nothing
+            logits = scored_logits(model, ids, first)
         predictions = logits.argmax(-1)
         total += torch.nn.functional.cross_entropy(
             logits.reshape(-1, logits.shape[-1]).float(), labels[:, 1 + first:].reshape(-1),

@@ -80,22 +80,31 @@ def training_positions(raw_model, input_ids: torch.Tensor, config) -> torch.Tens
     return shifted_place_ids(input_ids, raw_model._tokenizer(), offset, coupled=scheme == "coupled")
 
 
-def summed_loss(model, input_ids: torch.Tensor, labels: torch.Tensor, attention_mask: torch.Tensor | None = None,
-                position_ids: torch.Tensor | None = None, scored_from: int = 0) -> torch.Tensor:
-    """Cross-entropy summed over the labelled tokens (a device scalar).
+def scored_logits(model, input_ids: torch.Tensor, scored_from: int = 0, attention_mask: torch.Tensor | None = None,
+                  position_ids: torch.Tensor | None = None) -> torch.Tensor:
+    """Logits [B, T - 1 - scored_from, V] of positions scored_from .. T - 2, which predict tokens
+    scored_from + 1 .. T - 1.
 
-    logits at position t predict labels[t + 1] (labels are aligned with input_ids), so the last position
-    predicts nothing: it is not fed (causal attention leaves the other logits as they were). No label
-    before position `scored_from` + 1 (the data source's `scored_from`): the last block then works on
-    the positions from `scored_from` on alone (`logits_to_keep`); for the default format that is the
-    answer, under half the sequence. Training batches are right-padded, so the causal mask alone keeps
-    real tokens from seeing padding and no attention mask is needed (the fast fused attention path)."""
+    The last position predicts nothing, so it is not fed (causal attention leaves the other logits as
+    they were); no label comes before position `scored_from` + 1 (the data source's `scored_from`), so the
+    last block works on the positions from `scored_from` on alone (`logits_to_keep`): for the default
+    format that is the answer, under half the sequence."""
     def fed(tensor):
         return None if tensor is None else tensor[:, :-1]
 
     keep = input_ids.shape[1] - 1 - scored_from if scored_from else 0
     logits, _, _ = model(fed(input_ids), attention_mask=fed(attention_mask), position_ids=fed(position_ids),
                          logits_to_keep=keep)
+    return logits
+
+
+def summed_loss(model, input_ids: torch.Tensor, labels: torch.Tensor, attention_mask: torch.Tensor | None = None,
+                position_ids: torch.Tensor | None = None, scored_from: int = 0) -> torch.Tensor:
+    """Cross-entropy summed over the labelled tokens (a device scalar), from `scored_logits`.
+
+    labels are aligned with input_ids. Training batches are right-padded, so the causal mask alone keeps
+    real tokens from seeing padding and no attention mask is needed (the fast fused attention path)."""
+    logits = scored_logits(model, input_ids, scored_from, attention_mask, position_ids)
     return F.cross_entropy(logits.reshape(-1, logits.size(-1)).float(), labels[:, 1 + scored_from:].reshape(-1),
                            ignore_index=IGNORE_INDEX, reduction="sum")
 

@@ -103,10 +103,21 @@ class ModelConfig(_Section):
         description="abacus/coupled: added to the place ids outside training (0 = units at 1): a base inside the "
         "training offsets' range gives the low places ids that training used as often as any other",
     )
-    place_codes: Literal["learned", "orthogonal"] = Field(
+    place_codes: Literal["learned", "orthogonal", "relative"] = Field(
         "learned",
-        description="abacus/coupled: the vector of each position id: a learned embedding, or fixed random orthogonal "
-        "vectors (not trained), so two ids never seen together in training (short numbers) stay unrelated",
+        description="abacus/coupled: how position ids enter the model: a learned embedding of each id, fixed random "
+        "orthogonal vectors (not trained), or relative: no vector, a learned attention bias per head for each "
+        "difference of the key's and the query's ids (clipped to +-place_window), so a score depends on the "
+        "difference alone and keys farther than any trained number stay as suppressed as the far ones in training",
+    )
+    place_window: int = Field(
+        4, ge=1, le=64, description="place_codes = relative: id differences beyond +-place_window share one bias"
+    )
+    place_far: Literal["biased", "masked"] = Field(
+        "biased",
+        description="place_codes = relative: keys more than place_window places from the query get the one learned "
+        "far bias (biased), or are not attended at all (masked: what a query sees no longer grows with the "
+        "numbers' length; tokens without a place stay visible)",
     )
     norm_type: Literal["layernorm", "rmsnorm"] = Field("layernorm", description="pre-norm type")
     tie_weights: bool = Field(True, description="share the input embedding and output projection")
@@ -161,11 +172,26 @@ class ModelConfig(_Section):
             raise _cross_field(("place_codes", "max_place", "d_model"),
                                f"orthogonal place codes need max_place + 1 ({self.max_place + 1}) <= d_model "
                                f"({self.d_model}): one orthogonal vector per id")
+        if self.place_codes == "relative" and (self.use_rope or self.absolute_positions not in ("abacus", "coupled")):
+            raise _cross_field(("place_codes", "absolute_positions", "use_rope"),
+                               "place_codes = 'relative' biases attention by place-id differences: it needs "
+                               "absolute_positions = 'abacus' or 'coupled' and use_rope = false")
+        if self.relative_places and self.place_base < 1:
+            raise _cross_field(("place_codes", "place_base"),
+                               "place_codes = 'relative' needs place_base >= 1: id 0 means 'no place', and the answer "
+                               "marker (place 0 + base) must keep one")
+        if self.place_codes == "relative" and self.pos_rank:
+            raise _cross_field(("place_codes", "pos_rank"), "relative place codes have no position table: set pos_rank = 0")
         if self.pos_rank and (self.use_rope or self.absolute_positions == "none"):
             raise _cross_field(("pos_rank", "use_rope", "absolute_positions"),
                                "pos_rank factorises the learned position table: it needs use_rope = false and "
                                "absolute_positions learned, abacus or coupled")
         return self
+
+    @property
+    def relative_places(self) -> bool:
+        """Place ids enter as a relative attention bias (place_codes = relative on an abacus/coupled model)."""
+        return self.place_codes == "relative" and self.absolute_positions in ("abacus", "coupled") and not self.use_rope
 
     @property
     def head_dim(self) -> int:

@@ -53,6 +53,7 @@ class KVCache:
         self.values: list[torch.Tensor | None] = [None] * num_layers
         self.mask: torch.Tensor | None = None
         self.tokens: torch.Tensor | None = None  # [B, length] the ids so far (place-value positions need them)
+        self.places: torch.Tensor | None = None  # [B, length] their place ids (relative place codes need them)
         self.max_len = max_len
         self.length = 0
 
@@ -61,6 +62,11 @@ class KVCache:
         tokens = input_ids if self.tokens is None else torch.cat([self.tokens[:, :self.length], input_ids], 1)
         self.tokens = tokens
         return tokens
+
+    def extend_places(self, places: torch.Tensor) -> torch.Tensor:
+        """The place ids of every position so far, cached and the new `places` [B, T]: [B, length + T]."""
+        self.places = places if self.places is None else torch.cat([self.places[:, :self.length], places], 1)
+        return self.places
 
     def extend_mask(self, attention_mask: torch.Tensor | None, batch: int, new: int,
                     device: torch.device) -> torch.Tensor:

@@ -269,6 +269,14 @@ class Attention(nn.Module):
         if config.use_rope:
             self.hook_rot_q = HookPoint()
             self.hook_rot_k = HookPoint()
+        self.place_window = config.place_window if config.relative_places else 0
+        if self.place_window:
+            # one learned score per head and clipped place-id difference, stored flat: a bias, so no weight decay
+            # (differences -W-1..W+1, where +-(W+1) = farther, then one for a pair where either token has no
+            # place: id 0)
+            self.place_bias = nn.Parameter(torch.zeros(config.num_heads * (2 * self.place_window + 4)))
+            self.mask_far = config.place_far == "masked"
+            self.hook_place_bias = HookPoint()
         self.hook_attn_scores = HookPoint()
         self.hook_pattern = HookPoint()
         self.hook_z = HookPoint()
@@ -298,13 +306,18 @@ class Attention(nn.Module):
     b_O = property(lambda self: self._out()[1], doc="[D]")
 
     def forward(self, x: torch.Tensor, attn_mask: torch.Tensor | None = None, rope=None,
-                cache: KVCache | None = None, layer: int = 0, keep: int = 0) -> torch.Tensor:
+                cache: KVCache | None = None, layer: int = 0, keep: int = 0,
+                place_diff: torch.Tensor | None = None) -> torch.Tensor:
         """x [B, T, D] -> [B, T, D] ([B, keep, D] with `keep`).
 
         attn_mask: bool, True = attend, broadcastable to [B, 1, T, T_k] (causal and padding combined), or
         None for a plain causal square. rope: (cos, sin) each [B or 1, T, 1, Dh]. cache: keys/values of
         earlier positions (generation). keep: queries at the last `keep` positions only (0 = all); keys and
-        values come from every position.
+        values come from every position. place_diff: [B, T, T_k] long, the key's place id minus the
+        query's, clipped to +-(place_window + 1), or place_window + 2 where either has no place (relative
+        place codes only; `CompactTransformer.place_differences`): adds that entry's learned bias to each
+        head's scores (hook_place_bias [B, H, T, T_k]); with place_far = masked, keys farther than the
+        window are not attended.
         """
         B, T, _ = x.shape
         parts = self.qkv(x).view(B, T, self.qkv_parts, self.num_heads, self.head_dim).unbind(2)  # [B, T, H, Dh]
@@ -322,23 +335,37 @@ class Attention(nn.Module):
         if keep:
             q = q[:, :, -keep:]  # [B, H, keep, Dh]
             if attn_mask is None:
-                attn_mask = torch.ones(T, T, dtype=torch.bool, device=x.device).tril()
+                attn_mask = self._causal(T, x.device)
             attn_mask = attn_mask[..., -keep:, :]
         if attn_mask is None and k.shape[2] != T:
             raise ValueError("a mask is required when queries and keys differ in length")
+        bias = None
+        if self.place_window:
+            table = self.place_bias.view(self.num_heads, 2 * self.place_window + 4)
+            rows = place_diff[:, -q.shape[2]:]  # the queries kept
+            bias = self.hook_place_bias(table[:, rows + self.place_window + 1].transpose(0, 1))  # [B, H, T, T_k]
+            bias = bias.to(q.dtype)
+            if self.mask_far:  # keys farther than the window: not attended
+                allowed = attn_mask if attn_mask is not None else self._causal(T, x.device)
+                attn_mask = allowed & (rows.abs() != self.place_window + 1)[:, None]
 
         if not (self.hook_pattern.has_hooks() or self.hook_attn_scores.has_hooks()):
-            # fast path (fused kernel); a fully masked query row yields zeros
-            with sdpa_backends(q, attn_mask):
+            # fast path (fused kernel); a fully masked query row yields zeros (uniform with a place bias)
+            mask = attn_mask
+            if bias is not None:  # one additive mask: the bias, and the dtype's minimum where not allowed
+                allowed = attn_mask if attn_mask is not None else self._causal(T, x.device)
+                mask = bias.masked_fill(~allowed, torch.finfo(q.dtype).min)
+            with sdpa_backends(q, mask):
                 z = F.scaled_dot_product_attention(
-                    q, k, v, attn_mask=attn_mask, is_causal=attn_mask is None,
+                    q, k, v, attn_mask=mask, is_causal=mask is None,
                     dropout_p=self.dropout if self.training else 0.0,
                 )
         else:
             # explicit path: the same function, with the pattern visible
-            allowed = attn_mask if attn_mask is not None else torch.ones(
-                T, T, dtype=torch.bool, device=x.device).tril()
+            allowed = attn_mask if attn_mask is not None else self._causal(T, x.device)
             scores = (q @ k.transpose(-2, -1)) * (1.0 / math.sqrt(self.head_dim))  # [B, H, T, T_k]
+            if bias is not None:
+                scores = scores + bias
             scores = self.hook_attn_scores(scores.masked_fill(~allowed, torch.finfo(scores.dtype).min))
             # masked keys: exactly 0; a row with no allowed key: all 0 (not NaN, not uniform)
             pattern = self.hook_pattern(F.softmax(scores, dim=-1).masked_fill(~allowed, 0.0))
@@ -348,6 +375,10 @@ class Attention(nn.Module):
             result = self.hook_result(torch.einsum("bthd,hdm->bthm", z, self.W_O))  # [B, T, H, D]
             return self.resid_dropout(result.sum(2) + self.b_O)
         return self.resid_dropout(self.out_proj(z.reshape(B, z.shape[1], self.inner_dim)))
+
+    @staticmethod
+    def _causal(T: int, device) -> torch.Tensor:
+        return torch.ones(T, T, dtype=torch.bool, device=device).tril()
 
     def qkv_weights(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Dense (W_q, W_k, W_v), each [H*Dh, D] (hook_q = x @ W_q.T + b_q); W_k is W_v with `tie_kv`."""
@@ -440,11 +471,11 @@ class Block(nn.Module):
         self.layer = 0
 
     def forward(self, x: torch.Tensor, attn_mask: torch.Tensor | None = None, rope=None,
-                cache: KVCache | None = None, keep: int = 0) -> torch.Tensor:
+                cache: KVCache | None = None, keep: int = 0, place_diff: torch.Tensor | None = None) -> torch.Tensor:
         """x [B, T, D] -> [B, T, D]; with `keep`, [B, keep, D]: the last `keep` positions alone (their
         attention still reads every position). The other arguments as in `Attention.forward`."""
         x = self.hook_resid_pre(x)
-        attn_out = self.hook_attn_out(self.attn(self.ln1(x), attn_mask, rope, cache, self.layer, keep))
+        attn_out = self.hook_attn_out(self.attn(self.ln1(x), attn_mask, rope, cache, self.layer, keep, place_diff))
         if keep:
             x = x[:, -keep:]
         if self.mlp is None:
@@ -478,7 +509,8 @@ class CompactTransformer(HookedRootModule):
         # abacus / coupled: learned embeddings of place-value ids computed from the tokens (data.format.place_ids)
         self.place_positions = None if config.use_rope or config.absolute_positions in ("learned", "none") \
             else config.absolute_positions
-        if self.learned_positions or self.place_positions:
+        self.relative_places = config.relative_places  # place ids as an attention bias, not an embedding
+        if self.learned_positions or (self.place_positions and not self.relative_places):
             rows = config.max_place + 1 if self.place_positions else config.max_seq_len
             self.pos_embed = LowRankEmbedding(rows, d, config.pos_rank) if config.pos_rank else nn.Embedding(rows, d)
             self.hook_pos_embed = HookPoint()
@@ -599,6 +631,18 @@ class CompactTransformer(HookedRootModule):
         # an answer that runs past max_place (a model that did not stop) is wrong, not an error
         return ids.clamp(max=self.config.max_place)
 
+    def place_differences(self, places: torch.Tensor, cache: KVCache | None = None) -> torch.Tensor:
+        """Relative place codes: [B, T, T_k] long, each key's place id minus each query's (places [B, T],
+        the new tokens'; a cache adds the ids of its earlier tokens), clipped to +-(place_window + 1)
+        (+-(place_window + 1) = farther than the window), and place_window + 2 where the key or the query
+        has no place (id 0: an operator, padding...). A score thus depends on the difference alone, and a
+        key farther than any trained number gets the far bias that training made small (or is masked)."""
+        window = self.config.place_window
+        keys = cache.extend_places(places) if cache is not None else places
+        diff = (keys[:, None, :] - places[:, :, None]).clamp(-window - 1, window + 1)
+        no_place = (keys == 0)[:, None, :] | (places == 0)[:, :, None]
+        return diff.masked_fill(no_place, window + 2)
+
     @staticmethod
     def _tokenizer():
         from mct.tokenizer import Tokenizer
@@ -610,7 +654,7 @@ class CompactTransformer(HookedRootModule):
         T = input_ids.shape[1]
         x = self.hook_embed(self.embed(input_ids))
         rope = None
-        if self.learned_positions or self.place_positions:
+        if self.learned_positions or (self.place_positions and not self.relative_places):
             pos = position_ids if position_ids is not None else torch.arange(T, device=input_ids.device)[None]
             x = x + self.hook_pos_embed(self.pos_embed(pos).expand_as(x))  # [B, T, D], as TransformerLens
         elif self.rotary is not None:
@@ -648,22 +692,23 @@ class CompactTransformer(HookedRootModule):
                            f"got {tuple(position_ids.shape)}")
         if self.place_positions and position_ids is None:
             position_ids = self.place_ids(input_ids, cache)
+        place_diff = self.place_differences(position_ids, cache) if self.relative_places else None
         position_ids, allowed = self._positions_and_mask(attention_mask, position_ids, B, T, cache)
         if not return_attention_weights:
-            logits, loss = self._forward(input_ids, position_ids, allowed, labels, cache, logits_to_keep)
+            logits, loss = self._forward(input_ids, position_ids, allowed, labels, cache, logits_to_keep, place_diff)
             return logits, loss, None
         weights: list[torch.Tensor] = []  # the patterns, read by a hook like any other activation
         patterns = [f"blocks.{i}.attn.hook_pattern" for i in range(len(self.blocks))]
         with self.hooks(fwd_hooks=[(name, lambda pattern, hook: weights.append(pattern)) for name in patterns]):
-            logits, loss = self._forward(input_ids, position_ids, allowed, labels, cache, logits_to_keep)
+            logits, loss = self._forward(input_ids, position_ids, allowed, labels, cache, logits_to_keep, place_diff)
         return logits, loss, weights
 
-    def _forward(self, input_ids, position_ids, allowed, labels, cache, keep: int = 0) -> tuple:
+    def _forward(self, input_ids, position_ids, allowed, labels, cache, keep: int = 0, place_diff=None) -> tuple:
         """(logits [B, T or keep, V], loss or None) of the prepared inputs (see `forward`)."""
         x, rope = self._embed(input_ids, position_ids)
         last = len(self.blocks) - 1
         for i, block in enumerate(self.blocks):
-            x = block(x, allowed, rope, cache, keep if i == last else 0)
+            x = block(x, allowed, rope, cache, keep if i == last else 0, place_diff)
         if cache is not None:
             cache.advance(input_ids.shape[1])
         logits = self.unembed(self.ln_final(x))

@@ -48,10 +48,23 @@ def place_model(scheme="abacus", **extra):
                                     use_rope=False, absolute_positions=scheme, max_place=60, max_seq_len=140, **extra))
 
 
-@pytest.mark.parametrize("scheme, extra", [("abacus", {}), ("coupled", {}), ("coupled", {"place_base": 3})])
+def randomise_place_bias(model):
+    """Relative place codes start at zero bias (no effect): give them values, so that tests see them."""
+    with torch.no_grad():
+        for block in model.blocks:
+            if block.attn.place_window:
+                block.attn.place_bias.normal_(0, 2.0)
+    return model
+
+
+@pytest.mark.parametrize("scheme, extra", [("abacus", {}), ("coupled", {}), ("coupled", {"place_base": 3}),
+                                           ("coupled", {"place_codes": "relative", "place_base": 3}),
+                                           ("abacus", {"place_codes": "relative", "place_base": 1}),
+                                           ("coupled", {"place_codes": "relative", "place_far": "masked",
+                                                        "place_base": 2})])
 def test_cached_decoding_equals_uncached_and_reaches_long_numbers(scheme, extra):
     torch.manual_seed(0)
-    model = place_model(scheme, **extra).eval()
+    model = randomise_place_bias(place_model(scheme, **extra).eval())
     prompts = [ids("12345678901234567890123+9=")[0], ids("7+5=")[0]]
     width = max(len(p) for p in prompts)
     batch = torch.full((2, width), TOK.pad_id)
@@ -160,3 +173,59 @@ def test_the_place_base_moves_every_id_at_inference_and_must_be_a_trained_offset
     with pytest.raises(ValueError, match=r"place_base \(40\) must lie within the training offsets \(0 to 18"):
         Config(model={"use_rope": False, "absolute_positions": "coupled", "max_place": 30, "place_base": 40},
                data={"max_digits": 10})
+
+
+def test_relative_place_codes_bias_attention_by_the_clipped_difference_of_place_ids():
+    torch.manual_seed(0)
+    model = randomise_place_bias(place_model("coupled", place_codes="relative", place_window=2, place_base=3)).eval()
+    assert not hasattr(model, "pos_embed")  # no vector per id: the ids act through attention alone
+    tokens = ids("123+45=#86")
+    places = model.place_ids(tokens)  # [[6, 5, 4, 7, 5, 4, 7, 3, 4, 5]]
+    diff = model.place_differences(places)[0]
+    assert diff[9].tolist() == [1, 0, -1, 2, 0, -1, 2, -2, -1, 0]  # query "8" (place 2)
+    far = model.place_differences(model.place_ids(ids("<pad>12345+1=#")))[0]
+    assert far[-1].tolist() == [4, 3, 3, 3, 2, 1, 3, 1, 3, 0]  # "#" (place 0): 3 = farther, 4 = no place (<pad>)
+    seen = {}
+    model.register_hook("bias", "blocks.0.attn.hook_place_bias", lambda module, inputs, output: seen.setdefault("b", output))
+    model(tokens)
+    table = model.blocks[0].attn.place_bias.view(4, 8)
+    assert torch.equal(seen["b"][0, :, 9], table[:, diff[9] + 3])
+
+
+def flip_digit(text: str, number: int, place: int) -> str:
+    digits = list(str(number))
+    digits[-place] = str((int(digits[-place]) + 5) % 10)
+    return text.replace(str(number), "".join(digits), 1)
+
+
+@settings(max_examples=20, deadline=None)
+@given(a=st.integers(10**11, 10**12 - 1), b=st.integers(10**11, 10**12 - 1), place=st.integers(7, 12))
+def test_masked_far_places_leave_what_a_query_sees_independent_of_far_digits(a, b, place):
+    torch.manual_seed(0)
+    model = randomise_place_bias(place_model("coupled", place_codes="relative", place_window=2, place_base=3,
+                                             place_far="masked")).eval()
+    text = f"{a}+{b}=#{str(a + b)[::-1][:2]}"  # the last token (place 2) writes place 3
+    last = lambda text: model(ids(text))[0][0, -1]  # noqa: E731
+    # 2 layers, window 2: places 0-6 can reach the last token; places 7 and up cannot
+    assert torch.allclose(last(text), last(flip_digit(text, a, place)), atol=1e-5)
+    assert not torch.allclose(last(text), last(flip_digit(text, a, 3)), atol=1e-5)
+
+
+@pytest.mark.parametrize("far", ["biased", "masked"])
+def test_relative_place_codes_see_differences_only_and_the_fast_path_equals_the_explicit_one(far):
+    torch.manual_seed(0)
+    model = randomise_place_bias(place_model("coupled", place_codes="relative", place_far=far, place_base=3)).eval()
+    tokens = ids("98765432109876+123456789=#7")
+    places = model.place_ids(tokens)
+    fast, _, _ = model(tokens, position_ids=places)
+    explicit, _, _ = model(tokens, position_ids=places, return_attention_weights=True)
+    moved, _, _ = model(tokens, position_ids=torch.where(places > 0, places + 17, 0))
+    assert torch.allclose(fast, explicit, atol=1e-5)
+    assert torch.allclose(fast, moved, atol=1e-5)  # every place moved: the same function
+
+
+def test_relative_place_codes_need_place_ids():
+    with pytest.raises(ValueError, match="place_codes = 'relative'.*absolute_positions = 'abacus' or 'coupled'"):
+        ModelConfig(use_rope=False, absolute_positions="learned", place_codes="relative")
+    with pytest.raises(ValueError, match="needs place_base >= 1"):
+        ModelConfig(use_rope=False, absolute_positions="coupled", place_codes="relative")

@@ -76,7 +76,8 @@ def training_positions(raw_model, input_ids: torch.Tensor, config) -> torch.Tens
 
     top = config.largest_place_offset
     rows = input_ids.shape[0] if scheme == "coupled" else 1
-    offset = torch.randint(0, top + 1, (rows, 1), device=input_ids.device)
+    lowest = 1 if raw_model.relative_places else 0  # relative codes: id 0 means "no place", '#' must keep one
+    offset = torch.randint(lowest, top + 1, (rows, 1), device=input_ids.device)
     return shifted_place_ids(input_ids, raw_model._tokenizer(), offset, coupled=scheme == "coupled")
 
 

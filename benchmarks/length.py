@@ -33,12 +33,15 @@ from mct.evaluate import evaluate_records
 from mct.train import train
 
 ROOT = Path(__file__).resolve().parent.parent
+# model fields each scheme sets; abacus and coupled keep the config's place codes (add-coupled.toml:
+# relative, far keys masked), coupled-orthogonal is the embedding variant shipped before them
 SCHEMES = {
-    "learned": {"use_rope": False, "absolute_positions": "learned"},
-    "none": {"use_rope": False, "absolute_positions": "none"},
-    "rope": {"use_rope": True},
+    "learned": {"use_rope": False, "absolute_positions": "learned", "place_codes": "learned"},
+    "none": {"use_rope": False, "absolute_positions": "none", "place_codes": "learned"},
+    "rope": {"use_rope": True, "place_codes": "learned"},
     "abacus": {"use_rope": False, "absolute_positions": "abacus"},
     "coupled": {"use_rope": False, "absolute_positions": "coupled"},
+    "coupled-orthogonal": {"use_rope": False, "absolute_positions": "coupled", "place_codes": "orthogonal"},
 }
 LENGTHS = [1, 2, 5, 8, 10, 11, 12, 15, 20, 25, 30, 35, 40]
 
@@ -131,7 +134,7 @@ def main() -> None:
     columns = [*args.lengths, "hard", "chains 11+"]
     print(f"exact match by operand length (both operands L digits, {args.per_length} problems each); "
           f"min / median / max over {'the checkpoints' if args.checkpoints else f'seeds {args.seeds}'}")
-    print(f"{'scheme':<9}" + "".join(f"{str(c):>16}" for c in columns) + f"{'train s':>10}")
+    print(f"{'scheme':<19}" + "".join(f"{str(c):>16}" for c in columns) + f"{'train s':>10}")
     for row in rows:
         cells = []
         for column in columns:
@@ -143,7 +146,7 @@ def main() -> None:
             else:
                 cells.append(f"{min(values):.0%}/{statistics.median(values):.0%}/{max(values):.0%}")
         seconds = statistics.median(run.get("train_s", 0) for run in row["runs"])
-        print(f"{row['scheme']:<9}" + "".join(f"{c:>16}" for c in cells) + f"{seconds:>10.0f}")
+        print(f"{row['scheme']:<19}" + "".join(f"{c:>16}" for c in cells) + f"{seconds:>10.0f}")
 
 
 if __name__ == "__main__":

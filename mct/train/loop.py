@@ -104,6 +104,26 @@ def torch_threads(n: int | None):
 # evaluation during training
 
 
+def _validation_chunks(model, tensors, precision, device: torch.device, batch_size: int):
+    """Per chunk of the validation tensors: (summed loss, labelled tokens, exact problems, problems), device
+    scalars but the last (teacher-forced, logits from the first scored position on, as in training)."""
+    ids_all, labels_all, scored_all = tensors
+    # logits only from the first position that predicts a labelled or scored token (as in training)
+    first = first_scored(torch.where(scored_all, 0, labels_all))
+    for start in range(0, ids_all.shape[0], batch_size):
+        ids = ids_all[start:start + batch_size].to(device)
+        labels = labels_all[start:start + batch_size].to(device)
+        scored = scored_all[start:start + batch_size].to(device)
+        with precision.autocast(device):
+            logits = scored_logits(model, ids, first)
+        predictions = logits.argmax(-1)
+        loss = torch.nn.functional.cross_entropy(
+            logits.reshape(-1, logits.shape[-1]).float(), labels[:, 1 + first:].reshape(-1),
+            ignore_index=-100, reduction="sum").double()
+        wrong = (predictions != ids[:, 1 + first:]) & scored[:, 1 + first:]
+        yield loss, (labels[:, 1:] != -100).sum(), (~wrong.any(1)).sum(), ids.shape[0]
+
+
 @torch.no_grad()
 def validate(model, tensors, precision, device: torch.device, batch_size: int = 1024) -> tuple[float, float]:
     """(mean loss per labelled token, teacher-forced exact match) over the validation tensors.
@@ -115,27 +135,40 @@ def validate(model, tensors, precision, device: torch.device, batch_size: int = 
     one forward pass instead of a decoding loop."""
     if tensors is None:
         return float("nan"), 0.0
-    ids_all, labels_all, scored_all = tensors
-    # logits only from the first position that predicts a labelled or scored token (as in training)
-    first = first_scored(torch.where(scored_all, 0, labels_all))
     total = torch.zeros((), device=device, dtype=torch.float64)
     count = torch.zeros((), device=device, dtype=torch.long)
     exact = torch.zeros((), device=device, dtype=torch.long)
     model.eval()
-    for start in range(0, ids_all.shape[0], batch_size):
-        ids = ids_all[start:start + batch_size].to(device)
-        labels = labels_all[start:start + batch_size].to(device)
-        scored = scored_all[start:start + batch_size].to(device)
-        with precision.autocast(device):
-            logits = scored_logits(model, ids, first)
-        predictions = logits.argmax(-1)
-        total += torch.nn.functional.cross_entropy(
-            logits.reshape(-1, logits.shape[-1]).float(), labels[:, 1 + first:].reshape(-1),
-            ignore_index=-100, reduction="sum").double()
-        count += (labels[:, 1:] != -100).sum()
-        wrong = (predictions != ids[:, 1 + first:]) & scored[:, 1 + first:]
-        exact += (~wrong.any(1)).sum()
-    return float(total) / max(int(count), 1), int(exact) / ids_all.shape[0]
+    for loss, labelled_tokens, exact_problems, _ in _validation_chunks(model, tensors, precision, device, batch_size):
+        total += loss
+        count += labelled_tokens
+        exact += exact_problems
+    return float(total) / max(int(count), 1), int(exact) / tensors[0].shape[0]
+
+
+def allowed_errors(n: int, target: float) -> int:
+    """The most wrong problems of `n` with which the exact match (n - wrong) / n is still >= target (-1: none)."""
+    wrong = int(n * (1 - target))
+    while wrong >= 0 and (n - wrong) / n < target:
+        wrong -= 1
+    while wrong < n and (n - wrong - 1) / n >= target:
+        wrong += 1
+    return wrong
+
+
+@torch.no_grad()
+def at_target(model, tensors, precision, device: torch.device, target: float, batch_size: int = 256) -> bool:
+    """Whether `validate`'s exact match over the tensors is >= target, scoring chunk by chunk and stopping
+    at the first error too many: a model far from the target costs one chunk."""
+    if tensors is None:
+        return False
+    budget = allowed_errors(tensors[0].shape[0], target)
+    model.eval()
+    for _, _, exact_problems, problems in _validation_chunks(model, tensors, precision, device, batch_size):
+        budget -= problems - int(exact_problems)
+        if budget < 0:
+            return False
+    return True
 
 
 def _rng_state() -> dict:
@@ -318,6 +351,15 @@ class _Run:
                 saves = s.step % cfg.save_every == 0 or bool(cfg.keep_every and s.step % cfg.keep_every == 0)
                 log_now = s.step % cfg.log_every == 0 or s.step == cfg.max_steps or saves
                 eval_now = s.step % cfg.eval_every == 0 or s.step == cfg.max_steps
+                if not eval_now and self._check_due():
+                    # a target check: cheap when it fails; one that passes is a full evaluation below
+                    if self.device.type == "cuda":
+                        torch.cuda.synchronize(self.device)  # the steps' queued work is training time
+                    paused = time.perf_counter()
+                    eval_now = self._sample_at_target()
+                    window_start += time.perf_counter() - paused  # checking is not training time
+                    if not eval_now:
+                        self.at_target = 0
                 if log_now or eval_now:
                     if self.device.type == "cuda":
                         torch.cuda.synchronize(self.device)
@@ -349,6 +391,18 @@ class _Run:
         else:
             s.data.load_state_dict(data_before)
         s.optimizer.zero_grad(set_to_none=True)
+
+    def _check_due(self) -> bool:
+        cfg = self.config.train
+        return bool(cfg.target_check_every and cfg.target_accuracy is not None
+                    and self.state.step % cfg.target_check_every == 0)
+
+    def _sample_at_target(self) -> bool:
+        """Whether the validation sample is at the target (the check; an evaluation follows when it is)."""
+        passed = at_target(self.state.raw_model, self.val_tensors, self.precision, self.device,
+                           self.config.train.target_accuracy)
+        self.state.model.train()
+        return passed
 
     def _stop_requested(self) -> bool:
         """Under torchrun all ranks must agree to stop at the same step."""

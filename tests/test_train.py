@@ -173,7 +173,7 @@ def test_target_checks_between_evaluations_stop_at_their_cadence(tmp_path, monke
 
     def check(model, tensors, precision, device, target):
         checked.append(len(checked))
-        return len(checked) != 1  # the first check (step 5) fails, the next ones pass
+        return None if len(checked) == 1 else (0.01, 1.0)  # the first check (step 5) fails, the next ones pass
 
     monkeypatch.setattr(loop, "at_target", check)
     config = tiny_config(tmp_path, train={"target_accuracy": 0.99, "max_steps": 60, "target_check_every": 5})
@@ -188,7 +188,7 @@ def test_time_spent_in_target_checks_is_not_training_time(tmp_path, monkeypatch)
 
     def slow_failing_check(*args):
         time.sleep(0.05)
-        return False
+        return None
 
     monkeypatch.setattr(loop, "at_target", slow_failing_check)
     config = tiny_config(tmp_path, train={"target_accuracy": 0.99, "target_check_every": 1, "eval_every": 30})
@@ -197,7 +197,8 @@ def test_time_spent_in_target_checks_is_not_training_time(tmp_path, monkeypatch)
 
 
 def test_target_check_agrees_with_the_validation_exact_match(tiny_trained_checkpoint):
-    """`at_target` (chunked, stopping at the first error too many) is `validate`'s exact match >= target."""
+    """`at_target` (chunked, stopping at the first error too many) is `validate`'s exact match >= target,
+    and then returns `validate`'s loss and exact match."""
     from mct.data.generate import sample_heldout
     from mct.device import choose_precision
     from mct.train.data import validation_tensors
@@ -210,13 +211,15 @@ def test_target_check_agrees_with_the_validation_exact_match(tiny_trained_checkp
     scored = scored.clone()
     scored[:200:2] = False  # nothing scored: right by definition (the tiny model gets most problems wrong)
     tensors = ids, labels, scored
-    _, exact = loop.validate(ckpt.model, tensors, precision, cpu)
+    loss, exact = loop.validate(ckpt.model, tensors, precision, cpu)
     wrong = round((1 - exact) * 300)
     assert 10 < wrong < 300 - 10  # the check is judged on both sides of the model's accuracy
     for target in (exact - 2 / 300, exact - 1 / 300, exact, exact + 1 / 300, 1.0, 0.5):
         for chunk in (1, 7, 256, 1024):
-            assert loop.at_target(ckpt.model, tensors, precision, cpu, min(target, 1.0), batch_size=chunk) == (
-                exact >= min(target, 1.0))
+            scored = loop.at_target(ckpt.model, tensors, precision, cpu, min(target, 1.0), batch_size=chunk)
+            assert (scored is not None) == (exact >= min(target, 1.0))
+            if scored is not None:
+                assert scored[1] == exact and scored[0] == pytest.approx(loss, rel=1e-6)
 
 
 def test_allowed_errors_is_the_most_misses_at_the_target():

@@ -157,18 +157,22 @@ def allowed_errors(n: int, target: float) -> int:
 
 
 @torch.no_grad()
-def at_target(model, tensors, precision, device: torch.device, target: float, batch_size: int = 256) -> bool:
-    """Whether `validate`'s exact match over the tensors is >= target, scoring chunk by chunk and stopping
-    at the first error too many: a model far from the target costs one chunk."""
+def at_target(model, tensors, precision, device: torch.device, target: float,
+              batch_size: int = 256) -> tuple[float, float] | None:
+    """`validate`'s (loss, exact match) when that exact match is >= target, else None; scores chunk by
+    chunk and gives up at the first error too many, so a model far from the target costs one chunk."""
     if tensors is None:
-        return False
+        return None
     budget = allowed_errors(tensors[0].shape[0], target)
+    total, count, exact = 0.0, 0, 0
     model.eval()
-    for _, _, exact_problems, problems in _validation_chunks(model, tensors, precision, device, batch_size):
+    for loss, labelled_tokens, exact_problems, problems in _validation_chunks(model, tensors, precision, device,
+                                                                              batch_size):
         budget -= problems - int(exact_problems)
         if budget < 0:
-            return False
-    return True
+            return None
+        total, count, exact = total + float(loss), count + int(labelled_tokens), exact + int(exact_problems)
+    return total / max(count, 1), exact / tensors[0].shape[0]
 
 
 def _rng_state() -> dict:
@@ -291,10 +295,11 @@ class _Run:
         self.folder.save(name, self.state.raw_model, self.config, self.tokenizer, self.format,
                          self._train_state() if with_state else None, self.state.step)
 
-    def evaluate_and_checkpoint(self) -> bool:
-        """Validation loss and exact match; best.pt when they improve. True when the target is reached."""
+    def evaluate_and_checkpoint(self, scored: tuple[float, float] | None = None) -> bool:
+        """Validation loss and exact match (`scored` when a target check has just computed them); best.pt
+        when they improve. True when the target is reached."""
         s = self.state
-        val_loss, val_em = validate(s.raw_model, self.val_tensors, self.precision, self.device)
+        val_loss, val_em = scored or validate(s.raw_model, self.val_tensors, self.precision, self.device)
         s.model.train()
         row = {"step": s.step, "val_loss": round(val_loss, 6), "val_exact_match": val_em,
                "elapsed_s": round(time.perf_counter() - self.started, 2)}
@@ -351,12 +356,14 @@ class _Run:
                 saves = s.step % cfg.save_every == 0 or bool(cfg.keep_every and s.step % cfg.keep_every == 0)
                 log_now = s.step % cfg.log_every == 0 or s.step == cfg.max_steps or saves
                 eval_now = s.step % cfg.eval_every == 0 or s.step == cfg.max_steps
+                scored = None
                 if not eval_now and self._check_due():
                     # a target check: cheap when it fails; one that passes is a full evaluation below
                     if self.device.type == "cuda":
                         torch.cuda.synchronize(self.device)  # the steps' queued work is training time
                     paused = time.perf_counter()
-                    eval_now = self._sample_at_target()
+                    scored = self._sample_at_target()
+                    eval_now = scored is not None
                     window_start += time.perf_counter() - paused  # checking is not training time
                     if not eval_now:
                         self.at_target = 0
@@ -367,7 +374,7 @@ class _Run:
                     self.train_seconds += window
                     self._log(totals, s.step - 1, window)
                     totals = StepTotals.zeros(self.device)
-                if eval_now and self.evaluate_and_checkpoint():
+                if eval_now and self.evaluate_and_checkpoint(scored):
                     return "target_reached"
                 if cfg.keep_every and s.step % cfg.keep_every == 0:
                     self.save(f"checkpoints/step-{s.step:07d}.pt", with_state=False)
@@ -397,12 +404,12 @@ class _Run:
         return bool(cfg.target_check_every and cfg.target_accuracy is not None
                     and self.state.step % cfg.target_check_every == 0)
 
-    def _sample_at_target(self) -> bool:
-        """Whether the validation sample is at the target (the check; an evaluation follows when it is)."""
-        passed = at_target(self.state.raw_model, self.val_tensors, self.precision, self.device,
+    def _sample_at_target(self) -> tuple[float, float] | None:
+        """The check: the validation (loss, exact match) when the sample is at the target, else None."""
+        scored = at_target(self.state.raw_model, self.val_tensors, self.precision, self.device,
                            self.config.train.target_accuracy)
         self.state.model.train()
-        return passed
+        return scored
 
     def _stop_requested(self) -> bool:
         """Under torchrun all ranks must agree to stop at the same step."""

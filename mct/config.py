@@ -294,6 +294,10 @@ class TrainConfig(_Section):
     target_patience: int = Field(
         2, ge=1, le=MAX_COUNT, description="evaluations in a row at target_accuracy before stopping early"
     )
+    target_check_every: int | None = Field(
+        None, ge=1, le=MAX_COUNT, description="also check target_accuracy every N steps between evaluations "
+        "(none = at evaluations only): a check stops scoring at the first error too many and becomes a full, "
+        "logged evaluation only when the whole validation sample is at the target")
     save_every: int = Field(500, ge=1, le=MAX_COUNT, description="steps between rewrites of last.pt")
     keep_every: int | None = Field(
         None, ge=1, le=MAX_COUNT, description="also keep a checkpoint every N steps in RUN/checkpoints/ "

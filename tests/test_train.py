@@ -165,6 +165,70 @@ def test_early_stop_at_target_accuracy(tmp_path, monkeypatch):
     assert once.stopped == "target_reached" and once.steps == 15
 
 
+def test_target_checks_between_evaluations_stop_at_their_cadence(tmp_path, monkeypatch):
+    """A check that passes is a full, logged evaluation and counts towards the patience; one that fails
+    resets it and logs nothing."""
+    monkeypatch.setattr(loop, "validate", lambda *a, **k: (0.01, 1.0))
+    checked = []
+
+    def check(model, tensors, precision, device, target):
+        checked.append(len(checked))
+        return None if len(checked) == 1 else (0.01, 1.0)  # the first check (step 5) fails, the next ones pass
+
+    monkeypatch.setattr(loop, "at_target", check)
+    config = tiny_config(tmp_path, train={"target_accuracy": 0.99, "max_steps": 60, "target_check_every": 5})
+    result = train(config, tmp_path / "run")
+    rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows if "val_exact_match" in r] == [10, 15]  # step 5's check failed: no row
+    assert result.stopped == "target_reached" and result.steps == 15 and len(checked) == 2  # 15 is an evaluation
+
+
+def test_time_spent_in_target_checks_is_not_training_time(tmp_path, monkeypatch):
+    import time
+
+    def slow_failing_check(*args):
+        time.sleep(0.05)
+        return None
+
+    monkeypatch.setattr(loop, "at_target", slow_failing_check)
+    config = tiny_config(tmp_path, train={"target_accuracy": 0.99, "target_check_every": 1, "eval_every": 30})
+    result = train(config, tmp_path / "run")  # 29 checks: 1.45 s of sleeping
+    assert result.stopped == "max_steps" and result.train_s < result.wall_s - 1.4
+
+
+def test_target_check_agrees_with_the_validation_exact_match(tiny_trained_checkpoint):
+    """`at_target` (chunked, stopping at the first error too many) is `validate`'s exact match >= target,
+    and then returns `validate`'s loss and exact match."""
+    from mct.data.generate import sample_heldout
+    from mct.device import choose_precision
+    from mct.train.data import validation_tensors
+
+    ckpt = load_checkpoint(tiny_trained_checkpoint)
+    records, _ = sample_heldout(ckpt.config.data, 300, 10, seed=7)
+    tensors = validation_tensors(records, ckpt.tokenizer, ckpt.config)
+    precision, cpu = choose_precision(torch.device("cpu")), torch.device("cpu")
+    ids, labels, scored = tensors
+    scored = scored.clone()
+    scored[:200:2] = False  # nothing scored: right by definition (the tiny model gets most problems wrong)
+    tensors = ids, labels, scored
+    loss, exact = loop.validate(ckpt.model, tensors, precision, cpu)
+    wrong = round((1 - exact) * 300)
+    assert 10 < wrong < 300 - 10  # the check is judged on both sides of the model's accuracy
+    for target in (exact - 2 / 300, exact - 1 / 300, exact, exact + 1 / 300, 1.0, 0.5):
+        for chunk in (1, 7, 256, 1024):
+            scored = loop.at_target(ckpt.model, tensors, precision, cpu, min(target, 1.0), batch_size=chunk)
+            assert (scored is not None) == (exact >= min(target, 1.0))
+            if scored is not None:
+                assert scored[1] == exact and scored[0] == pytest.approx(loss, rel=1e-6)
+
+
+def test_allowed_errors_is_the_most_misses_at_the_target():
+    for n in (1, 7, 1000, 2000, 3000):
+        for target in (0.5, 0.9, 0.99, 0.999, 0.9995, 1.0, 1 / 3):
+            expected = max((w for w in range(n + 1) if (n - w) / n >= target), default=-1)
+            assert loop.allowed_errors(n, target) == expected
+
+
 def test_teacher_forced_validation_exact_match_equals_decoding_on_a_trained_model(tiny_trained_checkpoint):
     """Argmax along the reference at every scored token <=> greedy decoding writes the reference."""
     from mct.checkpoint import load_checkpoint

@@ -104,6 +104,26 @@ def torch_threads(n: int | None):
 # evaluation during training
 
 
+def _validation_chunks(model, tensors, precision, device: torch.device, batch_size: int):
+    """Per chunk of the validation tensors: (summed loss, labelled tokens, exact problems, problems), device
+    scalars but the last (teacher-forced, logits from the first scored position on, as in training)."""
+    ids_all, labels_all, scored_all = tensors
+    # logits only from the first position that predicts a labelled or scored token (as in training)
+    first = first_scored(torch.where(scored_all, 0, labels_all))
+    for start in range(0, ids_all.shape[0], batch_size):
+        ids = ids_all[start:start + batch_size].to(device)
+        labels = labels_all[start:start + batch_size].to(device)
+        scored = scored_all[start:start + batch_size].to(device)
+        with precision.autocast(device):
+            logits = scored_logits(model, ids, first)
+        predictions = logits.argmax(-1)
+        loss = torch.nn.functional.cross_entropy(
+            logits.reshape(-1, logits.shape[-1]).float(), labels[:, 1 + first:].reshape(-1),
+            ignore_index=-100, reduction="sum").double()
+        wrong = (predictions != ids[:, 1 + first:]) & scored[:, 1 + first:]
+        yield loss, (labels[:, 1:] != -100).sum(), (~wrong.any(1)).sum(), ids.shape[0]
+
+
 @torch.no_grad()
 def validate(model, tensors, precision, device: torch.device, batch_size: int = 1024) -> tuple[float, float]:
     """(mean loss per labelled token, teacher-forced exact match) over the validation tensors.
@@ -115,27 +135,44 @@ def validate(model, tensors, precision, device: torch.device, batch_size: int = 
     one forward pass instead of a decoding loop."""
     if tensors is None:
         return float("nan"), 0.0
-    ids_all, labels_all, scored_all = tensors
-    # logits only from the first position that predicts a labelled or scored token (as in training)
-    first = first_scored(torch.where(scored_all, 0, labels_all))
     total = torch.zeros((), device=device, dtype=torch.float64)
     count = torch.zeros((), device=device, dtype=torch.long)
     exact = torch.zeros((), device=device, dtype=torch.long)
     model.eval()
-    for start in range(0, ids_all.shape[0], batch_size):
-        ids = ids_all[start:start + batch_size].to(device)
-        labels = labels_all[start:start + batch_size].to(device)
-        scored = scored_all[start:start + batch_size].to(device)
-        with precision.autocast(device):
-            logits = scored_logits(model, ids, first)
-        predictions = logits.argmax(-1)
-        total += torch.nn.functional.cross_entropy(
-            logits.reshape(-1, logits.shape[-1]).float(), labels[:, 1 + first:].reshape(-1),
-            ignore_index=-100, reduction="sum").double()
-        count += (labels[:, 1:] != -100).sum()
-        wrong = (predictions != ids[:, 1 + first:]) & scored[:, 1 + first:]
-        exact += (~wrong.any(1)).sum()
-    return float(total) / max(int(count), 1), int(exact) / ids_all.shape[0]
+    for loss, labelled_tokens, exact_problems, _ in _validation_chunks(model, tensors, precision, device, batch_size):
+        total += loss
+        count += labelled_tokens
+        exact += exact_problems
+    return float(total) / max(int(count), 1), int(exact) / tensors[0].shape[0]
+
+
+def allowed_errors(n: int, target: float) -> int:
+    """The most wrong problems of `n` with which the exact match (n - wrong) / n is still >= target (-1: none)."""
+    wrong = int(n * (1 - target))
+    while wrong >= 0 and (n - wrong) / n < target:
+        wrong -= 1
+    while wrong < n and (n - wrong - 1) / n >= target:
+        wrong += 1
+    return wrong
+
+
+@torch.no_grad()
+def at_target(model, tensors, precision, device: torch.device, target: float,
+              batch_size: int = 256) -> tuple[float, float] | None:
+    """`validate`'s (loss, exact match) when that exact match is >= target, else None; scores chunk by
+    chunk and gives up at the first error too many, so a model far from the target costs one chunk."""
+    if tensors is None:
+        return None
+    budget = allowed_errors(tensors[0].shape[0], target)
+    total, count, exact = 0.0, 0, 0
+    model.eval()
+    for loss, labelled_tokens, exact_problems, problems in _validation_chunks(model, tensors, precision, device,
+                                                                              batch_size):
+        budget -= problems - int(exact_problems)
+        if budget < 0:
+            return None
+        total, count, exact = total + float(loss), count + int(labelled_tokens), exact + int(exact_problems)
+    return total / max(count, 1), exact / tensors[0].shape[0]
 
 
 def _rng_state() -> dict:
@@ -258,10 +295,11 @@ class _Run:
         self.folder.save(name, self.state.raw_model, self.config, self.tokenizer, self.format,
                          self._train_state() if with_state else None, self.state.step)
 
-    def evaluate_and_checkpoint(self) -> bool:
-        """Validation loss and exact match; best.pt when they improve. True when the target is reached."""
+    def evaluate_and_checkpoint(self, scored: tuple[float, float] | None = None) -> bool:
+        """Validation loss and exact match (`scored` when a target check has just computed them); best.pt
+        when they improve. True when the target is reached."""
         s = self.state
-        val_loss, val_em = validate(s.raw_model, self.val_tensors, self.precision, self.device)
+        val_loss, val_em = scored or validate(s.raw_model, self.val_tensors, self.precision, self.device)
         s.model.train()
         row = {"step": s.step, "val_loss": round(val_loss, 6), "val_exact_match": val_em,
                "elapsed_s": round(time.perf_counter() - self.started, 2)}
@@ -318,6 +356,17 @@ class _Run:
                 saves = s.step % cfg.save_every == 0 or bool(cfg.keep_every and s.step % cfg.keep_every == 0)
                 log_now = s.step % cfg.log_every == 0 or s.step == cfg.max_steps or saves
                 eval_now = s.step % cfg.eval_every == 0 or s.step == cfg.max_steps
+                scored = None
+                if not eval_now and self._check_due():
+                    # a target check: cheap when it fails; one that passes is a full evaluation below
+                    if self.device.type == "cuda":
+                        torch.cuda.synchronize(self.device)  # the steps' queued work is training time
+                    paused = time.perf_counter()
+                    scored = self._sample_at_target()
+                    eval_now = scored is not None
+                    window_start += time.perf_counter() - paused  # checking is not training time
+                    if not eval_now:
+                        self.at_target = 0
                 if log_now or eval_now:
                     if self.device.type == "cuda":
                         torch.cuda.synchronize(self.device)
@@ -325,7 +374,7 @@ class _Run:
                     self.train_seconds += window
                     self._log(totals, s.step - 1, window)
                     totals = StepTotals.zeros(self.device)
-                if eval_now and self.evaluate_and_checkpoint():
+                if eval_now and self.evaluate_and_checkpoint(scored):
                     return "target_reached"
                 if cfg.keep_every and s.step % cfg.keep_every == 0:
                     self.save(f"checkpoints/step-{s.step:07d}.pt", with_state=False)
@@ -349,6 +398,18 @@ class _Run:
         else:
             s.data.load_state_dict(data_before)
         s.optimizer.zero_grad(set_to_none=True)
+
+    def _check_due(self) -> bool:
+        cfg = self.config.train
+        return bool(cfg.target_check_every and cfg.target_accuracy is not None
+                    and self.state.step % cfg.target_check_every == 0)
+
+    def _sample_at_target(self) -> tuple[float, float] | None:
+        """The check: the validation (loss, exact match) when the sample is at the target, else None."""
+        scored = at_target(self.state.raw_model, self.val_tensors, self.precision, self.device,
+                           self.config.train.target_accuracy)
+        self.state.model.train()
+        return scored
 
     def _stop_requested(self) -> bool:
         """Under torchrun all ranks must agree to stop at the same step."""

@@ -345,16 +345,15 @@ class Attention(nn.Module):
             rows = place_diff[:, -q.shape[2]:]  # the queries kept
             bias = self.hook_place_bias(table[:, rows + self.place_window + 1].transpose(0, 1))  # [B, H, T, T_k]
             bias = bias.to(q.dtype)
+            if attn_mask is None:  # a bias needs an explicit mask on both paths
+                attn_mask = self._causal(T, x.device)
             if self.mask_far:  # keys farther than the window: not attended
-                allowed = attn_mask if attn_mask is not None else self._causal(T, x.device)
-                attn_mask = allowed & (rows.abs() != self.place_window + 1)[:, None]
+                attn_mask = attn_mask & (rows.abs() != self.place_window + 1)[:, None]
 
         if not (self.hook_pattern.has_hooks() or self.hook_attn_scores.has_hooks()):
             # fast path (fused kernel); a fully masked query row yields zeros (uniform with a place bias)
-            mask = attn_mask
-            if bias is not None:  # one additive mask: the bias, and the dtype's minimum where not allowed
-                allowed = attn_mask if attn_mask is not None else self._causal(T, x.device)
-                mask = bias.masked_fill(~allowed, torch.finfo(q.dtype).min)
+            # with a bias: one additive mask, the bias and the dtype's minimum where not allowed
+            mask = attn_mask if bias is None else bias.masked_fill(~attn_mask, torch.finfo(q.dtype).min)
             with sdpa_backends(q, mask):
                 z = F.scaled_dot_product_attention(
                     q, k, v, attn_mask=mask, is_causal=mask is None,

@@ -9,8 +9,9 @@
 Each scheme trains the same model (configs/add-coupled.toml unless --config) with the same budget on
 1-10 digit problems (natural operands, answers least significant digit first), then answers uniformly
 random problems whose two operands both have L digits, for L from 1 to 40, the hard split of the
-training range ("hard": the problems mct gen writes to hard.jsonl) and, for addition, carry chains of
-11 to 40 digits ("chains 11+": 99...9 + 1 and friends). Prints one table: exact match by operand
+training range ("hard": the problems mct gen writes to hard.jsonl), for addition carry chains and runs
+of 9s and 0s of 11 to 40 digits ("chains 11+": 99...9 + 1, 0 + 99...9 and friends), and operands of two
+different lengths, the longer beyond training ("mixed 11+": 27 + 3 digits). Prints one table: exact match by operand
 length, min / median / max over seeds (or over the checkpoints given).
 """
 
@@ -53,12 +54,25 @@ def uniform_problems(length: int, n: int, seed: int) -> list[tuple[int, int]]:
 
 
 def carry_chains(min_length: int, max_length: int) -> list[tuple[int, int]]:
-    """The longest carry chains of every length: 99...9 + 1, 99...9 + 99...9, 50...0 + 50...0, 1 + 99...9."""
+    """The longest carry chains and runs of 9s and 0s of every length: 99...9 + 1, 99...9 + 99...9,
+    50...0 + 50...0, 1 + 99...9, 99...9 + 0, 0 + 99...9, 10...0 + 10...0, 99...9 + 99...9 of half the length."""
     problems = []
     for length in range(min_length, max_length + 1):
-        nines = 10**length - 1
-        problems += [(nines, 1), (1, nines), (nines, nines), (5 * 10 ** (length - 1), 5 * 10 ** (length - 1)),
-                     (nines, 10**length - nines)]
+        nines, top, half = 10**length - 1, 10 ** (length - 1), 10 ** (length // 2) - 1
+        problems += [(nines, 1), (1, nines), (nines, nines), (5 * top, 5 * top), (nines, 0), (0, nines),
+                     (top, top), (half, nines), (nines, half)]
+    return problems
+
+
+def mixed_lengths(min_length: int, max_length: int, n: int, seed: int) -> list[tuple[int, int]]:
+    """Operands of two different lengths, the longer one of min_length to max_length digits (27 + 3 digits)."""
+    rng = random.Random(f"mixed:{min_length}:{max_length}:{seed}")
+    problems = []
+    for _ in range(n):
+        long = rng.randint(min_length, max_length)
+        short = rng.randint(1, long - 1)
+        pair = (rng.randrange(10 ** (long - 1), 10**long), rng.randrange(0 if short == 1 else 10 ** (short - 1), 10**short))
+        problems.append(pair if rng.random() < 0.5 else pair[::-1])
     return problems
 
 
@@ -88,6 +102,8 @@ def scores(checkpoint_path, lengths, per_length: int, seed: int, device: str) ->
     longest = max([n for n in lengths if fits(n, max_seq_len) and not fmt.operand_width], default=0)
     chains = carry_chains(data.max_digits + 1, longest) if fmt.task == "add" else []
     result["chains 11+"] = accuracy(ckpt.model, ckpt.tokenizer, fmt, chains, device) if chains else None
+    mixed = mixed_lengths(data.max_digits + 1, longest, per_length, seed) if longest > data.max_digits else []
+    result["mixed 11+"] = accuracy(ckpt.model, ckpt.tokenizer, fmt, mixed, device) if mixed else None
     return result
 
 
@@ -131,7 +147,7 @@ def main() -> None:
     if args.json:
         print(json.dumps({"benchmark": "length", "config": Path(args.config).stem, "rows": rows}))
         return
-    columns = [*args.lengths, "hard", "chains 11+"]
+    columns = [*args.lengths, "hard", "chains 11+", "mixed 11+"]
     print(f"exact match by operand length (both operands L digits, {args.per_length} problems each); "
           f"min / median / max over {'the checkpoints' if args.checkpoints else f'seeds {args.seeds}'}")
     print(f"{'scheme':<19}" + "".join(f"{str(c):>16}" for c in columns) + f"{'train s':>10}")

@@ -227,7 +227,8 @@ def _entry_problem(data: dict) -> str | None:
     checks = {"task": lambda v: v in TASKS, "answer_order": lambda v: v in ("reversed", "plain"),
               "use_steps": lambda v: isinstance(v, bool),
               "modulus": lambda v: v is None or (type(v) is int and v >= 2),
-              "operand_width": lambda v: type(v) is int and 0 <= v <= 1000}
+              "operand_width": lambda v: type(v) is int and 0 <= v <= 1000,
+              "pad_to_longer": lambda v: isinstance(v, bool)}
     if "task" not in fmt:
         return "the data format has no task"
     for key, ok in checks.items():

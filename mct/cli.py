@@ -50,7 +50,8 @@ TRAIN_FLAGS = {
 GEN_FLAGS = {
     "data.n_train": "--instances", "data.n_val": "--val", "data.n_test": "--test",
     "data.min_digits": "--min-digits", "data.max_digits": "--max-digits", "data.use_steps": "--steps/--no-steps",
-    "data.answer_order": "--answer-order", "data.pad_operands": "--pad/--no-pad", "data.modulus": "--modulus",
+    "data.answer_order": "--answer-order", "data.pad_operands": "--pad/--no-pad",
+    "data.pad_to_longer": "--pad-to-longer/--no-pad-to-longer", "data.modulus": "--modulus",
     "data.train_fraction": "--train-fraction", "data.ood_digits": "--ood-digits", "data.seed": "--seed",
 }
 COMMAND_FLAGS = {"train": TRAIN_FLAGS, "gen": GEN_FLAGS, "doctor": {}}
@@ -78,6 +79,7 @@ def gen(
     steps: Annotated[Optional[bool], typer.Option("--steps/--no-steps", help=_help("data.use_steps"))] = None,
     answer_order: Annotated[Optional[str], typer.Option("--answer-order", help=_help("data.answer_order"))] = None,
     pad: Annotated[Optional[bool], typer.Option("--pad/--no-pad", help=_help("data.pad_operands", "E.g. 012+034=, #6400."))] = None,
+    pad_to_longer: Annotated[Optional[bool], typer.Option("--pad-to-longer/--no-pad-to-longer", help=_help("data.pad_to_longer"))] = None,
     modulus: Annotated[Optional[int], typer.Option("--modulus", help=_help("data.modulus"))] = None,
     train_fraction: Annotated[Optional[float], typer.Option("--train-fraction", help=_help("data.train_fraction"))] = None,
     ood_digits: Annotated[Optional[str], typer.Option("--ood-digits", help=_help("data.ood_digits", "Written C-D or C D, e.g. 11-40: an extra test_ood.jsonl."))] = None,
@@ -118,7 +120,8 @@ def gen(
             raise MctError(f"--ood-digits must look like C-D (e.g. 4-5), got {ood_digits!r}")
         ood = [int(p) for p in parts]
     flags = _flags(GEN_FLAGS, instances=instances, val=val, test=test, min_digits=min_digits,
-                   max_digits=max_digits, steps=steps, answer_order=answer_order, pad=pad, modulus=modulus,
+                   max_digits=max_digits, steps=steps, answer_order=answer_order, pad=pad,
+                   pad_to_longer=pad_to_longer, modulus=modulus,
                    train_fraction=train_fraction, ood_digits=ood, seed=seed)
     flags["data.task"] = (task, "argument TASK")
     data_config = resolve_config(config, flags=flags, sets=set_ or ()).data
@@ -137,6 +140,7 @@ def gen(
     err_console.print(f"[bold green]wrote[/] {escape(str(out_dir))}: {data_config.task}, {digits}, "
                       f"{'steps' if fmt['use_steps'] else 'no steps'}, {fmt['answer_order']} answers"
                       f"{', zero-padded to ' + str(fmt['operand_width']) + ' digits' if fmt.get('operand_width') else ''}"
+                      f"{', zero-padded to the longer operand' if fmt.get('pad_to_longer') else ''}"
                       f", seed {manifest['seed']}",
                       highlight=False)
     for name, filename in manifest["files"].items():
@@ -300,7 +304,7 @@ def _render_train_summary(result) -> None:
 def eval_(
     checkpoint: Annotated[Path, typer.Argument(help="Checkpoint (.pt) written by `mct train`.")],
     data: Annotated[Path, typer.Argument(help="A JSONL file of records (prompt, answer), or a data folder from `mct gen`.")],
-    split: Annotated[str, typer.Option(help="Split to read from a data folder: test, val or test_ood.")] = "test",
+    split: Annotated[str, typer.Option(help="Split to read from a data folder: test, val, test_ood or hard.")] = "test",
     batch_size: Annotated[int, typer.Option(min=1, help="Problems decoded together.")] = 256,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:N or mps.")] = "auto",
     limit: Annotated[Optional[int], typer.Option(min=1, help="Evaluate only the first N records.")] = None,
@@ -367,7 +371,7 @@ def eval_(
                           soft_wrap=True)
 
 
-EVAL_SPLITS = ("test", "val", "test_ood")
+EVAL_SPLITS = ("test", "val", "test_ood", "hard")
 
 
 def _eval_data_path(data: Path, split: str) -> Path:

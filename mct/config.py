@@ -219,6 +219,11 @@ class DataConfig(_Section):
         description="write operands with leading zeros to max_digits digits and the answer to its full width, "
         "so every digit sits at a fixed position",
     )
+    pad_to_longer: bool = Field(
+        False,
+        description="add/sub: zero-pad each problem's shorter operand to the longer one's digits and the answer "
+        "to the width that gives (7+1234 -> 0007+1234=), so every column holds two digits at any length",
+    )
     modulus: int = Field(113, ge=2, le=MAX_COUNT, description="modulus P of the mod task")
     train_fraction: float = Field(0.3, gt=0.0, lt=1.0, description="mod task: share of all P*P pairs used for training")
     step_masking_mode: Literal["none", "mask_steps", "mask_answer"] = Field(
@@ -266,6 +271,9 @@ class DataConfig(_Section):
         if self.tie_mix and self.task not in ("add", "sub"):
             raise _cross_field(("tie_mix", "task"), f"tie_mix applies to add and sub (carries and signs decided "
                                f"by lower columns), not {self.task}")
+        if self.pad_to_longer and (self.pad_operands or self.task not in ("add", "sub")):
+            raise _cross_field(("pad_to_longer", "pad_operands", "task"), "pad_to_longer applies to add and sub "
+                               "and excludes pad_operands (operands padded to max_digits)")
         if self.ood_digits is not None and not 1 <= self.ood_digits[0] <= self.ood_digits[1] <= 1000:
             raise _cross_field(("ood_digits",), f"ood_digits {list(self.ood_digits)} must be [shortest, longest], "
                                "each from 1 to 1000 digits")

@@ -70,6 +70,11 @@ def test_eval_reads_a_split_of_a_data_folder(ckpt, data_file, tmp_path, capsys):
     assert code == 0 and json.loads(out)["n"] == 6
     code, _, err = run(["eval", ckpt, tmp_path], capsys)
     assert_one_line_error(code, err, "test.jsonl", "val")
+    (tmp_path / "hard.jsonl").write_text(data_file.read_text())  # mct gen writes a hard split too
+    code, out, _ = run(["eval", ckpt, tmp_path, "--split", "hard", "--json"], capsys)
+    assert code == 0 and json.loads(out)["n"] == 6
+    code, _, err = run(["eval", ckpt, tmp_path, "--split", "train"], capsys)
+    assert_one_line_error(code, err, "test, val, test_ood, hard")
 
 
 def test_eval_reads_a_folder_written_by_the_data_generator(ckpt, tmp_path, capsys):

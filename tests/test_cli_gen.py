@@ -60,6 +60,24 @@ def test_gen_pad_writes_zero_padded_records(tmp_path, capsys):
     assert code == 0 and json.loads(out)["format"]["operand_width"] == 0
 
 
+def test_gen_pad_to_longer_pads_each_pair_and_the_folder_keeps_the_format(tmp_path, capsys):
+    from mct.data.generate import data_config_from_folder
+
+    argv = ["gen", "add", "--pad-to-longer", "--instances", "300", "--val", "10", "--test", "10", "--max-digits", "6",
+            "--ood-digits", "7-9", "--json", "--out", str(tmp_path / "p")]
+    code, out, err = run(argv, capsys)
+    assert code == 0 and json.loads(out)["format"]["pad_to_longer"] is True and "longer operand" in err
+    for split in ("train", "test_ood", "hard"):
+        for line in (tmp_path / "p" / f"{split}.jsonl").open():
+            record = json.loads(line)
+            a, b = record["prompt"][:-1].split("+")
+            assert len(a) == len(b) and len(record["target"]) == len("#") + len(a) + 1 + len("<eos>")
+            assert int(a) + int(b) == int(record["answer"])
+    assert data_config_from_folder(tmp_path / "p")["pad_to_longer"] is True
+    code, _, err = run(["gen", "mul", "--pad-to-longer", "--out", str(tmp_path / "m")], capsys)
+    assert code == 2 and "pad_to_longer applies to add and sub" in err and "Traceback" not in err
+
+
 def test_gen_mod_splits_all_pairs(tmp_path, capsys):
     code, out, _ = run(["gen", "mod", "--modulus", "11", "--train-fraction", "0.5", "--out", str(tmp_path), "--json"], capsys)
     counts = json.loads(out)["counts"]

@@ -11,6 +11,7 @@ from mct.data.format import DataFormat
 from mct.data.render import BatchRenderer, Digits, labels_for
 from mct.data.stream import render_problems, sequence_width
 from mct.config import DataConfig
+from mct.errors import MctError
 from mct.tokenizer import Tokenizer
 
 TOK = Tokenizer()
@@ -29,13 +30,19 @@ def problems_strategy(task: str, max_digits: int):
 @pytest.mark.parametrize("task", tasks.TASKS)
 @pytest.mark.parametrize("order", ["reversed", "plain"])
 @pytest.mark.parametrize("use_steps", [False, True])
-@pytest.mark.parametrize("width", [0, 4])
+@pytest.mark.parametrize("width", [0, 4, "longer"])
 @settings(max_examples=15, deadline=None)
 @given(data=st.data())
 def test_batch_ids_equal_the_encoded_text(task, order, use_steps, width, data):
     max_digits = {"add": 30, "sub": 30, "mul": 6, "mod": 3}[task]
     problems = data.draw(problems_strategy(task, max_digits))
-    fmt = DataFormat(task, order, use_steps, 113 if task == "mod" else None, operand_width=width)
+    modulus = 113 if task == "mod" else None
+    if width == "longer" and task in ("mul", "mod"):  # padding to the longer operand is an add/sub format
+        with pytest.raises(MctError, match="pad_to_longer applies to add and sub"):
+            DataFormat(task, order, use_steps, modulus, pad_to_longer=True)
+        return
+    fmt = (DataFormat(task, order, use_steps, modulus, pad_to_longer=True) if width == "longer"
+           else DataFormat(task, order, use_steps, modulus, operand_width=width))
     rendered = BatchRenderer(fmt, TOK).render(Digits.from_ints([p[0] for p in problems]),
                                               Digits.from_ints([p[1] for p in problems]))
     for i, problem in enumerate(problems):

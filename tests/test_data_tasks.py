@@ -141,6 +141,29 @@ def test_format_dict_round_trip_and_bad_prompts():
         DataFormat("div")
 
 
+# --- pairs padded to the longer operand (pad_to_longer) --------------------------------------------------
+def test_pairs_padded_to_the_longer_operand():
+    add = DataFormat("add", pad_to_longer=True)
+    assert add.prompt((7, 1234)) == "0007+1234=" and add.target((7, 1234)) == "#14210<eos>"
+    assert add.prompt((999, 999)) == "999+999=" and add.target((999, 999)) == "#8991<eos>"
+    assert add.prompt((0, 0)) == "0+0=" and add.target((0, 0)) == "#00<eos>"
+    long = 10**39 + 7  # no length is capped
+    assert add.prompt((long, 5)) == f"{long}+{5:040d}=" and add.width((long, 5)) == 40
+    sub = DataFormat("sub", pad_to_longer=True)
+    assert sub.prompt((12, 345)) == "012-345=" and sub.target((12, 345)) == "#-333<eos>"
+    assert sub.target((5, 5)) == "#+0<eos>" and sub.target((1000, 1)) == "#+9990<eos>"
+    assert add.render_prompt("7+1234=") == "0007+1234=" and add.render_prompt("0007+1234=") == "0007+1234="
+    for fmt, problem in ((add, (7, 1234)), (sub, (12, 345)), (sub, (1000, 1)), (add, (0, 0))):
+        completion = fmt.target(problem)
+        assert fmt.parse_completion(completion).answer == fmt.solve(problem)
+    steps = DataFormat("add", use_steps=True, pad_to_longer=True)
+    assert steps.target((7, 12)) == "7+2+0=09|0+1+0=01|#910<eos>"
+    with pytest.raises(MctError, match="pad_to_longer"):
+        DataFormat("add", operand_width=3, pad_to_longer=True)
+    with pytest.raises(ValueError, match="pass the operands"):
+        add.ordered_answer("1241")
+
+
 # --- zero-padded format (operand_width) -----------------------------------------------------------------
 def test_padded_format_examples():
     add = DataFormat("add", operand_width=3)

@@ -16,6 +16,11 @@ column ("2+4+0=06|1+3+0=04|0+0+0=00|"), so their count and positions are fixed t
 always writes the sign ("+" or "-", first in both orders), so a negative answer does not shift the
 digits: 34-12 -> "#+220<eos>". Longer operands (OOD) are written as they are. `parse_completion` gives
 the natural answer without leading zeros.
+
+Pairs padded to the longer operand (`pad_to_longer`, add and sub): each problem is padded as above to its
+own width w = the longer operand's digits ("7+1234=" -> "0007+1234=", the answer 1241
+padded to w+1 digits and reversed: "#14210<eos>"), so both operands hold a digit in every column and no length is capped (Cho et al. 2024
+pad the same way for position coupling). Steps are the natural ones, which already cover w columns.
 """
 
 from __future__ import annotations
@@ -80,6 +85,7 @@ class DataFormat:
     use_steps: bool = False
     modulus: int | None = None
     operand_width: int = 0  # 0 = natural numbers; w > 0 = operands zero-padded to w digits
+    pad_to_longer: bool = False  # add/sub: each problem's shorter operand zero-padded to the longer's digits
 
     def __post_init__(self):
         if self.task not in tasks.TASKS:
@@ -92,6 +98,8 @@ class DataFormat:
             object.__setattr__(self, "modulus", None)
         if isinstance(self.operand_width, bool) or not isinstance(self.operand_width, int) or self.operand_width < 0:
             raise MctError(f"operand_width must be a whole number >= 0 (0 = no padding), got {self.operand_width!r}")
+        if self.pad_to_longer and (self.operand_width or self.task not in ("add", "sub")):
+            raise MctError("pad_to_longer applies to add and sub without a fixed operand width (pad_operands)")
 
     # --- conversions -----------------------------------------------------------------------------
     def to_dict(self) -> dict:
@@ -102,7 +110,8 @@ class DataFormat:
     def from_dict(cls, data: dict) -> "DataFormat":
         if not isinstance(data, dict) or "task" not in data:
             raise MctError("data format must be a table with at least a 'task' entry")
-        known = {k: data[k] for k in ("task", "answer_order", "use_steps", "modulus", "operand_width") if k in data}
+        known = {k: data[k] for k in ("task", "answer_order", "use_steps", "modulus", "operand_width", "pad_to_longer")
+                 if k in data}
         return cls(**known)
 
     @classmethod
@@ -114,6 +123,7 @@ class DataFormat:
             use_steps=bool(data_config.use_steps),
             modulus=data_config.modulus if data_config.task == "mod" else None,
             operand_width=data_config.max_digits if getattr(data_config, "pad_operands", False) else 0,
+            pad_to_longer=bool(getattr(data_config, "pad_to_longer", False)),
         )
 
     # --- problems -> text ------------------------------------------------------------------------
@@ -122,10 +132,24 @@ class DataFormat:
         return tasks.OPERATOR[self.task]
 
     @property
+    def pads(self) -> bool:
+        """Whether operands are written zero-padded (to a fixed width or to the longer one)."""
+        return bool(self.operand_width or self.pad_to_longer)
+
+    def width(self, operands: tuple[int, int]) -> int:
+        """The digits each operand of this problem is padded to (0 = written as it is)."""
+        if self.pad_to_longer:
+            return max(len(str(n)) for n in operands)
+        return self.operand_width
+
+    @property
     def answer_width(self) -> int:
-        """Digits the answer is zero-padded to (without sub's sign): add w+1, sub w, mul 2w, mod the
-        digits of modulus-1; 0 when the format is not padded."""
-        w = self.operand_width
+        """Digits the answer is zero-padded to (without sub's sign) in a fixed-width format: add w+1, sub w,
+        mul 2w, mod the digits of modulus-1; 0 when operands are not padded to a fixed width."""
+        return self.answer_width_for(self.operand_width)
+
+    def answer_width_for(self, w: int) -> int:
+        """`answer_width` for operands padded to w digits (0 = not padded)."""
         if not w:
             return 0
         if self.task == "add":
@@ -139,7 +163,7 @@ class DataFormat:
     def prompt(self, operands: tuple[int, int]) -> str:
         """"12+34=", or with operand_width 3 "012+034=" (an operand longer than the width as it is)."""
         a, b = operands
-        w = self.operand_width
+        w = self.width(operands)
         if w:
             return f"{a:0{w}d}{self.operator}{b:0{w}d}="
         return f"{a}{self.operator}{b}="
@@ -168,7 +192,7 @@ class DataFormat:
         """The step trace (also when this format does not train on steps): a zero-padded format writes
         one add/sub column step per padded column, so every step sits at a fixed position, and pads mul's
         partial products and running sums to the operand width."""
-        return tasks.steps(self.task, operands[0], operands[1], self.modulus, self.operand_width)
+        return tasks.steps(self.task, operands[0], operands[1], self.modulus, self.width(operands))
 
     def order_answer(self, natural: str) -> str:
         """Ordering only (no padding): reversed or plain."""
@@ -178,26 +202,28 @@ class DataFormat:
     def signed_answer(self) -> bool:
         """Padded subtraction writes a sign before every answer ('+' or '-'), so that each answer digit
         sits at the same position whatever the sign (without it a negative answer shifts every digit)."""
-        return self.task == "sub" and self.operand_width > 0
+        return self.task == "sub" and self.pads
 
-    def pad_answer(self, natural: str) -> str:
-        """The natural answer zero-padded to `answer_width` ("-22" -> "-022", "22" -> "+022" for sub, w=3);
-        as is when unpadded."""
-        width = self.answer_width
+    def pad_answer(self, natural: str, operands: tuple[int, int] | None = None) -> str:
+        """The natural answer zero-padded to the answer width ("-22" -> "-022", "22" -> "+022" for sub, w=3);
+        as is when unpadded. `operands` give the width where it depends on the problem (pad_to_longer)."""
+        if self.pad_to_longer and operands is None:
+            raise ValueError("pad_to_longer pads each answer to its problem's width: pass the operands")
+        width = self.answer_width_for(self.width(operands)) if operands is not None else self.answer_width
         if not width:
             return natural
         if natural.startswith("-"):
             return "-" + natural[1:].rjust(width, "0")
         return ("+" if self.signed_answer else "") + natural.rjust(width, "0")
 
-    def ordered_answer(self, natural: str) -> str:
+    def ordered_answer(self, natural: str, operands: tuple[int, int] | None = None) -> str:
         """The answer as it appears in the target: padded (when the format pads), then ordered."""
-        return order_answer(self.pad_answer(natural), self.answer_order)
+        return order_answer(self.pad_answer(natural, operands), self.answer_order)
 
     def target(self, operands: tuple[int, int]) -> str:
         """Exactly what the model is trained to write after the prompt."""
-        answer, steps, _, _ = tasks.trace(self.task, operands[0], operands[1], self.modulus, self.operand_width)
-        return build_target(steps if self.use_steps else [], self.ordered_answer(answer))
+        answer, steps, _, _ = tasks.trace(self.task, operands[0], operands[1], self.modulus, self.width(operands))
+        return build_target(steps if self.use_steps else [], self.ordered_answer(answer, operands))
 
     def carry_stats(self, operands: tuple[int, int]) -> tuple[int, int]:
         """(carries, max_carry_chain): carry/borrow columns and the longest run of them (see tasks.py)."""
@@ -222,7 +248,7 @@ class DataFormat:
 
         Pads are ignored and the text ends at the first `<eos>`. Malformed reasons: "no <eos>",
         "no answer marker", "more than one answer marker", "unfinished step", "empty answer",
-        "answer is not a number". With operand_width > 0 leading zeros are dropped ("0046" -> "46",
+        "answer is not a number". When operands are padded leading zeros are dropped ("0046" -> "46",
         "-022" -> "-22", "000" -> "0").
         """
         text = text.replace(PAD, "")
@@ -247,7 +273,7 @@ class DataFormat:
         if not _NUMBER.match(ordered):
             return ParsedCompletion(None, steps, "answer is not a number")
         natural = natural_answer(ordered, self.answer_order)
-        if self.operand_width:
+        if self.pads:
             natural = strip_zeros(natural)
         return ParsedCompletion(natural, steps, malformed)
 

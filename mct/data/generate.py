@@ -127,7 +127,7 @@ def make_record(fmt: DataFormat, a: int, b: int) -> Record:
     meta = {"task": fmt.task, "digits": [len(str(a)), len(str(b))], "carries": carries, "max_carry_chain": chain}
     if fmt.task == "mod":
         meta["modulus"] = fmt.modulus
-    return Record(fmt.prompt((a, b)), answer, build_target(steps, fmt.ordered_answer(answer)), steps, meta)
+    return Record(fmt.prompt((a, b)), answer, build_target(steps, fmt.ordered_answer(answer, (a, b))), steps, meta)
 
 
 _VECTOR_LIMIT = 10**17  # add/sub carry statistics of operands below this are computed with numpy int64
@@ -339,6 +339,7 @@ def data_config_from_folder(out_dir: str | Path, verify: bool = True) -> dict:
         "answer_order": fmt.get("answer_order", "reversed"),
         "use_steps": bool(fmt.get("use_steps", False)),
         "pad_operands": bool(fmt.get("operand_width", 0)),
+        "pad_to_longer": bool(fmt.get("pad_to_longer", False)),
         "min_digits": manifest["min_digits"],
         "max_digits": manifest["max_digits"],
         "seed": manifest.get("seed", 0),

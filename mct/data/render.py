@@ -120,22 +120,27 @@ class Segments:
         return ids[:, :T], roles[:, :T], offset
 
 
-def natural_tokens(digits: Digits, digit_ids: torch.Tensor, width: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+Width = int | torch.Tensor  # one width for the batch, or one per row ([N], within the digit matrix's columns)
+
+
+def _widened(digits: Digits, width: Width) -> tuple[torch.Tensor, torch.Tensor]:
+    """(values with at least `width` columns, lengths raised to `width`)."""
+    if torch.is_tensor(width):
+        return digits.values, torch.maximum(digits.lengths, width)
+    return _pad_to(digits.values, width), digits.lengths.clamp(min=width)
+
+
+def natural_tokens(digits: Digits, digit_ids: torch.Tensor, width: Width = 0) -> tuple[torch.Tensor, torch.Tensor]:
     """Most significant digit first, zero-padded on the left to `width`: (tokens [N, L'], lengths [N])."""
-    lengths = digits.lengths.clamp(min=width)
-    L = max(digits.values.shape[1], width)
-    values = digits.values if L == digits.values.shape[1] else torch.nn.functional.pad(
-        digits.values, (0, L - digits.values.shape[1]))
-    index = (lengths[:, None] - 1 - torch.arange(L, device=values.device)[None, :]).clamp(min=0)
+    values, lengths = _widened(digits, width)
+    index = (lengths[:, None] - 1 - torch.arange(values.shape[1], device=values.device)[None, :]).clamp(min=0)
     return digit_ids[values.gather(1, index)], lengths
 
 
-def reversed_tokens(digits: Digits, digit_ids: torch.Tensor, width: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+def reversed_tokens(digits: Digits, digit_ids: torch.Tensor, width: Width = 0) -> tuple[torch.Tensor, torch.Tensor]:
     """Least significant digit first, zero-padded (on the right) to `width`: (tokens [N, L'], lengths [N])."""
-    L = max(digits.values.shape[1], width)
-    values = digits.values if L == digits.values.shape[1] else torch.nn.functional.pad(
-        digits.values, (0, L - digits.values.shape[1]))
-    return digit_ids[values], digits.lengths.clamp(min=width)
+    values, lengths = _widened(digits, width)
+    return digit_ids[values], lengths
 
 
 def _strip(values: torch.Tensor) -> Digits:
@@ -255,7 +260,7 @@ class BatchRenderer:
                     self._number(segments, part, ROLE_STEP)
         return int64_digits(residue, len(str(modulus))), torch.zeros_like(x, dtype=torch.bool)
 
-    def _number(self, segments: Segments, digits: Digits, role: int, width: int = 0) -> None:
+    def _number(self, segments: Segments, digits: Digits, role: int, width: Width = 0) -> None:
         tokens, n = natural_tokens(digits, self.digit_ids, width)
         segments.add(tokens, n, role)
 
@@ -297,10 +302,16 @@ class BatchRenderer:
         fmt = self.format
         a, b = a.to(self.device), b.to(self.device)
         N = a.values.shape[0]
+        operand_width, answer_width = fmt.operand_width, fmt.answer_width
+        if fmt.pad_to_longer:  # each row's own width: the longer operand's digits
+            L = max(a.values.shape[1], b.values.shape[1])
+            a, b = Digits(_pad_to(a.values, L), a.lengths), Digits(_pad_to(b.values, L), b.lengths)
+            operand_width = torch.maximum(a.lengths, b.lengths)
+            answer_width = operand_width + 1 if fmt.task == "add" else operand_width
         prompt = Segments(N, self.device)
-        self._number(prompt, a, ROLE_PROMPT, fmt.operand_width)
+        self._number(prompt, a, ROLE_PROMPT, operand_width)
         prompt.add(self.tok(fmt.operator), 1, ROLE_PROMPT)
-        self._number(prompt, b, ROLE_PROMPT, fmt.operand_width)
+        self._number(prompt, b, ROLE_PROMPT, operand_width)
         prompt.add(self.tok("="), 1, ROLE_PROMPT)
         answer, negative = self._answer(a, b, prompt)  # step segments, if any, follow the prompt
         prompt.add(self.tok(ANSWER_MARK), 1, ROLE_ANSWER)
@@ -310,7 +321,7 @@ class BatchRenderer:
         elif fmt.task == "sub":
             prompt.add(torch.full_like(negative, self.tok("-"), dtype=torch.long), negative.long(), ROLE_ANSWER)
         place = reversed_tokens if fmt.answer_order == "reversed" else natural_tokens
-        tokens, n = place(answer, self.digit_ids, fmt.answer_width)
+        tokens, n = place(answer, self.digit_ids, answer_width)
         prompt.add(tokens, n, ROLE_ANSWER)
         prompt.add(self.eos_id, 1, ROLE_ANSWER)
         ids, roles, lengths = prompt.concat(self.pad_id, width)

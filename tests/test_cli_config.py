@@ -63,7 +63,7 @@ def trained_run(tiny, tmp_path, capsys):
 
 # ---- every key is reachable ------------------------------------------------------------------------
 
-COMPANIONS = {"model.shared_qkv_down": ["model.rank=8"]}
+COMPANIONS = {"model.shared_qkv_down": ["model.rank=8"], "data.pad_to_longer": ["data.pad_operands=false"]}
 
 
 def _other_value(key: str, companions: list[str] = ()):

@@ -41,6 +41,18 @@ def test_answer_of_a_subtraction_keeps_its_sign():
     assert oracle_predictor(task="sub").answer("3-12") == "-9"
 
 
+def test_a_problem_whose_answer_does_not_fit_the_context_is_refused_with_the_limit():
+    predictor = oracle_predictor(max_digits=10, pad_to_longer=True)  # context 64
+    fits = "9" * 19 + "+" + "9" * 19 + "="  # 40 prompt tokens + "#", 20 digits, <eos> = 62
+    assert predictor.answer(fits) == str(2 * (10**19 - 1))
+    assert predictor.answer("7+1234") == "1241"  # padded to 0007+1234= as the format reads it
+    too_long = "9" * 20 + "+" + "9" * 20 + "="  # 42 + 23 = 65 tokens
+    for call in (predictor.answer, predictor.complete):
+        with pytest.raises(MctError, match=r"needs 65 tokens with its answer.*\(max_seq_len\) is 64") as info:
+            call(too_long)
+        assert "\n" not in str(info.value)
+
+
 def test_complete_returns_the_raw_training_format_text():
     predictor = oracle_predictor()
     assert predictor.complete("12+34=") == "#64<eos>"

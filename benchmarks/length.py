@@ -7,12 +7,14 @@
     python benchmarks/length.py --task sub --schemes coupled --lengths 1 5 10 15 20
 
 Each scheme trains the same model (configs/add-coupled.toml unless --config) with the same budget on
-1-10 digit problems (natural operands, answers least significant digit first), then answers uniformly
+1-10 digit problems (the config's format: add-coupled.toml pads each pair to its longer operand and
+writes answers least significant digit first), then answers uniformly
 random problems whose two operands both have L digits, for L from 1 to 40, the hard split of the
 training range ("hard": the problems mct gen writes to hard.jsonl), for addition carry chains and runs
-of 9s and 0s of 11 to 40 digits ("chains 11+": 99...9 + 1, 0 + 99...9 and friends), and operands of two
-different lengths, the longer beyond training ("mixed 11+": 27 + 3 digits). Prints one table: exact match by operand
-length, min / median / max over seeds (or over the checkpoints given).
+of 9s and 0s of 11 to 40 digits ("chains 11+": 99...9 + 1, 0 + 99...9 and friends; for subtraction
+borrow chains, ties and sign flips: 10...0 - 1, 50...0 - 50...1, 0 - 99...9), and operands of two
+different lengths, the longer beyond training ("mixed 11+": 27 + 3 digits). Prints one table: exact
+match by operand length, min / median / max over seeds (or over the checkpoints given).
 """
 
 from __future__ import annotations
@@ -64,6 +66,18 @@ def carry_chains(min_length: int, max_length: int) -> list[tuple[int, int]]:
     return problems
 
 
+def borrow_chains(min_length: int, max_length: int) -> list[tuple[int, int]]:
+    """Subtraction's long borrow chains, ties and sign flips of every length: 10...0 - 1, 1 - 10...0,
+    99...9 - 99...9, 50...0 - 50...1, 50...1 - 50...0, 0 - 99...9, 99...9 - 0, 10...0 - 99...9 (one digit
+    shorter)."""
+    problems = []
+    for length in range(min_length, max_length + 1):
+        nines, top = 10**length - 1, 10 ** (length - 1)
+        problems += [(top, 1), (1, top), (nines, nines), (5 * top, 5 * top + 1), (5 * top + 1, 5 * top),
+                     (0, nines), (nines, 0), (top, top - 1)]
+    return problems
+
+
 def mixed_lengths(min_length: int, max_length: int, n: int, seed: int) -> list[tuple[int, int]]:
     """Operands of two different lengths, the longer one of min_length to max_length digits (27 + 3 digits)."""
     rng = random.Random(f"mixed:{min_length}:{max_length}:{seed}")
@@ -100,7 +114,8 @@ def scores(checkpoint_path, lengths, per_length: int, seed: int, device: str) ->
     result["hard"] = accuracy(ckpt.model, ckpt.tokenizer, fmt,
                               hard_problems(fmt.task, data.min_digits, data.max_digits, fmt.modulus), device)
     longest = max([n for n in lengths if fits(n, max_seq_len) and not fmt.operand_width], default=0)
-    chains = carry_chains(data.max_digits + 1, longest) if fmt.task == "add" else []
+    chains_of = {"add": carry_chains, "sub": borrow_chains}.get(fmt.task)
+    chains = chains_of(data.max_digits + 1, longest) if chains_of else []
     result["chains 11+"] = accuracy(ckpt.model, ckpt.tokenizer, fmt, chains, device) if chains else None
     mixed = mixed_lengths(data.max_digits + 1, longest, per_length, seed) if longest > data.max_digits else []
     result["mixed 11+"] = accuracy(ckpt.model, ckpt.tokenizer, fmt, mixed, device) if mixed else None

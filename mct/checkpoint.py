@@ -228,7 +228,7 @@ def _entry_problem(data: dict) -> str | None:
               "use_steps": lambda v: isinstance(v, bool),
               "modulus": lambda v: v is None or (type(v) is int and v >= 2),
               "operand_width": lambda v: type(v) is int and 0 <= v <= 1000,
-              "pad_to_longer": lambda v: isinstance(v, bool)}
+              "pad_to_longer": lambda v: isinstance(v, bool), "sub_complement": lambda v: isinstance(v, bool)}
     if "task" not in fmt:
         return "the data format has no task"
     for key, ok in checks.items():

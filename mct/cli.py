@@ -51,7 +51,8 @@ GEN_FLAGS = {
     "data.n_train": "--instances", "data.n_val": "--val", "data.n_test": "--test",
     "data.min_digits": "--min-digits", "data.max_digits": "--max-digits", "data.use_steps": "--steps/--no-steps",
     "data.answer_order": "--answer-order", "data.pad_operands": "--pad/--no-pad",
-    "data.pad_to_longer": "--pad-to-longer/--no-pad-to-longer", "data.modulus": "--modulus",
+    "data.pad_to_longer": "--pad-to-longer/--no-pad-to-longer", "data.sub_complement": "--complement/--no-complement",
+    "data.modulus": "--modulus",
     "data.train_fraction": "--train-fraction", "data.ood_digits": "--ood-digits", "data.seed": "--seed",
 }
 COMMAND_FLAGS = {"train": TRAIN_FLAGS, "gen": GEN_FLAGS, "doctor": {}}
@@ -80,6 +81,7 @@ def gen(
     answer_order: Annotated[Optional[str], typer.Option("--answer-order", help=_help("data.answer_order"))] = None,
     pad: Annotated[Optional[bool], typer.Option("--pad/--no-pad", help=_help("data.pad_operands", "E.g. 012+034=, #6400."))] = None,
     pad_to_longer: Annotated[Optional[bool], typer.Option("--pad-to-longer/--no-pad-to-longer", help=_help("data.pad_to_longer"))] = None,
+    complement: Annotated[Optional[bool], typer.Option("--complement/--no-complement", help=_help("data.sub_complement"))] = None,
     modulus: Annotated[Optional[int], typer.Option("--modulus", help=_help("data.modulus"))] = None,
     train_fraction: Annotated[Optional[float], typer.Option("--train-fraction", help=_help("data.train_fraction"))] = None,
     ood_digits: Annotated[Optional[str], typer.Option("--ood-digits", help=_help("data.ood_digits", "Written C-D or C D, e.g. 11-40: an extra test_ood.jsonl."))] = None,
@@ -121,7 +123,7 @@ def gen(
         ood = [int(p) for p in parts]
     flags = _flags(GEN_FLAGS, instances=instances, val=val, test=test, min_digits=min_digits,
                    max_digits=max_digits, steps=steps, answer_order=answer_order, pad=pad,
-                   pad_to_longer=pad_to_longer, modulus=modulus,
+                   pad_to_longer=pad_to_longer, complement=complement, modulus=modulus,
                    train_fraction=train_fraction, ood_digits=ood, seed=seed)
     flags["data.task"] = (task, "argument TASK")
     data_config = resolve_config(config, flags=flags, sets=set_ or ()).data
@@ -135,12 +137,14 @@ def gen(
     if json_out:
         print(json.dumps(manifest, indent=2))
     fmt = manifest["format"]
+    complement_note = ", answers in ten's complement with the sign last"
     digits = (f"mod {manifest['modulus']}, train fraction {manifest['train_fraction']}" if data_config.task == "mod"
               else f"{manifest['min_digits']}-{manifest['max_digits']} digits")
     err_console.print(f"[bold green]wrote[/] {escape(str(out_dir))}: {data_config.task}, {digits}, "
                       f"{'steps' if fmt['use_steps'] else 'no steps'}, {fmt['answer_order']} answers"
                       f"{', zero-padded to ' + str(fmt['operand_width']) + ' digits' if fmt.get('operand_width') else ''}"
                       f"{', zero-padded to the longer operand' if fmt.get('pad_to_longer') else ''}"
+                      f"{complement_note if fmt.get('sub_complement') else ''}"
                       f", seed {manifest['seed']}",
                       highlight=False)
     for name, filename in manifest["files"].items():

@@ -224,6 +224,11 @@ class DataConfig(_Section):
         description="add/sub: zero-pad each problem's shorter operand to the longer one's digits and the answer "
         "to the width that gives (7+1234 -> 0007+1234=), so every column holds two digits at any length",
     )
+    sub_complement: bool = Field(
+        False,
+        description="sub, padded, reversed, no steps: write the w digits of (a - b) mod 10^w and then the sign "
+        "(the top column's borrow), so each token depends on its column and the one below (12-345= -> #766-)",
+    )
     modulus: int = Field(113, ge=2, le=MAX_COUNT, description="modulus P of the mod task")
     train_fraction: float = Field(0.3, gt=0.0, lt=1.0, description="mod task: share of all P*P pairs used for training")
     step_masking_mode: Literal["none", "mask_steps", "mask_answer"] = Field(
@@ -274,6 +279,10 @@ class DataConfig(_Section):
         if self.pad_to_longer and (self.pad_operands or self.task not in ("add", "sub")):
             raise _cross_field(("pad_to_longer", "pad_operands", "task"), "pad_to_longer applies to add and sub "
                                "and excludes pad_operands (operands padded to max_digits)")
+        if self.sub_complement and (self.task != "sub" or not (self.pad_operands or self.pad_to_longer)
+                                    or self.use_steps or self.answer_order != "reversed"):
+            raise _cross_field(("sub_complement", "task"), "sub_complement applies to sub with pad_operands or "
+                               "pad_to_longer, answer_order 'reversed' and no steps")
         if self.ood_digits is not None and not 1 <= self.ood_digits[0] <= self.ood_digits[1] <= 1000:
             raise _cross_field(("ood_digits",), f"ood_digits {list(self.ood_digits)} must be [shortest, longest], "
                                "each from 1 to 1000 digits")

@@ -63,7 +63,8 @@ def trained_run(tiny, tmp_path, capsys):
 
 # ---- every key is reachable ------------------------------------------------------------------------
 
-COMPANIONS = {"model.shared_qkv_down": ["model.rank=8"], "data.pad_to_longer": ["data.pad_operands=false"]}
+COMPANIONS = {"model.shared_qkv_down": ["model.rank=8"], "data.pad_to_longer": ["data.pad_operands=false"],
+              "data.sub_complement": ["data.task=sub"]}
 
 
 def _other_value(key: str, companions: list[str] = ()):

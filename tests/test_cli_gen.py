@@ -78,6 +78,20 @@ def test_gen_pad_to_longer_pads_each_pair_and_the_folder_keeps_the_format(tmp_pa
     assert code == 2 and "pad_to_longer applies to add and sub" in err and "Traceback" not in err
 
 
+def test_gen_complement_writes_the_sign_last(tmp_path, capsys):
+    argv = ["gen", "sub", "--pad-to-longer", "--complement", "--instances", "200", "--val", "10", "--test", "10",
+            "--max-digits", "5", "--json", "--out", str(tmp_path / "c")]
+    code, out, err = run(argv, capsys)
+    assert code == 0 and json.loads(out)["format"]["sub_complement"] is True and "complement" in err
+    for line in (tmp_path / "c" / "hard.jsonl").open():
+        record = json.loads(line)
+        a, b = (int(n) for n in record["prompt"][:-1].split("-"))
+        digits, sign = record["target"][1:-len("<eos>") - 1][::-1], record["target"][-len("<eos>") - 1]
+        assert int(digits) - (10 ** len(digits) if sign == "-" else 0) == a - b == int(record["answer"])
+    code, _, err = run(["gen", "sub", "--complement", "--out", str(tmp_path / "n")], capsys)  # not padded
+    assert code == 2 and "sub_complement applies to sub" in err and "Traceback" not in err
+
+
 def test_gen_mod_splits_all_pairs(tmp_path, capsys):
     code, out, _ = run(["gen", "mod", "--modulus", "11", "--train-fraction", "0.5", "--out", str(tmp_path), "--json"], capsys)
     counts = json.loads(out)["counts"]

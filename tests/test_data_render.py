@@ -30,7 +30,7 @@ def problems_strategy(task: str, max_digits: int):
 @pytest.mark.parametrize("task", tasks.TASKS)
 @pytest.mark.parametrize("order", ["reversed", "plain"])
 @pytest.mark.parametrize("use_steps", [False, True])
-@pytest.mark.parametrize("width", [0, 4, "longer"])
+@pytest.mark.parametrize("width", [0, 4, "longer", "complement-4", "complement-longer"])
 @settings(max_examples=15, deadline=None)
 @given(data=st.data())
 def test_batch_ids_equal_the_encoded_text(task, order, use_steps, width, data):
@@ -41,8 +41,18 @@ def test_batch_ids_equal_the_encoded_text(task, order, use_steps, width, data):
         with pytest.raises(MctError, match="pad_to_longer applies to add and sub"):
             DataFormat(task, order, use_steps, modulus, pad_to_longer=True)
         return
-    fmt = (DataFormat(task, order, use_steps, modulus, pad_to_longer=True) if width == "longer"
-           else DataFormat(task, order, use_steps, modulus, operand_width=width))
+    if str(width).startswith("complement") and (task != "sub" or use_steps or order != "reversed"):
+        with pytest.raises(MctError, match="sub_complement applies to sub"):  # a reversed sub format only
+            DataFormat(task, order, use_steps, modulus, operand_width=4, sub_complement=True)
+        return
+    if str(width).startswith("complement"):
+        longer = width.endswith("longer")
+        fmt = DataFormat(task, order, use_steps, modulus, operand_width=0 if longer else 4, pad_to_longer=longer,
+                         sub_complement=True)
+    elif width == "longer":
+        fmt = DataFormat(task, order, use_steps, modulus, pad_to_longer=True)
+    else:
+        fmt = DataFormat(task, order, use_steps, modulus, operand_width=width)
     rendered = BatchRenderer(fmt, TOK).render(Digits.from_ints([p[0] for p in problems]),
                                               Digits.from_ints([p[1] for p in problems]))
     for i, problem in enumerate(problems):

@@ -164,6 +164,23 @@ def test_pairs_padded_to_the_longer_operand():
         add.ordered_answer("1241")
 
 
+def test_sub_complement_writes_the_sign_last_and_parses_back():
+    fmt = DataFormat("sub", pad_to_longer=True, sub_complement=True)
+    assert fmt.prompt((12, 345)) == "012-345=" and fmt.target((12, 345)) == "#766-<eos>"  # 667 - 1000 = -333
+    assert fmt.target((345, 12)) == "#333+<eos>" and fmt.target((5, 5)) == "#0+<eos>"
+    assert fmt.target((1000, 1)) == "#9990+<eos>" and fmt.target((1, 1000)) == "#1009-<eos>"  # -999 = 9001 - 10000
+    fixed = DataFormat("sub", operand_width=3, sub_complement=True)
+    assert fixed.target((3, 5)) == "#899-<eos>" and fixed.target((12345, 6)) == "#93321+<eos>"  # OOD: 5 digits
+    for problem in ((12, 345), (345, 12), (5, 5), (1, 1000), (0, 99999), (10**30, 10**30 + 1)):
+        for f in (fmt, fixed):
+            assert f.parse_completion(f.target(problem)).answer == f.solve(problem)
+    assert fmt.parse_completion("#766<eos>").malformed == "answer is not a number"  # no sign
+    for bad in (dict(task="add"), dict(task="sub", pad_to_longer=False), dict(task="sub", use_steps=True),
+                dict(task="sub", answer_order="plain")):
+        with pytest.raises(MctError, match="sub_complement applies to sub"):
+            DataFormat(**{"pad_to_longer": True, **bad, "sub_complement": True})
+
+
 # --- zero-padded format (operand_width) -----------------------------------------------------------------
 def test_padded_format_examples():
     add = DataFormat("add", operand_width=3)

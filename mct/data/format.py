@@ -21,6 +21,12 @@ Pairs padded to the longer operand (`pad_to_longer`, add and sub): each problem 
 own width w = the longer operand's digits ("7+1234=" -> "0007+1234=", the answer 1241
 padded to w+1 digits and reversed: "#14210<eos>"), so both operands hold a digit in every column and no length is capped (Cho et al. 2024
 pad the same way for position coupling). Steps are the natural ones, which already cover w columns.
+
+Ten's complement subtraction (`sub_complement`, padded sub without steps, reversed): the answer is the
+w digits of (a - b) mod 10^w, least significant first, then the sign: "+", or "-" when the top column
+borrows (a < b). 12-345 (w = 3): 12 - 345 = -333 = 667 - 1000 -> "#766-<eos>". Every token then depends
+on its own column and the borrow from the column below, as in addition; the sign-first format needs the
+comparison of the whole operands before the first digit. `parse_completion` gives the natural answer.
 """
 
 from __future__ import annotations
@@ -35,6 +41,7 @@ from mct.tokenizer import ANSWER_MARK, EOS, PAD, STEP_SEP
 ANSWER_ORDERS = ("reversed", "plain")
 _PROMPT = re.compile(r"^(\d+)([+\-*])(\d+)=$")
 _NUMBER = re.compile(r"^[-+]?\d+$")
+_COMPLEMENT = re.compile(r"^\d+[-+]$")  # sub_complement: digits, then the sign
 MAX_OPERAND_DIGITS = 4000  # Python converts at most 4,300 digits of text to int by default
 
 
@@ -86,6 +93,7 @@ class DataFormat:
     modulus: int | None = None
     operand_width: int = 0  # 0 = natural numbers; w > 0 = operands zero-padded to w digits
     pad_to_longer: bool = False  # add/sub: each problem's shorter operand zero-padded to the longer's digits
+    sub_complement: bool = False  # sub: digits of (a - b) mod 10^w, then the sign (the top column's borrow)
 
     def __post_init__(self):
         if self.task not in tasks.TASKS:
@@ -100,6 +108,10 @@ class DataFormat:
             raise MctError(f"operand_width must be a whole number >= 0 (0 = no padding), got {self.operand_width!r}")
         if self.pad_to_longer and (self.operand_width or self.task not in ("add", "sub")):
             raise MctError("pad_to_longer applies to add and sub without a fixed operand width (pad_operands)")
+        if self.sub_complement and (self.task != "sub" or not self.pads or self.use_steps
+                                    or self.answer_order != "reversed"):
+            raise MctError("sub_complement applies to sub with padded operands (pad_operands or pad_to_longer), "
+                           "reversed answers and no steps")
 
     # --- conversions -----------------------------------------------------------------------------
     def to_dict(self) -> dict:
@@ -110,8 +122,8 @@ class DataFormat:
     def from_dict(cls, data: dict) -> "DataFormat":
         if not isinstance(data, dict) or "task" not in data:
             raise MctError("data format must be a table with at least a 'task' entry")
-        known = {k: data[k] for k in ("task", "answer_order", "use_steps", "modulus", "operand_width", "pad_to_longer")
-                 if k in data}
+        known = {k: data[k] for k in ("task", "answer_order", "use_steps", "modulus", "operand_width", "pad_to_longer",
+                                                "sub_complement") if k in data}
         return cls(**known)
 
     @classmethod
@@ -124,6 +136,7 @@ class DataFormat:
             modulus=data_config.modulus if data_config.task == "mod" else None,
             operand_width=data_config.max_digits if getattr(data_config, "pad_operands", False) else 0,
             pad_to_longer=bool(getattr(data_config, "pad_to_longer", False)),
+            sub_complement=bool(getattr(data_config, "sub_complement", False)),
         )
 
     # --- problems -> text ------------------------------------------------------------------------
@@ -218,6 +231,11 @@ class DataFormat:
 
     def ordered_answer(self, natural: str, operands: tuple[int, int] | None = None) -> str:
         """The answer as it appears in the target: padded (when the format pads), then ordered."""
+        if self.sub_complement:
+            if operands is None:
+                raise ValueError("sub_complement writes each answer in its problem's width: pass the operands")
+            w = max(self.width(operands), *(len(str(n)) for n in operands))  # longer operands (OOD) as they are
+            return f"{int(natural) % 10**w:0{w}d}"[::-1] + ("-" if natural.startswith("-") else "+")
         return order_answer(self.pad_answer(natural, operands), self.answer_order)
 
     def target(self, operands: tuple[int, int]) -> str:
@@ -270,6 +288,12 @@ class DataFormat:
             malformed = malformed or "unfinished step"
         if not ordered:
             return ParsedCompletion(None, steps, "empty answer")
+        if self.sub_complement:
+            if not _COMPLEMENT.match(ordered):
+                return ParsedCompletion(None, steps, "answer is not a number")
+            digits = ordered[-2::-1]  # reversed digits before the sign, back in natural order
+            value = int(digits) - (10 ** len(digits) if ordered[-1] == "-" else 0)
+            return ParsedCompletion(str(value), steps, malformed)
         if not _NUMBER.match(ordered):
             return ParsedCompletion(None, steps, "answer is not a number")
         natural = natural_answer(ordered, self.answer_order)

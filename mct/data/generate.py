@@ -340,6 +340,7 @@ def data_config_from_folder(out_dir: str | Path, verify: bool = True) -> dict:
         "use_steps": bool(fmt.get("use_steps", False)),
         "pad_operands": bool(fmt.get("operand_width", 0)),
         "pad_to_longer": bool(fmt.get("pad_to_longer", False)),
+        "sub_complement": bool(fmt.get("sub_complement", False)),
         "min_digits": manifest["min_digits"],
         "max_digits": manifest["max_digits"],
         "seed": manifest.get("seed", 0),

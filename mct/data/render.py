@@ -226,6 +226,11 @@ class BatchRenderer:
             if fmt.use_steps:
                 self._column_steps(cols, "+", segments)
             return _strip(values), torch.zeros_like(a.lengths, dtype=torch.bool)
+        if task == "sub" and fmt.sub_complement:  # (a - b) mod 10^w and the top column's borrow, no swap
+            cols = column_trace(a, b, subtract=True, width=fmt.operand_width)
+            width = torch.maximum(a.lengths, b.lengths).clamp(min=fmt.operand_width)
+            borrow = cols.carry_out.gather(1, (width - 1)[:, None]).squeeze(1)
+            return Digits(cols.digit, width), borrow.bool()
         if task == "sub":
             a_ge = greater_or_equal(a, b)
             L = max(a.values.shape[1], b.values.shape[1])
@@ -315,14 +320,16 @@ class BatchRenderer:
         prompt.add(self.tok("="), 1, ROLE_PROMPT)
         answer, negative = self._answer(a, b, prompt)  # step segments, if any, follow the prompt
         prompt.add(self.tok(ANSWER_MARK), 1, ROLE_ANSWER)
-        if fmt.signed_answer:
-            sign = torch.where(negative, self.tok("-"), self.tok("+"))
+        sign = torch.where(negative, self.tok("-"), self.tok("+"))
+        if fmt.signed_answer and not fmt.sub_complement:
             prompt.add(sign, 1, ROLE_ANSWER)
-        elif fmt.task == "sub":
+        elif fmt.task == "sub" and not fmt.sub_complement:
             prompt.add(torch.full_like(negative, self.tok("-"), dtype=torch.long), negative.long(), ROLE_ANSWER)
         place = reversed_tokens if fmt.answer_order == "reversed" else natural_tokens
         tokens, n = place(answer, self.digit_ids, answer_width)
         prompt.add(tokens, n, ROLE_ANSWER)
+        if fmt.sub_complement:  # the sign last: the borrow out of the top column
+            prompt.add(sign, 1, ROLE_ANSWER)
         prompt.add(self.eos_id, 1, ROLE_ANSWER)
         ids, roles, lengths = prompt.concat(self.pad_id, width)
         return {"input_ids": ids, "roles": roles, "lengths": lengths}

@@ -18,9 +18,10 @@ digits: 34-12 -> "#+220<eos>". Longer operands (OOD) are written as they are. `p
 the natural answer without leading zeros.
 
 Pairs padded to the longer operand (`pad_to_longer`, add and sub): each problem is padded as above to its
-own width w = the longer operand's digits ("7+1234=" -> "0007+1234=", the answer 1241
-padded to w+1 digits and reversed: "#14210<eos>"), so both operands hold a digit in every column and no length is capped (Cho et al. 2024
-pad the same way for position coupling). Steps are the natural ones, which already cover w columns.
+own width w = the longer operand's digits ("7+1234=" -> "0007+1234=", the answer 1241 padded to w+1
+digits and reversed: "#14210<eos>"), so both operands hold a digit in every column and no length is
+capped (Cho et al. 2024 pad the same way for position coupling). Steps are the natural ones, which
+already cover w columns.
 
 Ten's complement subtraction (`sub_complement`, padded sub without steps, reversed): the answer is the
 w digits of (a - b) mod 10^w, least significant first, then the sign: "+", or "-" when the top column
@@ -122,8 +123,8 @@ class DataFormat:
     def from_dict(cls, data: dict) -> "DataFormat":
         if not isinstance(data, dict) or "task" not in data:
             raise MctError("data format must be a table with at least a 'task' entry")
-        known = {k: data[k] for k in ("task", "answer_order", "use_steps", "modulus", "operand_width", "pad_to_longer",
-                                                "sub_complement") if k in data}
+        fields = ("task", "answer_order", "use_steps", "modulus", "operand_width", "pad_to_longer", "sub_complement")
+        known = {k: data[k] for k in fields if k in data}
         return cls(**known)
 
     @classmethod
@@ -161,9 +162,10 @@ class DataFormat:
         mul 2w, mod the digits of modulus-1; 0 when operands are not padded to a fixed width."""
         return self.answer_width_for(self.operand_width)
 
-    def answer_width_for(self, w: int) -> int:
-        """`answer_width` for operands padded to w digits (0 = not padded)."""
-        if not w:
+    def answer_width_for(self, w):
+        """`answer_width` for operands padded to w digits (0 = not padded; add/sub: w may be a tensor of
+        per-problem widths, as the batch path pads each pair to its longer operand)."""
+        if isinstance(w, int) and not w:
             return 0
         if self.task == "add":
             return w + 1

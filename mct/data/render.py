@@ -312,7 +312,7 @@ class BatchRenderer:
             L = max(a.values.shape[1], b.values.shape[1])
             a, b = Digits(_pad_to(a.values, L), a.lengths), Digits(_pad_to(b.values, L), b.lengths)
             operand_width = torch.maximum(a.lengths, b.lengths)
-            answer_width = operand_width + 1 if fmt.task == "add" else operand_width
+            answer_width = fmt.answer_width_for(operand_width)
         prompt = Segments(N, self.device)
         self._number(prompt, a, ROLE_PROMPT, operand_width)
         prompt.add(self.tok(fmt.operator), 1, ROLE_PROMPT)

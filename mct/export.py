@@ -59,8 +59,10 @@ def check_exportable(model) -> None:
     config = model.config
     scheme = position_scheme(config)
     if scheme not in _POSITION_SCHEMES:
-        raise MctError(f"TransformerLens cannot express the position scheme {scheme!r} (learned embeddings of "
-                       f"per-token position ids); export supports {', '.join(_POSITION_SCHEMES)}")
+        how = ("a per-head attention bias by place difference" if config.place_codes == "relative"
+               else "embeddings of per-token place ids")
+        raise MctError(f"TransformerLens cannot express the position scheme {scheme!r} ({how}); export supports "
+                       f"{', '.join(_POSITION_SCHEMES)}")
     for field, info in type(config).model_fields.items():
         if field not in _KNOWN_FIELDS and getattr(config, field) != info.default:
             raise MctError(f"export to TransformerLens does not support model.{field} = {getattr(config, field)!r} "

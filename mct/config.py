@@ -190,8 +190,8 @@ class ModelConfig(_Section):
 
     @property
     def relative_places(self) -> bool:
-        """Place ids enter as a relative attention bias (place_codes = relative on an abacus/coupled model)."""
-        return self.place_codes == "relative" and self.absolute_positions in ("abacus", "coupled") and not self.use_rope
+        """Place ids enter as a relative attention bias (the validator allows it on abacus/coupled models only)."""
+        return self.place_codes == "relative"
 
     @property
     def head_dim(self) -> int:
@@ -276,13 +276,13 @@ class DataConfig(_Section):
         if self.tie_mix and self.task not in ("add", "sub"):
             raise _cross_field(("tie_mix", "task"), f"tie_mix applies to add and sub (carries and signs decided "
                                f"by lower columns), not {self.task}")
-        if self.pad_to_longer and (self.pad_operands or self.task not in ("add", "sub")):
-            raise _cross_field(("pad_to_longer", "pad_operands", "task"), "pad_to_longer applies to add and sub "
-                               "and excludes pad_operands (operands padded to max_digits)")
-        if self.sub_complement and (self.task != "sub" or not (self.pad_operands or self.pad_to_longer)
-                                    or self.use_steps or self.answer_order != "reversed"):
-            raise _cross_field(("sub_complement", "task"), "sub_complement applies to sub with pad_operands or "
-                               "pad_to_longer, answer_order 'reversed' and no steps")
+        if self.pad_to_longer or self.sub_complement:  # the format's own rules (DataFormat) decide
+            from mct.data.format import DataFormat
+
+            try:
+                DataFormat.from_config(self)
+            except MctError as error:
+                raise _cross_field(("pad_to_longer", "sub_complement", "pad_operands", "task"), str(error)) from None
         if self.ood_digits is not None and not 1 <= self.ood_digits[0] <= self.ood_digits[1] <= 1000:
             raise _cross_field(("ood_digits",), f"ood_digits {list(self.ood_digits)} must be [shortest, longest], "
                                "each from 1 to 1000 digits")

@@ -509,7 +509,8 @@ class CompactTransformer(HookedRootModule):
         self.place_positions = None if config.use_rope or config.absolute_positions in ("learned", "none") \
             else config.absolute_positions
         self.relative_places = config.relative_places  # place ids as an attention bias, not an embedding
-        if self.learned_positions or (self.place_positions and not self.relative_places):
+        self.embedded_positions = bool(self.learned_positions or (self.place_positions and not self.relative_places))
+        if self.embedded_positions:
             rows = config.max_place + 1 if self.place_positions else config.max_seq_len
             self.pos_embed = LowRankEmbedding(rows, d, config.pos_rank) if config.pos_rank else nn.Embedding(rows, d)
             self.hook_pos_embed = HookPoint()
@@ -653,7 +654,7 @@ class CompactTransformer(HookedRootModule):
         T = input_ids.shape[1]
         x = self.hook_embed(self.embed(input_ids))
         rope = None
-        if self.learned_positions or (self.place_positions and not self.relative_places):
+        if self.embedded_positions:
             pos = position_ids if position_ids is not None else torch.arange(T, device=input_ids.device)[None]
             x = x + self.hook_pos_embed(self.pos_embed(pos).expand_as(x))  # [B, T, D], as TransformerLens
         elif self.rotary is not None:

@@ -132,8 +132,8 @@ class Predictor:
         """(what the model reads for each prompt, the token budget decode_batched takes)."""
         inputs = [prompt + self.supplied_steps(prompt) for prompt in prompts]
         for prompt, text in zip(prompts, inputs):
-            self.encode(text)  # vocabulary and context errors first: they name the character or length
-            self._check_answer_fits(prompt, text)
+            ids = self.encode(text)  # vocabulary and context errors first: they name the character or length
+            self._check_answer_fits(prompt, len(ids))
         if max_new_tokens is not None:
             return inputs, max_new_tokens
         if self.step_masking_mode == "mask_answer":  # the steps only: the model never learned to stop
@@ -141,14 +141,14 @@ class Predictor:
                                               self.step_masking_mode)
         return inputs, self.max_seq_len - min(len(self.encode(text)) for text in inputs)
 
-    def _check_answer_fits(self, prompt: str, text: str) -> None:
+    def _check_answer_fits(self, prompt: str, input_tokens: int) -> None:
         """MctError when a problem of the model's task leaves too little context for its full answer, so a
         long problem is refused with the limit instead of answered with a cut-off, malformed completion."""
         try:
             expected = decoding_plan(self.data_format, prompt, self.step_masking_mode).expected
         except MctError:
             return  # not a problem of this task: free text, decoded until <eos> or the context ends
-        needed = len(self.encode(text)) + len(self.tokenizer.encode(expected))
+        needed = input_tokens + len(self.tokenizer.encode(expected))
         if needed > self.max_seq_len:
             raise MctError(f"prompt {prompt[:40] + '...' if len(prompt) > 40 else prompt!r} needs {needed} tokens "
                            f"with its answer but the model's context (max_seq_len) is {self.max_seq_len}; use "

@@ -6,7 +6,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from mct.config import Config, ModelConfig
-from mct.data.format import DataFormat, place_ids, shifted_place_ids
+from mct.data.format import DataFormat, is_token, place_ids, shifted_place_ids
 from mct.errors import MctError
 from mct.generation import generate
 from mct.model import create_model
@@ -26,6 +26,17 @@ def test_place_ids_count_operands_from_the_right_and_the_answer_from_the_left():
     assert place_ids(ids("12-345=#-333<eos>"), TOK).tolist() == [[2, 1, 0, 3, 2, 1, 0, 0, 0, 1, 2, 3, 0]]
     # left padding is not a digit
     assert place_ids(ids("<pad><pad>7+5=#21"), TOK).tolist() == [[0, 0, 1, 0, 1, 0, 0, 1, 2]]
+
+
+@pytest.mark.parametrize("vocab", [None, ("<pad>", "9", "+", "0", "<eos>", "=", "5", "1", "-", "2", "3", "4", "6",
+                                          "7", "8", "*", "#")])
+@pytest.mark.parametrize("chars", ["0123456789", "+-*=", "+-", "#"])
+def test_is_token_equals_isin_whatever_the_order_of_the_ids(vocab, chars):
+    """is_token compares with numbers (capturable in a CUDA graph); it finds what isin of the ids finds."""
+    tokenizer = TOK if vocab is None else Tokenizer(vocab)
+    tokens = torch.randint(0, tokenizer.vocab_size, (4, 50), generator=torch.Generator().manual_seed(0))
+    wanted = torch.tensor([tokenizer.token_to_id[c] for c in chars])
+    assert torch.equal(is_token(tokens, tokenizer, chars), torch.isin(tokens, wanted))
 
 
 @settings(max_examples=50, deadline=None)

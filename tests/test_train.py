@@ -1,4 +1,6 @@
+import importlib
 import json
+import linecache
 import os
 import subprocess
 import sys
@@ -441,3 +443,129 @@ def test_graphed_step_bookkeeping_matches_the_eager_step(tmp_path, monkeypatch):
     replayed = [float(graphed()[0]) for _ in range(8)]
     assert graphed.graph is not None and graphed.failed is None and graphed_state.step == 8
     assert replayed == pytest.approx(eager, rel=1e-5)
+
+
+class _CaptureGuard(torch.overrides.TorchFunctionMode):
+    """Fails on the torch calls of mct's code that CUDA graph capture forbids, so a CPU test finds what
+    would make `GraphedStep`'s capture fail on a GPU (the run then trains eagerly: 3-5x slower on an H200).
+
+    Legal under capture, so passed: Python numbers given to ops (`ids == 5`, `torch.where(m, x, 0)`),
+    factories with a device (`torch.zeros`, `torch.randint`), integer-tensor indexing. Only calls made
+    from mct's files are checked: torch's own Python helpers (AdamW, clip_grad_norm_) branch on the
+    device, and their CPU branches say nothing of their CUDA ones (AdamW wraps its step increment in
+    `torch.tensor(1.0, device="cpu")` when its steps live on the CPU); capturable AdamW and foreach
+    clipping are capture-safe on CUDA by design."""
+
+    # a tensor made from Python or numpy data: a copy from pageable host memory to the device
+    FROM_HOST = {"torch.tensor", "torch.Tensor.new_tensor"}
+    MAYBE_FROM_HOST = {"torch.as_tensor", "torch.asarray"}  # fine when given a tensor (no copy)
+    # a tensor's value read on the host: waits for the device
+    HOST_READS = {f"torch.Tensor.{name}" for name in
+                  ("item", "tolist", "numpy", "__array__", "__bool__", "__int__", "__float__", "__index__",
+                   "__complex__")}
+    # results whose shape depends on the values: the host must read their size
+    DATA_SHAPED = {"torch.nonzero", "torch.Tensor.nonzero", "torch.argwhere", "torch.Tensor.argwhere",
+                   "torch.masked_select", "torch.Tensor.masked_select", "torch.unique", "torch.Tensor.unique",
+                   "torch.unique_consecutive", "torch.Tensor.unique_consecutive"}
+    # torch's Python front ends of the functions above, between the caller and this mode
+    FRONT_ENDS = ("torch/overrides.py", "torch/_tensor.py", "torch/functional.py")
+
+    def __init__(self, code: Path | None = None):
+        super().__init__()
+        import mct
+
+        self.code = str(code or Path(mct.__file__).parent).replace("\\", "/") + "/"  # whose calls are checked
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        name = torch.overrides.resolve_name(func) or getattr(func, "__name__", repr(func))
+        why = None
+        if name in self.FROM_HOST or (name in self.MAYBE_FROM_HOST and not torch.is_tensor(args[0])):
+            why = "a tensor from host data"
+        elif name in self.HOST_READS:
+            why = "a read of a tensor's value on the host"
+        elif name in self.DATA_SHAPED or (name == "torch.where" and len(args) + len(kwargs) == 1):
+            why = "a result whose shape depends on the data"
+        elif name in ("torch.repeat_interleave", "torch.Tensor.repeat_interleave") and "output_size" not in kwargs:
+            why = "a result whose shape depends on the data (no output_size)"
+        elif name == "torch.Tensor.__getitem__" and _has_mask(args[1]):
+            why = "boolean-mask indexing (a result whose shape depends on the data)"
+        elif name == "torch.Tensor.__setitem__" and _has_mask(args[1]) and torch.is_tensor(args[2]):
+            # x[mask] = number becomes masked_fill_ (fine); a device tensor's value takes index_put_'s nonzero
+            why = "boolean-mask assignment of a tensor"
+        if why:
+            frame = sys._getframe(1)
+            while frame is not None and frame.f_code.co_filename.replace("\\", "/").endswith(self.FRONT_ENDS):
+                frame = frame.f_back
+            path = frame.f_code.co_filename.replace("\\", "/") if frame is not None else ""
+            if path.startswith(self.code):
+                line = linecache.getline(path, frame.f_lineno).strip()
+                raise AssertionError(f"CUDA graph capture forbids {name} ({why}) at "
+                                     f"{path[len(self.code):]}:{frame.f_lineno}: {line}")
+        return func(*args, **kwargs)
+
+
+def _has_mask(index) -> bool:
+    parts = index if isinstance(index, tuple) else (index,)
+    return any(torch.is_tensor(p) and p.dtype in (torch.bool, torch.uint8) for p in parts)
+
+
+def test_the_capture_guard_flags_what_capture_forbids_and_passes_what_it_allows():
+    import numpy as np
+
+    x, mask = torch.arange(6.0), torch.arange(6) > 2
+    forbidden = [lambda: torch.tensor([1, 2]), lambda: torch.as_tensor([1, 2]), lambda: x.new_tensor([1.0]),
+                 lambda: x[0].item(), lambda: x.tolist(), lambda: bool(x[1]), lambda: int(x[1]),
+                 lambda: float(x[1]), lambda: [0, 1][x.long()[1]], lambda: x.numpy(), lambda: np.asarray(x),
+                 lambda: torch.nonzero(x), lambda: x.nonzero(), lambda: torch.argwhere(x), lambda: x.unique(),
+                 lambda: torch.masked_select(x, mask), lambda: x[mask], lambda: x[:, None][mask],
+                 lambda: torch.where(mask), lambda: torch.repeat_interleave(x.long()),
+                 lambda: x.clone().__setitem__(mask, torch.ones(3))]
+    allowed = [lambda: x == 5, lambda: torch.where(mask, x, 0), lambda: x.masked_fill(mask, 0),
+               lambda: torch.zeros(3), lambda: torch.randint(0, 3, (2, 1)), lambda: torch.as_tensor(x),
+               lambda: x[torch.arange(2)], lambda: x[1:], lambda: x.clone().__setitem__(mask, 0.0),
+               lambda: (x > 2).any(), lambda: x.max(), lambda: x.long().cumsum(-1)]
+    guard = _CaptureGuard(code=Path(__file__).parent)
+    for call in forbidden:
+        with pytest.raises(AssertionError, match="CUDA graph capture forbids"), guard:
+            call()
+    for call in allowed:
+        with guard:
+            call()
+
+
+@pytest.mark.parametrize("name", ["default", "add-coupled", "add10-tiny", "add-abacus", "sub-coupled", "rope-add5"])
+def test_the_graphed_step_does_nothing_cuda_graph_capture_forbids(name, monkeypatch):
+    """GraphedStep._body (positions, forward, loss, backward, clipping, AdamW) of each kind of model calls
+    nothing that stops CUDA graph capture: on the GPU the coupled and abacus configs trained eagerly
+    because their place ids were built from Python lists (torch.tensor) inside the step."""
+    from mct.device import choose_precision
+    from mct.train import step as step_module
+
+    # the capturable AdamW the GPU uses (state on the device, no reads of it), allowed on the CPU here
+    adam = importlib.import_module("torch.optim.adam")  # the module (torch.optim.adam names the function)
+    monkeypatch.setattr(adam, "_get_capturable_supported_devices", lambda supports_xla=True: ["cpu"])
+
+    def from_numpy(array):  # a tensor from host data, which a torch function mode does not see
+        raise AssertionError("CUDA graph capture forbids torch.from_numpy: a tensor from host data")
+
+    root = Path(__file__).resolve().parent.parent
+    config = load_config(root / "configs" / f"{name}.toml", environ={},
+                         overrides={"train": {"batch_size": 8, "device": "cpu", "num_threads": 1, "grad_clip": 1.0}})
+    tokenizer = Tokenizer()
+    config.model.vocab_size = tokenizer.vocab_size
+    cpu = torch.device("cpu")
+    torch.manual_seed(0)
+    model = create_model(config.model)
+    data, _ = training_batches(config, tokenizer, DataFormat.from_config(config.data), set(), cpu)
+    state = step_module.TrainState(model, model, build_optimizer(model, config, capturable=True),
+                                   torch.amp.GradScaler("cpu", enabled=False), data)
+    graphed = step_module.GraphedStep(state, config, choose_precision(cpu), cpu, tokenizer.pad_id)
+    ids, labels = data.next_batch()  # outside the graph, as in GraphedStep.__call__
+    graphed._body(ids, labels)  # a warm-up step (creates the optimizer's state), as before a capture
+    state.optimizer.zero_grad(set_to_none=True)
+    monkeypatch.setattr(torch, "from_numpy", from_numpy)
+    with _CaptureGuard():
+        loss, count = graphed._body(ids, labels)
+    monkeypatch.undo()
+    assert torch.isfinite(loss) and int(count) > 0

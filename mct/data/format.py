@@ -304,6 +304,25 @@ class DataFormat:
         return ParsedCompletion(natural, steps, malformed)
 
 
+def is_token(ids, tokenizer, chars: str):
+    """Whether each token id is one of the tokens `chars` (a bool tensor of ids' shape).
+
+    Compares with Python ints: a tensor of the wanted ids would be copied from the host, which CUDA
+    graph capture forbids (the training step, `GraphedStep`, computes place ids). Consecutive ids (the
+    digits) make one range test."""
+    runs: list[list[int]] = []  # [first, last] of each run of consecutive ids
+    for value in sorted(tokenizer.token_to_id[c] for c in chars):
+        if runs and value == runs[-1][1] + 1:
+            runs[-1][1] = value
+        else:
+            runs.append([value, value])
+    found = None
+    for first, last in runs:
+        hit = ids == first if first == last else (ids >= first) & (ids <= last)
+        found = hit if found is None else found | hit
+    return found
+
+
 def place_ids(input_ids, tokenizer, coupled: bool = False):
     """Place-value position ids (Abacus, McLeish et al. 2024) of token rows [B, T] -> [B, T] long.
 
@@ -320,8 +339,7 @@ def place_ids(input_ids, tokenizer, coupled: bool = False):
     import torch
 
     ids = torch.as_tensor(input_ids)
-    digit_values = torch.tensor([tokenizer.token_to_id[str(d)] for d in range(10)], device=ids.device)
-    is_digit = torch.isin(ids, digit_values).long()
+    is_digit = is_token(ids, tokenizer, "0123456789").long()
     after_eq = torch.cumsum((ids == tokenizer.token_to_id["="]).long(), -1) > 0
     after_mark = torch.cumsum((ids == tokenizer.token_to_id[ANSWER_MARK]).long(), -1) > 0
 
@@ -336,7 +354,7 @@ def place_ids(input_ids, tokenizer, coupled: bool = False):
     if coupled:
         in_prompt = ~after_eq | (ids == tokenizer.token_to_id["="])
         top = torch.where(in_prompt, places, 0).max(-1, keepdim=True).values + 1
-        joiner = torch.isin(ids, torch.tensor([tokenizer.token_to_id[c] for c in "+-*="], device=ids.device))
+        joiner = is_token(ids, tokenizer, "+-*=")
         places = torch.where(joiner & in_prompt, top, places)
     return places
 
@@ -352,6 +370,6 @@ def shifted_place_ids(input_ids, tokenizer, offset, coupled: bool = False):
     ids = torch.as_tensor(input_ids)
     places = place_ids(ids, tokenizer, coupled=coupled)
     mark = ids == tokenizer.token_to_id[ANSWER_MARK]
-    sign = torch.isin(ids, torch.tensor([tokenizer.token_to_id[c] for c in "+-"], device=ids.device))
+    sign = is_token(ids, tokenizer, "+-")
     moves = (places > 0) | mark | (sign & (torch.cumsum(mark.long(), -1) > 0))  # a sign after '#
     return torch.where(moves, places + offset, 0)

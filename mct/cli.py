@@ -288,6 +288,8 @@ def _render_train_summary(result) -> None:
     table.add_row("model", f"{result.parameters:,} parameters")
     table.add_row("unique parameters", f"{result.unique_parameters:,} (tied and shared tensors counted once)")
     table.add_row("throughput", f"{result.tokens_per_s:,.0f} tokens/s")
+    if result.cuda_graphs_fallback:
+        table.add_row("cuda graph", escape(f"capture failed, trained without it: {result.cuda_graphs_fallback}"))
     if result.best_val_exact_match is not None:
         table.add_row("best val exact match", f"{result.best_val_exact_match:.2%}")
     if result.test is not None:

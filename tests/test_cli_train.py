@@ -45,10 +45,25 @@ def test_json_summary_has_the_promised_keys(tiny, tmp_path, capsys):
     code, out, err = run_main(["train", "--config", str(tiny), "--out", str(tmp_path / "run"), "--json"], capsys)
     assert code == 0, err
     summary = json.loads(out)
-    for key in ("checkpoint", "best_checkpoint", "steps", "wall_s", "test"):
+    for key in ("checkpoint", "best_checkpoint", "steps", "wall_s", "test", "cuda_graphs", "cuda_graphs_fallback"):
         assert key in summary
     assert summary["steps"] == 6 and 0 <= summary["test"]["exact_match"] <= 1
     assert summary["checkpoint"].endswith("last.pt") and "test exact match" in err
+    assert summary["cuda_graphs"] is False and summary["cuda_graphs_fallback"] is None  # the CPU: no graph tried
+
+
+def test_the_summary_says_why_the_cuda_graph_was_not_used(capsys):
+    from mct.cli import _render_train_summary
+    from mct.train.loop import TrainResult
+
+    result = TrainResult(run_dir="r", checkpoint="r/last.pt", best_checkpoint=None, steps=10, wall_s=1.0,
+                         stopped="max_steps", best_val_exact_match=None, test=None, num_truncated=0, parameters=5,
+                         device="cuda:0", precision="bf16", world_size=1, tokens_per_s=1.0,
+                         cuda_graphs_fallback="RuntimeError: operation not permitted when stream is capturing")
+    _render_train_summary(result)
+    captured = capsys.readouterr()
+    shown = " ".join((captured.err + captured.out).replace("│", " ").split())  # the table may wrap the reason
+    assert "capture failed" in shown and "not permitted" in shown
 
 
 def test_flags_override_the_config(tiny, tmp_path, capsys):

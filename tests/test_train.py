@@ -445,6 +445,47 @@ def test_graphed_step_bookkeeping_matches_the_eager_step(tmp_path, monkeypatch):
     assert replayed == pytest.approx(eager, rel=1e-5)
 
 
+def test_a_failed_capture_trains_on_eagerly_and_says_why(tmp_path, monkeypatch):
+    """A step that cannot be captured (as place ids were on an H200) keeps training, eagerly, with the same
+    losses as the eager step, and the reason is kept for the run's summary."""
+    import contextlib
+
+    from mct.data.format import DataFormat
+    from mct.device import choose_precision
+    from mct.model import create_model
+    from mct.tokenizer import Tokenizer
+    from mct.train import step as step_module
+    from mct.train.distributed import Dist
+
+    def refusing_capture(fn):
+        raise RuntimeError("operation not permitted when stream is capturing")
+
+    monkeypatch.setattr(step_module, "capture_graph", refusing_capture)
+    monkeypatch.setattr(torch.cuda, "Stream", _NoStream)
+    monkeypatch.setattr(torch.cuda, "current_stream", lambda: _NoStream())
+    monkeypatch.setattr(torch.cuda, "stream", lambda s: contextlib.nullcontext())
+    config = tiny_config(tmp_path)
+    tokenizer = Tokenizer()
+    config.model.vocab_size = tokenizer.vocab_size
+    fmt, cpu = DataFormat.from_config(config.data), torch.device("cpu")
+    precision = choose_precision(cpu)
+
+    def fresh():
+        torch.manual_seed(0)
+        model = create_model(config.model)
+        data, _ = training_batches(config, tokenizer, fmt, set(), cpu)
+        return step_module.TrainState(model, model, build_optimizer(model, config), torch.amp.GradScaler("cpu", enabled=False), data)
+
+    eager_state, fallback_state = fresh(), fresh()
+    fallback = step_module.GraphedStep(fallback_state, config, precision, cpu, tokenizer.pad_id, warmup=2)
+    eager = [float(step_module.train_step(eager_state, config, precision, cpu, Dist(), tokenizer.pad_id)[0])
+             for _ in range(6)]
+    losses = [float(fallback()[0]) for _ in range(6)]
+    assert fallback.graph is None and fallback_state.step == 6
+    assert fallback.failed == "RuntimeError: operation not permitted when stream is capturing"
+    assert losses == pytest.approx(eager, rel=1e-5)
+
+
 class _CaptureGuard(torch.overrides.TorchFunctionMode):
     """Fails on the torch calls of mct's code that CUDA graph capture forbids, so a CPU test finds what
     would make `GraphedStep`'s capture fail on a GPU (the run then trains eagerly: 3-5x slower on an H200).

@@ -57,6 +57,7 @@ class TrainResult:
     tokens_per_s: float
     train_s: float = 0.0  # time in training steps (evaluation and checkpoints excluded)
     cuda_graphs: bool = False
+    cuda_graphs_fallback: str | None = None  # why the step's capture failed (the run then trained eagerly)
     resumed_from_step: int | None = None
     files: dict = field(default_factory=dict)
     unique_parameters: int = 0  # tied and shared tensors counted once (AdderBoard's count)
@@ -454,6 +455,7 @@ class _Run:
             tokens_per_s=round(self.tokens_seen * self.dist.world_size / max(self.train_seconds, 1e-9), 1),
             train_s=round(self.train_seconds, 3),
             cuda_graphs=self.use_graphs and self.step_fn is not None and self.step_fn.failed is None,
+            cuda_graphs_fallback=self.step_fn.failed if self.step_fn is not None else None,
             resumed_from_step=self.start_step if self.resume else None, files=files,
             unique_parameters=self.state.raw_model.num_parameters(),
         )

@@ -405,8 +405,10 @@ class _NoStream:
         pass
 
 
-def test_graphed_step_bookkeeping_matches_the_eager_step(tmp_path, monkeypatch):
-    """Warm-up, capture and replay of GraphedStep (faked on the CPU) give the eager loss sequence."""
+def _graphed_against_eager(tmp_path, monkeypatch, capture, steps: int, **overrides):
+    """Run `steps` of GraphedStep (CUDA streams faked for the CPU; `capture(fn, state)` stands in for
+    `capture_graph`) and as many eager `train_step`s from the same start. Returns (the GraphedStep, its
+    losses, the eager losses)."""
     import contextlib
 
     from mct.data.format import DataFormat
@@ -416,15 +418,7 @@ def test_graphed_step_bookkeeping_matches_the_eager_step(tmp_path, monkeypatch):
     from mct.train import step as step_module
     from mct.train.distributed import Dist
 
-    def fake_capture(fn):
-        graph = _ReplayingGraph(fn, graphed_state.optimizer)
-        return graph, graph.outputs
-
-    monkeypatch.setattr(step_module, "capture_graph", fake_capture)
-    monkeypatch.setattr(torch.cuda, "Stream", _NoStream)
-    monkeypatch.setattr(torch.cuda, "current_stream", lambda: _NoStream())
-    monkeypatch.setattr(torch.cuda, "stream", lambda s: contextlib.nullcontext())
-    config = tiny_config(tmp_path, train={"grad_clip": 0.5})
+    config = tiny_config(tmp_path, **overrides)
     tokenizer = Tokenizer()
     config.model.vocab_size = tokenizer.vocab_size
     fmt, cpu = DataFormat.from_config(config.data), torch.device("cpu")
@@ -437,51 +431,35 @@ def test_graphed_step_bookkeeping_matches_the_eager_step(tmp_path, monkeypatch):
         return step_module.TrainState(model, model, build_optimizer(model, config), torch.amp.GradScaler("cpu", enabled=False), data)
 
     eager_state, graphed_state = fresh(), fresh()
+    monkeypatch.setattr(step_module, "capture_graph", lambda fn: capture(fn, graphed_state))
+    monkeypatch.setattr(torch.cuda, "Stream", _NoStream)
+    monkeypatch.setattr(torch.cuda, "current_stream", lambda: _NoStream())
+    monkeypatch.setattr(torch.cuda, "stream", lambda s: contextlib.nullcontext())
     graphed = step_module.GraphedStep(graphed_state, config, precision, cpu, tokenizer.pad_id, warmup=2)
     eager = [float(step_module.train_step(eager_state, config, precision, cpu, Dist(), tokenizer.pad_id)[0])
-             for _ in range(8)]
-    replayed = [float(graphed()[0]) for _ in range(8)]
-    assert graphed.graph is not None and graphed.failed is None and graphed_state.step == 8
+             for _ in range(steps)]
+    return graphed, [float(graphed()[0]) for _ in range(steps)], eager
+
+
+def test_graphed_step_bookkeeping_matches_the_eager_step(tmp_path, monkeypatch):
+    """Warm-up, capture and replay of GraphedStep (faked on the CPU) give the eager loss sequence."""
+    def fake_capture(fn, state):
+        graph = _ReplayingGraph(fn, state.optimizer)
+        return graph, graph.outputs
+
+    graphed, replayed, eager = _graphed_against_eager(tmp_path, monkeypatch, fake_capture, 8, train={"grad_clip": 0.5})
+    assert graphed.graph is not None and graphed.failed is None and graphed.state.step == 8
     assert replayed == pytest.approx(eager, rel=1e-5)
 
 
 def test_a_failed_capture_trains_on_eagerly_and_says_why(tmp_path, monkeypatch):
     """A step that cannot be captured (as place ids were on an H200) keeps training, eagerly, with the same
     losses as the eager step, and the reason is kept for the run's summary."""
-    import contextlib
-
-    from mct.data.format import DataFormat
-    from mct.device import choose_precision
-    from mct.model import create_model
-    from mct.tokenizer import Tokenizer
-    from mct.train import step as step_module
-    from mct.train.distributed import Dist
-
-    def refusing_capture(fn):
+    def refusing_capture(fn, state):
         raise RuntimeError("operation not permitted when stream is capturing")
 
-    monkeypatch.setattr(step_module, "capture_graph", refusing_capture)
-    monkeypatch.setattr(torch.cuda, "Stream", _NoStream)
-    monkeypatch.setattr(torch.cuda, "current_stream", lambda: _NoStream())
-    monkeypatch.setattr(torch.cuda, "stream", lambda s: contextlib.nullcontext())
-    config = tiny_config(tmp_path)
-    tokenizer = Tokenizer()
-    config.model.vocab_size = tokenizer.vocab_size
-    fmt, cpu = DataFormat.from_config(config.data), torch.device("cpu")
-    precision = choose_precision(cpu)
-
-    def fresh():
-        torch.manual_seed(0)
-        model = create_model(config.model)
-        data, _ = training_batches(config, tokenizer, fmt, set(), cpu)
-        return step_module.TrainState(model, model, build_optimizer(model, config), torch.amp.GradScaler("cpu", enabled=False), data)
-
-    eager_state, fallback_state = fresh(), fresh()
-    fallback = step_module.GraphedStep(fallback_state, config, precision, cpu, tokenizer.pad_id, warmup=2)
-    eager = [float(step_module.train_step(eager_state, config, precision, cpu, Dist(), tokenizer.pad_id)[0])
-             for _ in range(6)]
-    losses = [float(fallback()[0]) for _ in range(6)]
-    assert fallback.graph is None and fallback_state.step == 6
+    fallback, losses, eager = _graphed_against_eager(tmp_path, monkeypatch, refusing_capture, 6)
+    assert fallback.graph is None and fallback.state.step == 6
     assert fallback.failed == "RuntimeError: operation not permitted when stream is capturing"
     assert losses == pytest.approx(eager, rel=1e-5)
 

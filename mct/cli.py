@@ -16,7 +16,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from mct.config import field_help
+from mct.config import default_config_path, field_help
 from mct.errors import ConfigError, MctError
 
 try:  # typer >= 0.2x vendors click; older typer depends on it
@@ -66,6 +66,11 @@ def _flags(table: dict[str, str], **values) -> dict:
 
 def _help(key: str, extra: str = "") -> str:
     return field_help(key) + (f" {extra}" if extra else "")
+
+
+def _train_help(key: str, extra: str = "") -> str:
+    """Help of a `mct train` flag: its default is configs/default.toml's value, where that file sets it."""
+    return field_help(key, default_config_path()) + (f" {extra}" if extra else "")
 
 
 @app.command()
@@ -155,18 +160,18 @@ def gen(
 @app.command()
 def train(
     config: Annotated[Optional[Path], typer.Option("--config", "-c", help="TOML config (default: configs/default.toml; on --resume: the run's own).")] = None,
-    device: Annotated[Optional[str], typer.Option(help=_help("train.device"))] = None,
-    ffn: Annotated[Optional[str], typer.Option(help=_help("model.ffn_type", "gelu, geglu or swiglu."))] = None,
-    d_model: Annotated[Optional[int], typer.Option(help=_help("model.d_model"))] = None,
-    layers: Annotated[Optional[int], typer.Option(help=_help("model.num_layers"))] = None,
-    heads: Annotated[Optional[int], typer.Option(help=_help("model.num_heads"))] = None,
-    d_ff: Annotated[Optional[int], typer.Option(help=_help("model.d_ff"))] = None,
-    lr: Annotated[Optional[float], typer.Option(help=_help("train.lr"))] = None,
-    batch_size: Annotated[Optional[int], typer.Option(help=_help("train.batch_size"))] = None,
-    max_steps: Annotated[Optional[int], typer.Option(help=_help("train.max_steps"))] = None,
-    seed: Annotated[Optional[int], typer.Option(help=_help("train.seed"))] = None,
-    precision: Annotated[Optional[str], typer.Option(help=_help("train.precision"))] = None,
-    compile: Annotated[Optional[bool], typer.Option("--compile/--no-compile", help=_help("train.compile"))] = None,
+    device: Annotated[Optional[str], typer.Option(help=_train_help("train.device"))] = None,
+    ffn: Annotated[Optional[str], typer.Option(help=_train_help("model.ffn_type", "gelu, geglu or swiglu."))] = None,
+    d_model: Annotated[Optional[int], typer.Option(help=_train_help("model.d_model"))] = None,
+    layers: Annotated[Optional[int], typer.Option(help=_train_help("model.num_layers"))] = None,
+    heads: Annotated[Optional[int], typer.Option(help=_train_help("model.num_heads"))] = None,
+    d_ff: Annotated[Optional[int], typer.Option(help=_train_help("model.d_ff"))] = None,
+    lr: Annotated[Optional[float], typer.Option(help=_train_help("train.lr"))] = None,
+    batch_size: Annotated[Optional[int], typer.Option(help=_train_help("train.batch_size"))] = None,
+    max_steps: Annotated[Optional[int], typer.Option(help=_train_help("train.max_steps"))] = None,
+    seed: Annotated[Optional[int], typer.Option(help=_train_help("train.seed"))] = None,
+    precision: Annotated[Optional[str], typer.Option(help=_train_help("train.precision"))] = None,
+    compile: Annotated[Optional[bool], typer.Option("--compile/--no-compile", help=_train_help("train.compile"))] = None,
     set_: Annotated[Optional[list[str]], typer.Option("--set", help=SET_HELP)] = None,
     out: Annotated[Optional[Path], typer.Option("--out", "--output-dir", help="Run folder (default: train.out_dir, else a new folder under runs/).")] = None,
     data: Annotated[Optional[Path], typer.Option(help="Train on a folder written by `mct gen` (its splits and format).")] = None,

@@ -405,13 +405,24 @@ def field_info(key: str):
     return Config.model_fields[table].annotation.model_fields[name]
 
 
-def field_help(key: str) -> str:
-    """Help text of a key, from its Field description (written once, in this file)."""
+def field_help(key: str, defaults_file: Path | None = None) -> str:
+    """Help text of a key, from its Field description (written once, in this file).
+
+    The default shown is the field's, or the value `defaults_file` sets (`mct train` with no --config
+    reads configs/default.toml, whose 48-wide model is not the field default of 256)."""
     info = field_info(key)
     text = info.description or key
-    default = info.get_default(call_default_factory=True)
+    default, source = info.get_default(call_default_factory=True), ""
+    if defaults_file is not None:
+        table, _, name = key.partition(".")
+        try:
+            values = read_toml(defaults_file).get(table, {})
+        except MctError:
+            values = {}  # a broken default file is reported when it is used, not in --help
+        if name in values:
+            default, source = values[name], f" in {defaults_file.parent.name}/{defaults_file.name}"
     shown = "none" if default is None else str(default).lower() if isinstance(default, bool) else str(default)
-    return f"{text[0].upper()}{text[1:]} ({key}, default {shown})."
+    return f"{text[0].upper()}{text[1:]} ({key}, default {shown}{source})."
 
 
 def _suggest(name: str, choices: Sequence[str]) -> str:

@@ -14,7 +14,7 @@ import typer.main
 from typer.testing import CliRunner
 
 from mct.cli import app, main
-from mct.config import config_keys, default_config_path, field_info, resolve_config
+from mct.config import config_keys, default_config_path, field_info, read_toml, resolve_config
 from mct.errors import MctError
 
 TINY = """
@@ -127,8 +127,10 @@ def test_every_config_key_is_reachable_with_set(key, monkeypatch, capsys):
 
 
 def test_train_and_gen_help_show_field_descriptions_and_set():
-    for command, fragments in (("train", ["Peak learning rate (train.lr", "--set", "table.key=value"]),
-                               ("gen", ["Longest operand, in digits (data.max_digits", "--set"])):
+    lr = read_toml(default_config_path())["train"]["lr"]
+    for command, fragments in (("train", [f"Peak learning rate (train.lr, default {lr} in configs/default.toml)",
+                                          "--set", "table.key=value"]),
+                               ("gen", ["Longest operand, in digits (data.max_digits, default 3)", "--set"])):
         result = CliRunner().invoke(app, [command, "--help"], env={"COLUMNS": "200"})
         assert result.exit_code == 0
         for fragment in fragments:

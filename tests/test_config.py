@@ -345,3 +345,14 @@ def test_every_key_has_help_from_its_description():
     assert "train.lr" in keys and len(keys) == sum(len(s.annotation.model_fields) for s in Config.model_fields.values())
     assert field_help("train.lr") == "Peak learning rate (train.lr, default 0.001)."
     assert field_help("model.use_rope").endswith("(model.use_rope, default true).")
+
+
+def test_help_shows_the_default_file_value_where_it_sets_the_key(tmp_path):
+    """`mct train` with no --config reads configs/default.toml, so its --help shows that file's values."""
+    shipped = read_toml(CONFIGS_DIR / "default.toml")
+    assert field_help("model.d_model", CONFIGS_DIR / "default.toml") == (
+        f"Width of the residual stream (model.d_model, default {shipped['model']['d_model']} in configs/default.toml).")
+    assert field_help("train.compile", CONFIGS_DIR / "default.toml").endswith("(train.compile, default false).")
+    broken = tmp_path / "default.toml"
+    broken.write_text("[model\n")
+    assert field_help("model.d_model", broken).endswith("(model.d_model, default 256).")

@@ -329,7 +329,8 @@ class TrainConfig(_Section):
         None, ge=0, description="abacus/coupled: largest random offset added to the position ids while training "
         "(none = up to model.max_place, so every id the model may meet is trained)"
     )
-    compile: bool = Field(False, description="torch.compile the model")
+    compile: bool = Field(False, description="torch.compile the model (the first compilation takes 20-30 s: slower "
+                          "than eager for the small shipped models; on CUDA it also turns the CUDA graph off)")
     cuda_graphs: bool | Literal["auto"] = Field(
         "auto", description="capture the whole training step in a CUDA graph (auto = on CUDA where possible)"
     )
@@ -422,7 +423,8 @@ def field_help(key: str, defaults_file: Path | None = None) -> str:
         if name in values:
             default, source = values[name], f" in {defaults_file.parent.name}/{defaults_file.name}"
     shown = "none" if default is None else str(default).lower() if isinstance(default, bool) else str(default)
-    return f"{text[0].upper()}{text[1:]} ({key}, default {shown}{source})."
+    first = text if text.startswith("torch.") else f"{text[0].upper()}{text[1:]}"  # a name keeps its case
+    return f"{first} ({key}, default {shown}{source})."
 
 
 def _suggest(name: str, choices: Sequence[str]) -> str:

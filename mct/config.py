@@ -14,6 +14,7 @@ file and key, environment variable, flag).
 from __future__ import annotations
 
 import difflib
+import functools
 import json
 import sys
 from dataclasses import dataclass, field
@@ -406,6 +407,15 @@ def field_info(key: str):
     return Config.model_fields[table].annotation.model_fields[name]
 
 
+@functools.lru_cache(maxsize=4)
+def _defaults_in(path: Path) -> dict:
+    """The tables of a defaults file, read once per process (a dozen --help texts ask at import)."""
+    try:
+        return read_toml(path)
+    except MctError:
+        return {}  # a broken default file is reported when it is used, not in --help
+
+
 def field_help(key: str, defaults_file: Path | None = None) -> str:
     """Help text of a key, from its Field description (written once, in this file).
 
@@ -416,10 +426,7 @@ def field_help(key: str, defaults_file: Path | None = None) -> str:
     default, source = info.get_default(call_default_factory=True), ""
     if defaults_file is not None:
         table, _, name = key.partition(".")
-        try:
-            values = read_toml(defaults_file).get(table, {})
-        except MctError:
-            values = {}  # a broken default file is reported when it is used, not in --help
+        values = _defaults_in(defaults_file).get(table, {})
         if name in values:
             default, source = values[name], f" in {defaults_file.parent.name}/{defaults_file.name}"
     shown = "none" if default is None else str(default).lower() if isinstance(default, bool) else str(default)

@@ -223,12 +223,16 @@ def _entry_problem(data: dict) -> str | None:
     vocab = data["tokenizer"].get("vocab")
     if not isinstance(vocab, (list, tuple)) or not all(isinstance(t, str) for t in vocab):
         return "the tokenizer vocabulary is not a list of strings"
+    numbers = data["tokenizer"].get("numbers", 0)
+    if type(numbers) is not int or not 0 <= numbers <= 1_000_000:
+        return f"tokenizer.numbers = {numbers!r} is not a count of number tokens"
     fmt = data["data_format"]
     checks = {"task": lambda v: v in TASKS, "answer_order": lambda v: v in ("reversed", "plain"),
               "use_steps": lambda v: isinstance(v, bool),
               "modulus": lambda v: v is None or (type(v) is int and v >= 2),
               "operand_width": lambda v: type(v) is int and 0 <= v <= 1000,
-              "pad_to_longer": lambda v: isinstance(v, bool), "sub_complement": lambda v: isinstance(v, bool)}
+              "pad_to_longer": lambda v: isinstance(v, bool), "sub_complement": lambda v: isinstance(v, bool),
+              "residue_tokens": lambda v: isinstance(v, bool)}
     if "task" not in fmt:
         return "the data format has no task"
     for key, ok in checks.items():
@@ -340,7 +344,8 @@ def inspect_checkpoint(path: str | Path) -> dict:
         "parameters": parameters,
         "unique_parameters": int(data.get("unique_parameters", parameters)),
         "model": dict(data["model_config"]),
-        "vocab_size": len(tokenizer.get("vocab", [])) if isinstance(tokenizer, dict) else None,
+        "vocab_size": (len(tokenizer.get("vocab", [])) + tokenizer.get("numbers", 0)
+                       if isinstance(tokenizer, dict) else None),
         "data_format": dict(data["data_format"]),
         "has_train_state": data.get("train_state") is not None,
         "size_bytes": path.stat().st_size,

@@ -52,7 +52,7 @@ GEN_FLAGS = {
     "data.min_digits": "--min-digits", "data.max_digits": "--max-digits", "data.use_steps": "--steps/--no-steps",
     "data.answer_order": "--answer-order", "data.pad_operands": "--pad/--no-pad",
     "data.pad_to_longer": "--pad-to-longer/--no-pad-to-longer", "data.sub_complement": "--complement/--no-complement",
-    "data.modulus": "--modulus",
+    "data.modulus": "--modulus", "data.residue_tokens": "--residue-tokens/--no-residue-tokens",
     "data.train_fraction": "--train-fraction", "data.ood_digits": "--ood-digits", "data.seed": "--seed",
 }
 COMMAND_FLAGS = {"train": TRAIN_FLAGS, "gen": GEN_FLAGS, "doctor": {}}
@@ -88,6 +88,7 @@ def gen(
     pad_to_longer: Annotated[Optional[bool], typer.Option("--pad-to-longer/--no-pad-to-longer", help=_help("data.pad_to_longer"))] = None,
     complement: Annotated[Optional[bool], typer.Option("--complement/--no-complement", help=_help("data.sub_complement"))] = None,
     modulus: Annotated[Optional[int], typer.Option("--modulus", help=_help("data.modulus"))] = None,
+    residue_tokens: Annotated[Optional[bool], typer.Option("--residue-tokens/--no-residue-tokens", help=_help("data.residue_tokens"))] = None,
     train_fraction: Annotated[Optional[float], typer.Option("--train-fraction", help=_help("data.train_fraction"))] = None,
     ood_digits: Annotated[Optional[str], typer.Option("--ood-digits", help=_help("data.ood_digits", "Written C-D or C D, e.g. 11-40: an extra test_ood.jsonl."))] = None,
     seed: Annotated[Optional[int], typer.Option("--seed", help=_help("data.seed", "The same arguments and seed give byte-identical files."))] = None,
@@ -128,7 +129,7 @@ def gen(
         ood = [int(p) for p in parts]
     flags = _flags(GEN_FLAGS, instances=instances, val=val, test=test, min_digits=min_digits,
                    max_digits=max_digits, steps=steps, answer_order=answer_order, pad=pad,
-                   pad_to_longer=pad_to_longer, complement=complement, modulus=modulus,
+                   pad_to_longer=pad_to_longer, complement=complement, modulus=modulus, residue_tokens=residue_tokens,
                    train_fraction=train_fraction, ood_digits=ood, seed=seed)
     flags["data.task"] = (task, "argument TASK")
     data_config = resolve_config(config, flags=flags, sets=set_ or ()).data
@@ -150,6 +151,7 @@ def gen(
                       f"{', zero-padded to ' + str(fmt['operand_width']) + ' digits' if fmt.get('operand_width') else ''}"
                       f"{', zero-padded to the longer operand' if fmt.get('pad_to_longer') else ''}"
                       f"{complement_note if fmt.get('sub_complement') else ''}"
+                      f"{', one token per residue' if fmt.get('residue_tokens') else ''}"
                       f", seed {manifest['seed']}",
                       highlight=False)
     for name, filename in manifest["files"].items():

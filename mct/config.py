@@ -230,6 +230,11 @@ class DataConfig(_Section):
         description="sub, padded, reversed, no steps: write the w digits of (a - b) mod 10^w and then the sign "
         "(the top column's borrow), so each token depends on its column and the one below (12-345= -> #766-)",
     )
+    residue_tokens: bool = Field(
+        False,
+        description="mod: one token per residue (0..modulus-1) instead of one per digit, as in the grokking papers "
+        "(\"60+60=\" is four tokens, the answer one); needs answer_order = \"plain\" and no padding or steps",
+    )
     modulus: int = Field(113, ge=2, le=MAX_COUNT, description="modulus P of the mod task")
     train_fraction: float = Field(0.3, gt=0.0, lt=1.0, description="mod task: share of all P*P pairs used for training")
     step_masking_mode: Literal["none", "mask_steps", "mask_answer"] = Field(
@@ -277,13 +282,15 @@ class DataConfig(_Section):
         if self.tie_mix and self.task not in ("add", "sub"):
             raise _cross_field(("tie_mix", "task"), f"tie_mix applies to add and sub (carries and signs decided "
                                f"by lower columns), not {self.task}")
-        if self.pad_to_longer or self.sub_complement:  # the format's own rules (DataFormat) decide
+        if self.pad_to_longer or self.sub_complement or self.residue_tokens:  # the format's own rules decide
             from mct.data.format import DataFormat
 
             try:
                 DataFormat.from_config(self)
             except MctError as error:
-                raise _cross_field(("pad_to_longer", "sub_complement", "pad_operands", "task"), str(error)) from None
+                keys = ("pad_to_longer", "sub_complement", "residue_tokens", "pad_operands", "answer_order",
+                        "use_steps", "task")
+                raise _cross_field(keys, str(error)) from None
         if self.ood_digits is not None and not 1 <= self.ood_digits[0] <= self.ood_digits[1] <= 1000:
             raise _cross_field(("ood_digits",), f"ood_digits {list(self.ood_digits)} must be [shortest, longest], "
                                "each from 1 to 1000 digits")
@@ -300,7 +307,14 @@ class TrainConfig(_Section):
     lr_schedule: Literal["cosine", "constant"] = Field("cosine", description="after warmup: cosine decay or constant")
     warmup_steps: int = Field(100, ge=0, le=MAX_COUNT, description="linear warmup steps")
     max_steps: int = Field(5_000, ge=1, le=MAX_COUNT, description="optimizer steps at most")
-    weight_decay: float = Field(0.1, ge=0, description="AdamW decay, applied to matrices only")
+    weight_decay: float = Field(0.1, ge=0, description="AdamW decay (see decay_all)")
+    marker_loss_weight: float = Field(
+        1.0, ge=0.0, le=1.0, description="weight of the training loss on the answer marker '#' and <eos>, the "
+        "tokens the format fixes; below 1 the answer's own tokens dominate the gradient (a residue model "
+        "groks several times sooner at 0.05)")
+    decay_all: bool = Field(
+        False, description="weight decay on every parameter, norms and biases too, as torch's AdamW and the "
+        "grokking papers apply it (false: on matrices only, nanoGPT's rule)")
     beta1: float = Field(0.9, ge=0, lt=1, description="AdamW beta1")
     beta2: float = Field(0.99, ge=0, lt=1, description="AdamW beta2")
     grad_clip: float = Field(1.0, ge=0, description="clip the gradient norm to this (0 = off)")
@@ -360,6 +374,9 @@ class Config(_Section):
     @model_validator(mode="after")
     def _check_place_positions(self):
         if self.model.absolute_positions in ("abacus", "coupled") and not self.model.use_rope:
+            if self.data.residue_tokens:
+                raise ValueError(f"model.absolute_positions = {self.model.absolute_positions!r} numbers the places "
+                                 "of digits, and data.residue_tokens writes none: use learned positions or RoPE")
             if self.data.answer_order != "reversed":
                 raise ValueError(f"model.absolute_positions = {self.model.absolute_positions!r} needs "
                                  "data.answer_order = 'reversed' (an answer digit's place must be known when it is written)")

@@ -119,7 +119,7 @@ class Predictor:
             return [self.to_str_tokens(row) for row in tokens]
         if tokens.ndim != 1:
             raise MctError(f"to_str_tokens takes a text, ids [T] or [B, T]; got shape {tuple(tokens.shape)}")
-        return [self.tokenizer.vocab[i] for i in tokens.tolist()]
+        return [self.tokenizer.token_text(i) for i in tokens.tolist()]
 
     def supplied_steps(self, prompt: str) -> str:
         """The reference steps given to the model after `prompt` ("2+4+0=06|1+3+0=04|" under mask_steps,
@@ -252,8 +252,8 @@ class Predictor:
             probs = torch.softmax(step_logits.float(), dim=-1)
             top_p, top_i = probs.topk(top_n)
             choices.append(TokenChoice(
-                token=self.tokenizer.vocab[token_id], probability=float(probs[token_id]),
-                candidates=[(self.tokenizer.vocab[i], float(p)) for p, i in zip(top_p.tolist(), top_i.tolist())],
+                token=self.tokenizer.token_text(token_id), probability=float(probs[token_id]),
+                candidates=[(self.tokenizer.token_text(i), float(p)) for p, i in zip(top_p.tolist(), top_i.tolist())],
             ))
         return choices
 

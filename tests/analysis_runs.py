@@ -14,10 +14,18 @@ TINY_MOD = {
 }
 
 
-def train_mod_run(run_dir: Path) -> Path:
-    """Train TINY_MOD into `run_dir` (train.keep_every writes RUN/checkpoints/step-N.pt); returns best.pt."""
+RESIDUE_TOKENS = {"data": {"residue_tokens": True, "pad_operands": False, "answer_order": "plain"}}
+
+
+def train_mod_run(run_dir: Path, residue_tokens: bool = False) -> Path:
+    """Train TINY_MOD (with one token per residue if asked) into `run_dir` (train.keep_every writes
+    RUN/checkpoints/step-N.pt); returns best.pt."""
     from mct.config import default_config_path, load_config
     from mct.train import train
 
-    result = train(load_config(default_config_path(), overrides=TINY_MOD), run_dir)
+    config = load_config(default_config_path(), overrides=TINY_MOD)
+    if residue_tokens:
+        config = load_config(default_config_path(), overrides={**TINY_MOD, "data": {**TINY_MOD["data"],
+                                                                                  **RESIDUE_TOKENS["data"]}})
+    result = train(config, run_dir)
     return Path(result.best_checkpoint)

@@ -257,3 +257,23 @@ def test_every_task_and_format_gets_a_report(fields, tmp_path):
     assert len(report["digits"]) == places and len(report["attention_share"][0]) == places
     assert report["probes"] is None or [c["column"] for c in report["probes"]["columns"]] == list(range(1, places))
     assert (tmp_path / "out" / "index.html").is_file()
+
+
+def test_residue_token_models_are_analysed_with_the_answer_as_one_place(tmp_path, capsys):
+    from mct.cli import main
+    from mct.predictor import Predictor
+
+    best = train_mod_run(tmp_path / "run", residue_tokens=True)
+    checkpoint = load_checkpoint(best)
+    assert checkpoint.tokenizer.numbers == 13 and checkpoint.model.config.vocab_size == checkpoint.tokenizer.vocab_size
+    report = analyze(best, tmp_path / "analysis", problems=60)
+    assert report["places"] == ["residue"] and "spectrum" in report["mod"]
+    grid = fourier.mod_grid(DataFormat.from_dict(checkpoint.data_format), checkpoint.tokenizer, 13)
+    assert grid.input_ids.shape == (169, 7) and (grid.answer_positions == 4).all()  # "a+b=#c<eos>"
+    predictor = Predictor.from_checkpoint(best, device="cpu")
+    assert predictor.to_str_tokens("12+5=") == ["12", "+", "5", "="]
+    assert predictor.grade("12+5=", "#4<eos>")["correct"]  # (12 + 5) mod 13 = 4, written as one token
+    with pytest.raises(SystemExit) as info:
+        main(["generate", str(best), "13+1="])
+    err = capsys.readouterr().err
+    assert info.value.code == 2 and "number '13'" in err and "0-12" in err and len(err.strip().splitlines()) == 1

@@ -130,3 +130,18 @@ def test_ood_digits_take_two_numbers_as_well(tmp_path, capsys):
     assert json.loads(out)["ood_digits"] == [3, 5]
     code, _, err = run(["gen", "add", "7"], capsys)
     assert code == 2 and "--ood-digits C 7" in err
+
+
+def test_gen_mod_with_residue_tokens_records_the_format_for_training(tmp_path, capsys):
+    from mct.data.generate import data_config_from_folder
+
+    out_dir = tmp_path / "mod"
+    code, _, err = run(["gen", "mod", "--modulus", "13", "--residue-tokens", "--answer-order", "plain",
+                        "--out", str(out_dir)], capsys)
+    assert code == 0 and "one token per residue" in err
+    assert json.loads((out_dir / "manifest.json").read_text())["format"]["residue_tokens"] is True
+    assert data_config_from_folder(out_dir)["residue_tokens"] is True
+    first = json.loads((out_dir / "train.jsonl").open().readline())
+    assert first["target"] == f"#{first['answer']}<eos>"  # the text is the natural one
+    code, _, err = run(["gen", "mod", "--residue-tokens", "--out", str(tmp_path / "bad")], capsys)
+    assert code == 2 and "answer_order = \"plain\"" in err and len(err.strip().splitlines()) == 1

@@ -356,3 +356,24 @@ def test_help_shows_the_default_file_value_where_it_sets_the_key(tmp_path):
     broken = tmp_path / "default.toml"
     broken.write_text("[model\n")
     assert field_help("model.d_model", broken).endswith("(model.d_model, default 256).")
+
+
+@pytest.mark.parametrize("data,fragment", [
+    ("task = \"add\"", "applies to the mod task"),
+    ("task = \"mod\"\nanswer_order = \"reversed\"", "answer_order = \"plain\""),
+    ("task = \"mod\"\nanswer_order = \"plain\"\npad_operands = true", "no padding"),
+    ("task = \"mod\"\nanswer_order = \"plain\"\nuse_steps = true\nstep_masking_mode = \"none\"", "no steps"),
+])
+def test_residue_tokens_outside_their_format_are_one_clear_error(tmp_path, data, fragment):
+    path = write(tmp_path, f"[data]\nresidue_tokens = true\n{data}\n")
+    with pytest.raises(ConfigError) as info:
+        resolve_config(path, environ={})
+    message = str(info.value)
+    assert fragment in message and "data.residue_tokens from config file" in message and "\n" not in message.strip()
+
+
+def test_residue_tokens_refuse_place_value_positions(tmp_path):
+    path = write(tmp_path, "[data]\nresidue_tokens = true\ntask = \"mod\"\nanswer_order = \"plain\"\n"
+                           "[model]\nuse_rope = false\nabsolute_positions = \"abacus\"\n")
+    with pytest.raises(ConfigError, match="numbers the places of digits, and data.residue_tokens writes none"):
+        resolve_config(path, environ={})

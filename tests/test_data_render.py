@@ -30,7 +30,7 @@ def problems_strategy(task: str, max_digits: int):
 @pytest.mark.parametrize("task", tasks.TASKS)
 @pytest.mark.parametrize("order", ["reversed", "plain"])
 @pytest.mark.parametrize("use_steps", [False, True])
-@pytest.mark.parametrize("width", [0, 4, "longer", "complement-4", "complement-longer"])
+@pytest.mark.parametrize("width", [0, 4, "longer", "complement-4", "complement-longer", "residues"])
 @settings(max_examples=15, deadline=None)
 @given(data=st.data())
 def test_batch_ids_equal_the_encoded_text(task, order, use_steps, width, data):
@@ -45,7 +45,15 @@ def test_batch_ids_equal_the_encoded_text(task, order, use_steps, width, data):
         with pytest.raises(MctError, match="sub_complement applies to sub"):  # a reversed sub format only
             DataFormat(task, order, use_steps, modulus, operand_width=4, sub_complement=True)
         return
-    if str(width).startswith("complement"):
+    tok = TOK
+    if width == "residues" and (task != "mod" or use_steps or order != "plain"):
+        with pytest.raises(MctError, match="residue_tokens .* applies to the mod task"):
+            DataFormat(task, order, use_steps, modulus, residue_tokens=True)
+        return
+    if width == "residues":
+        fmt = DataFormat(task, order, use_steps, modulus, residue_tokens=True)
+        tok = fmt.tokenizer()
+    elif str(width).startswith("complement"):
         longer = width.endswith("longer")
         fmt = DataFormat(task, order, use_steps, modulus, operand_width=0 if longer else 4, pad_to_longer=longer,
                          sub_complement=True)
@@ -53,16 +61,17 @@ def test_batch_ids_equal_the_encoded_text(task, order, use_steps, width, data):
         fmt = DataFormat(task, order, use_steps, modulus, pad_to_longer=True)
     else:
         fmt = DataFormat(task, order, use_steps, modulus, operand_width=width)
-    rendered = BatchRenderer(fmt, TOK).render(Digits.from_ints([p[0] for p in problems]),
+    rendered = BatchRenderer(fmt, tok).render(Digits.from_ints([p[0] for p in problems]),
                                               Digits.from_ints([p[1] for p in problems]))
     for i, problem in enumerate(problems):
         text = fmt.prompt(problem) + fmt.target(problem)
         n = int(rendered["lengths"][i])
-        assert rendered["input_ids"][i, :n].tolist() == TOK.encode(text), text
-        assert (rendered["input_ids"][i, n:] == TOK.pad_id).all() and (rendered["roles"][i, n:] == -1).all()
+        assert rendered["input_ids"][i, :n].tolist() == tok.encode(text), text
+        assert (rendered["input_ids"][i, n:] == tok.pad_id).all() and (rendered["roles"][i, n:] == -1).all()
         # roles: prompt up to '=', steps up to '#', then the answer
         roles = rendered["roles"][i, :n].tolist()
-        prompt_len, mark = len(fmt.prompt(problem)), text.index("#")
+        prompt_len = len(tok.encode(fmt.prompt(problem)))
+        mark = prompt_len + len(tok.encode(text[len(fmt.prompt(problem)):text.index("#")]))
         assert roles == [0] * prompt_len + [1] * (mark - prompt_len) + [2] * (n - mark)
 
 

@@ -62,3 +62,43 @@ def test_vocabulary_must_hold_specials_and_single_characters():
         Tokenizer(("a", "b"))
     with pytest.raises(MctError, match="single character"):
         Tokenizer((PAD, EOS, "ab"))
+
+
+# --- number tokens (the mod task's one token per residue) ---------------------------------------------
+residues = Tokenizer(numbers=113)
+residue_pieces = st.one_of(st.sampled_from(["+", "=", "#", EOS, PAD]), st.integers(0, 112).map(str))
+
+
+@given(st.lists(residue_pieces, max_size=30))
+def test_number_tokens_round_trip(pieces):
+    # two numbers in a row would read as one longer number: keep a separator between them
+    tokens = [p for i, p in enumerate(pieces) if not (p.isdigit() and i and pieces[i - 1].isdigit())]
+    text = "".join(tokens)
+    ids = residues.encode(text)
+    assert len(ids) == len(tokens)
+    assert residues.decode(ids, skip_pad=False) == text
+    assert all(residues.token_text(i) == t for i, t in zip(ids, tokens))
+
+
+def test_a_residue_problem_is_seven_tokens_and_keeps_the_other_ids():
+    ids = residues.encode("60+60=#7<eos>")
+    assert ids == [residues.number_id(60), tokenizer.token_to_id["+"], residues.number_id(60),
+                   tokenizer.token_to_id["="], tokenizer.token_to_id["#"], residues.number_id(7), tokenizer.eos_id]
+    assert residues.vocab_size == len(residues) == tokenizer.vocab_size + 113
+    assert residues.number_id(0) == tokenizer.vocab_size
+
+
+@pytest.mark.parametrize("text,why", [("113+0=", "'113' at position 0"), ("007+1=", "'007' at position 0"),
+                                      ("1+2x=", "'x' at position 3")])
+def test_numbers_outside_the_residues_are_refused(text, why):
+    with pytest.raises(MctError, match=why):
+        residues.encode(text)
+
+
+def test_number_tokens_serialise_and_a_plain_vocabulary_stays_as_it_was():
+    assert Tokenizer.from_dict(residues.to_dict()) == residues != tokenizer
+    assert "numbers" not in tokenizer.to_dict()
+    with pytest.raises(MctError, match="number tokens must be a whole number"):
+        Tokenizer(numbers=-1)
+    with pytest.raises(MctError, match="no number tokens"):
+        tokenizer.number_id(0)

@@ -269,6 +269,10 @@ def test_weight_decay_only_on_matrices(tmp_path):
     decay, no_decay = optimizer.param_groups
     assert decay["weight_decay"] > 0 and all(p.dim() >= 2 for p in decay["params"])
     assert no_decay["weight_decay"] == 0 and all(p.dim() < 2 for p in no_decay["params"])
+    config.train.decay_all = True  # the grokking papers' AdamW: norms and biases decay too
+    model = create_model(config.model)
+    decay, no_decay = build_optimizer(model, config).param_groups
+    assert len(decay["params"]) == len(list(model.parameters())) and not no_decay["params"]
 
 
 def test_summed_loss_without_the_last_position_equals_the_models_full_loss(tmp_path):
@@ -287,6 +291,26 @@ def test_summed_loss_without_the_last_position_equals_the_models_full_loss(tmp_p
         _, mean_loss, _ = model(ids, labels=labels)
         total = summed_loss(model, ids, labels)
     assert float(total) == pytest.approx(float(mean_loss * labelled(labels)), rel=1e-5)
+
+
+def test_the_marker_loss_weight_scales_the_answer_marker_and_eos_only(tmp_path):
+    from mct.train.step import summed_loss
+
+    config = tiny_config(tmp_path)
+    config.model.vocab_size = 19
+    torch.manual_seed(0)
+    model = create_model(config.model)
+    tokenizer = Tokenizer()
+    data, _ = training_batches(config, tokenizer, DataFormat.from_config(config.data), set(), torch.device("cpu"))
+    ids, labels = data.next_batch()
+    fixed = (labels == tokenizer.token_to_id["#"]) | (labels == tokenizer.eos_id)
+    assert fixed.any() and ((labels != -100) & ~fixed).any()
+    with torch.no_grad():
+        full = summed_loss(model, ids, labels)
+        answer_only = summed_loss(model, ids, torch.where(fixed, -100, labels))
+        assert float(summed_loss(model, ids, labels, marker_weight=0.0)) == pytest.approx(float(answer_only), rel=1e-5)
+        half = summed_loss(model, ids, labels, marker_weight=0.5)
+    assert float(half) == pytest.approx(float(answer_only + 0.5 * (full - answer_only)), rel=1e-5)
 
 
 def test_the_cpu_optimizer_is_fused_where_torch_has_the_kernel(tmp_path):

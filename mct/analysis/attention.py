@@ -98,7 +98,7 @@ def attention_maps(model, tokenizer, prompt: str, max_new_tokens: int | None = N
     ids = prompt_ids + tokenizer.encode(completion)
     _, attention = model.forward_analysis(torch.tensor([ids], dtype=torch.long))  # [1, T] -> per layer [1, H, T, T]
     weights = torch.stack([layer[0] for layer in attention]).float().cpu()  # [layers, heads, T, T]
-    return AttentionMaps(prompt=prompt, completion=completion, tokens=[tokenizer.vocab[i] for i in ids],
+    return AttentionMaps(prompt=prompt, completion=completion, tokens=[tokenizer.token_text(i) for i in ids],
                          weights=weights, num_prompt_tokens=len(prompt_ids))
 
 

@@ -206,15 +206,16 @@ def _control_sets(others: list, size: int, rng: random.Random) -> list[list]:
 
 
 @torch.no_grad()
-def direct_logit_attribution(model, problems: ProblemSet, digit_ids: list[int],
+def direct_logit_attribution(model, problems: ProblemSet, answer_ids: list[int],
                              batch_size: int = 128) -> tuple[torch.Tensor, list[str]]:
     """[components, K]: what each head ("L0H1"), MLP ("L0 MLP") and the rest ("embeddings", "biases": the
     attention output biases and the final norm's bias) write, through the final norm, in the direction of
-    the right digit minus the mean over the ten digits, at the position that writes answer place k;
-    averaged over the problems. The components of one problem sum to its logit difference."""
+    the right token minus the mean over `answer_ids` (the ten digits, or every residue token), at the
+    position that writes answer place k; averaged over the problems. The components of one problem sum to
+    its logit difference."""
     L, H, K = len(model.blocks), model.config.num_heads, problems.num_places
     total, count, labels = None, torch.zeros(K), None
-    digits = torch.tensor(digit_ids, device=model.device)
+    digits = torch.tensor(answer_ids, device=model.device)
     for start in range(0, len(problems), batch_size):
         rows = slice(start, start + batch_size)
         _, cache = model.run_with_cache(problems.input_ids[rows], problems.attention_mask[rows], no_grad=True)

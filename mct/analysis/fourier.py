@@ -5,19 +5,20 @@ mechanistic interpretability"): key Fourier frequencies, and restricted / exclud
     spectrum = frequency_spectrum(model, grid, modulus)              # operands and neurons, per frequency
     curve = progress_measures(model, grid, modulus, spectrum.key_frequencies, train_rows)
 
-mct models read operands as zero-padded digits ("005+100="), not one token per residue, so there is no
-embedding row per residue to transform. The operand representation studied instead is the residual
-stream after the first block's attention at the position that writes the first answer token, averaged
-over the other operand (R_a[a] = mean over b); its Fourier transform over a (and R_b over b) is the
-"embedding" spectrum. Neurons are the MLP activations (`mlp.hook_post`) at the positions that write the
-answer, as functions of (a, b) on the whole grid, in the 2-D Fourier basis: a frequency w owns the terms
-cos/sin(w a), cos/sin(w b) and their four products.
+mct models read operands either as zero-padded digits ("005+100=") or, with `data.residue_tokens`, as
+one token per residue, as in the paper. So that both are studied alike, the operand representation is
+the residual stream after the first block's attention at the position that writes the first answer
+token, averaged over the other operand (R_a[a] = mean over b); its Fourier transform over a (and R_b
+over b) is the "embedding" spectrum. Neurons are the MLP activations (`mlp.hook_post`) at the positions
+that write the answer, as functions of (a, b) on the whole grid, in the 2-D Fourier basis: a frequency w
+owns the terms cos/sin(w a), cos/sin(w b) and their four products.
 
-The answer is several digit tokens, not one residue token, so the logits are not a sum of waves in a + b
-and Nanda's logit-level ablation does not carry over; the ablation is done where the waves live, on the
-neurons: restricted loss = the loss with every neuron kept to the constant and the key frequencies' terms
-(on all pairs); excluded loss = the loss with the key frequencies' terms removed from every neuron (on the
-training pairs). Both need the zero-padded format, where every answer token sits at a fixed position.
+With digit tokens the answer is several tokens, so the logits are not a sum of waves in a + b and
+Nanda's logit-level ablation does not carry over; for both formats the ablation is done where the waves
+live, on the neurons: restricted loss = the loss with every neuron kept to the constant and the key
+frequencies' terms (on all pairs); excluded loss = the loss with the key frequencies' terms removed from
+every neuron (on the training pairs). Both need every answer token at a fixed position: zero-padded
+digits or residue tokens.
 """
 
 from __future__ import annotations
@@ -51,12 +52,13 @@ def fourier_basis(size: int) -> tuple[torch.Tensor, list[int]]:
 
 
 def mod_grid(data_format, tokenizer, modulus: int, max_seq_len: int | None = None) -> ProblemSet:
-    """Every (a, b) in [0, P)^2 laid out for analysis, row a * P + b; MctError unless zero-padded."""
+    """Every (a, b) in [0, P)^2 laid out for analysis, row a * P + b; MctError unless every token sits at a
+    fixed position (zero-padded digits or residue tokens)."""
     if data_format.task != "mod":
         raise MctError(f"the Fourier analysis is for the mod task, not {data_format.task}")
-    if not data_format.operand_width:
-        raise MctError("the Fourier analysis needs the zero-padded format (data.pad_operands = true), where every "
-                       "answer token sits at a fixed position")
+    if not (data_format.operand_width or data_format.residue_tokens):
+        raise MctError("the Fourier analysis needs the zero-padded format (data.pad_operands = true) or one token "
+                       "per residue (data.residue_tokens = true), where every answer token sits at a fixed position")
     return problem_set(data_format, tokenizer, [(a, b) for a in range(modulus) for b in range(modulus)], max_seq_len)
 
 

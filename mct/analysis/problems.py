@@ -7,7 +7,8 @@
     score = score_problems(model, problems)          # exact match, accuracy per answer digit, loss
     with_hooks = score_problems(model, problems, fwd_hooks=[("blocks.0.attn.hook_z", fn)])
 
-Answer digits are counted by place value (place 0 = units), whatever order the format writes them in.
+Answer digits are counted by place value (place 0 = units), whatever order the format writes them in;
+a residue token (`data.residue_tokens`) is one place, 0.
 Scores are teacher-forced: the model reads the prompt, the reference steps (if any) and the answer so
 far, and a token counts as right when it is the model's most likely next token. A problem's answer is
 right when every token from the answer marker to `<eos>` is; that is exactly when greedy decoding
@@ -24,7 +25,7 @@ import torch.nn.functional as F
 
 from mct.data import sampling
 from mct.errors import MctError
-from mct.tokenizer import ANSWER_MARK, EOS
+from mct.tokenizer import ANSWER_MARK
 
 FwdHooks = Sequence[tuple] | Callable[[torch.Tensor], Sequence[tuple]]
 
@@ -61,7 +62,7 @@ class ProblemSet:
     def roles(self, tokenizer, row: int = 0) -> list[str]:
         """A label per position of `row`: "a2" / "b0" for operand digit places, "c1" for answer digits (the
         token itself), the token for everything else ("+", "=", "#", "<eos>")."""
-        labels = [tokenizer.vocab[i] for i in self.input_ids[row].tolist()]
+        labels = [tokenizer.token_text(i) for i in self.input_ids[row].tolist()]
         for side, name in enumerate("ab"):
             for place, position in enumerate(self.operand_positions[row, side].tolist()):
                 if position >= 0:
@@ -110,22 +111,21 @@ def problem_set(data_format, tokenizer, operands: Sequence[tuple[int, int]], max
         ids = tokenizer.encode(prompt + target)
         if max_seq_len is not None and len(ids) > max_seq_len:
             raise MctError(f"{prompt}{target} has {len(ids)} tokens, more than the model's {max_seq_len}")
-        text = prompt + target.removesuffix(EOS)  # one character per token before <eos>
-        mark = text.rindex(ANSWER_MARK)
+        pieces = [tokenizer.token_text(i) for i in ids]  # positions are token indices (a residue is one token)
+        mark = len(pieces) - 1 - pieces[::-1].index(ANSWER_MARK)
         eos = len(ids) - 1
         labels = [-100] * len(ids)
         for t in range(mark - 1, eos):
             labels[t] = ids[t + 1]
-        written = text[mark + 1:]
-        sign = 1 if written[:1] in ("+", "-") else 0
-        digits = range(mark + 1 + sign, len(text))
+        sign = 1 if pieces[mark + 1] in ("+", "-") else 0
+        digits = range(mark + 1 + sign, eos)
         places = {(i if data_format.answer_order == "reversed" else len(digits) - 1 - i): j
                   for i, j in enumerate(digits)}
         answers.append({place: (j - 1, ids[j]) for place, j in places.items()})
-        operator = prompt.index(data_format.operator)
-        a_text, b_text = prompt[:operator], prompt[operator + 1:-1]
-        operand_rows.append([{len(a_text) - 1 - i: i for i in range(len(a_text))},
-                             {len(b_text) - 1 - i: operator + 1 + i for i in range(len(b_text))}])
+        operator = pieces.index(data_format.operator)
+        equals = pieces.index("=")
+        operand_rows.append([{operator - 1 - i: i for i in range(operator)},
+                             {equals - operator - 2 - i: operator + 1 + i for i in range(equals - operator - 1)}])
         rows.append(ids)
         label_rows.append(labels)
     N, T = len(rows), max(len(r) for r in rows)

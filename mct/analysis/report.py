@@ -121,7 +121,9 @@ def analyze(checkpoint_path: str | Path, out_dir: str | Path | None = None, prob
     progress("sampling problems")
     operands = sample_operands(fmt, config.data, problems, seed=seed)
     problem_rows = problem_set(fmt, tokenizer, operands, model.config.max_seq_len)
-    digit_ids = [tokenizer.token_to_id[str(d)] for d in range(10)]
+    # the tokens an answer place chooses among: the ten digits, or every residue
+    answer_ids = ([tokenizer.number_id(v) for v in range(fmt.modulus)] if fmt.residue_tokens
+                  else [tokenizer.token_to_id[str(d)] for d in range(10)])
     K = problem_rows.num_places
     report: dict = {
         "checkpoint": str(checkpoint_path), "step": checkpoint.step, "task": fmt.task, "format": fmt.to_dict(),
@@ -129,7 +131,7 @@ def analyze(checkpoint_path: str | Path, out_dir: str | Path | None = None, prob
         "problems": {"count": len(problem_rows), "seed": seed, "teacher_forced": True,
                      "source": "the test split of the run's pairs" if fmt.task == "mod" else
                      "drawn like mct gen's (balanced over operand lengths and carries)"},
-        "places": [place_name(k) for k in range(K)],
+        "places": ["residue"] if fmt.residue_tokens else [place_name(k) for k in range(K)],
         "heads": [head_label(h) for h in circuits.heads_of(model)],
     }
 
@@ -150,7 +152,7 @@ def analyze(checkpoint_path: str | Path, out_dir: str | Path | None = None, prob
     report["digits"] = [check.to_dict() for check in checks]
 
     progress("direct logit attribution")
-    dla, labels = circuits.direct_logit_attribution(model, problem_rows, digit_ids)
+    dla, labels = circuits.direct_logit_attribution(model, problem_rows, answer_ids)
     report["direct_logit_attribution"] = {"components": labels,
                                           "values": [[round(float(v), 4) for v in row] for row in dla]}
 
@@ -171,10 +173,11 @@ def analyze(checkpoint_path: str | Path, out_dir: str | Path | None = None, prob
 
 def _mod_section(checkpoint, checkpoint_path, fmt, tokenizer, checkpoints, max_checkpoints, device, progress) -> dict:
     model, data = checkpoint.model, checkpoint.config.data
-    if not fmt.operand_width:
-        return {"skipped": "the Fourier analysis needs the zero-padded format (data.pad_operands = true)"}
+    try:
+        grid = fourier.mod_grid(fmt, tokenizer, data.modulus, model.config.max_seq_len)
+    except MctError as error:  # a format whose answer tokens move (unpadded digits)
+        return {"skipped": str(error)}
     progress("Fourier spectrum of the operands and the neurons")
-    grid = fourier.mod_grid(fmt, tokenizer, data.modulus, model.config.max_seq_len)
     spectrum = fourier.frequency_spectrum(model, grid, data.modulus)
     train_pairs = set(sample_operands(fmt, data, data.modulus**2, split="train"))
     train_rows = torch.tensor([pair in train_pairs for pair in grid.operands])

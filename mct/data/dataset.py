@@ -124,6 +124,8 @@ class _FastEncoder:
         self.eos = tokenizer.eos_id
 
     def chars(self, text: str) -> list[int]:
+        if self.tokenizer.numbers:  # a run of digits is one number token: the tokenizer reads it
+            return self.tokenizer.encode(text)
         try:
             return [self.ids[ch] for ch in text]
         except KeyError:

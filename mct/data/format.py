@@ -23,6 +23,10 @@ digits and reversed: "#14210<eos>"), so both operands hold a digit in every colu
 capped (Cho et al. 2024 pad the same way for position coupling). Steps are the natural ones, which
 already cover w columns.
 
+One token per residue (`residue_tokens`, mod only): the text is the natural one ("60+60=#7<eos>"), and
+the format's tokenizer (`DataFormat.tokenizer()`) reads each number as one token, so a problem is seven
+tokens and the answer a single one, as in the grokking papers.
+
 Ten's complement subtraction (`sub_complement`, padded sub without steps, reversed): the answer is the
 w digits of (a - b) mod 10^w, least significant first, then the sign: "+", or "-" when the top column
 borrows (a < b). 12-345 (w = 3): 12 - 345 = -333 = 667 - 1000 -> "#766-<eos>". Every token then depends
@@ -37,7 +41,7 @@ from dataclasses import asdict, dataclass, field
 
 from mct.data import tasks
 from mct.errors import MctError
-from mct.tokenizer import ANSWER_MARK, EOS, PAD, STEP_SEP
+from mct.tokenizer import ANSWER_MARK, EOS, PAD, STEP_SEP, Tokenizer
 
 ANSWER_ORDERS = ("reversed", "plain")
 _PROMPT = re.compile(r"^(\d+)([+\-*])(\d+)=$")
@@ -95,6 +99,7 @@ class DataFormat:
     operand_width: int = 0  # 0 = natural numbers; w > 0 = operands zero-padded to w digits
     pad_to_longer: bool = False  # add/sub: each problem's shorter operand zero-padded to the longer's digits
     sub_complement: bool = False  # sub: digits of (a - b) mod 10^w, then the sign (the top column's borrow)
+    residue_tokens: bool = False  # mod: one token per residue (the tokenizer's number tokens), not per digit
 
     def __post_init__(self):
         if self.task not in tasks.TASKS:
@@ -113,6 +118,10 @@ class DataFormat:
                                     or self.answer_order != "reversed"):
             raise MctError("sub_complement applies to sub with padded operands (pad_operands or pad_to_longer), "
                            "reversed answers and no steps")
+        if self.residue_tokens and (self.task != "mod" or self.pads or self.use_steps or self.answer_order != "plain"):
+            raise MctError("residue_tokens (one token per residue) applies to the mod task with answer_order = "
+                           "\"plain\", no padding (pad_operands = false) and no steps: a number token has no digits "
+                           "to pad or order, and the steps' sums exceed the modulus")
 
     # --- conversions -----------------------------------------------------------------------------
     def to_dict(self) -> dict:
@@ -123,7 +132,8 @@ class DataFormat:
     def from_dict(cls, data: dict) -> "DataFormat":
         if not isinstance(data, dict) or "task" not in data:
             raise MctError("data format must be a table with at least a 'task' entry")
-        fields = ("task", "answer_order", "use_steps", "modulus", "operand_width", "pad_to_longer", "sub_complement")
+        fields = ("task", "answer_order", "use_steps", "modulus", "operand_width", "pad_to_longer", "sub_complement",
+                  "residue_tokens")
         known = {k: data[k] for k in fields if k in data}
         return cls(**known)
 
@@ -138,7 +148,13 @@ class DataFormat:
             operand_width=data_config.max_digits if getattr(data_config, "pad_operands", False) else 0,
             pad_to_longer=bool(getattr(data_config, "pad_to_longer", False)),
             sub_complement=bool(getattr(data_config, "sub_complement", False)),
+            residue_tokens=bool(getattr(data_config, "residue_tokens", False)),
         )
+
+    def tokenizer(self) -> Tokenizer:
+        """The tokenizer that writes this format: the character vocabulary, plus a number token per residue
+        when `residue_tokens`."""
+        return Tokenizer(numbers=self.modulus if self.residue_tokens else 0)
 
     # --- problems -> text ------------------------------------------------------------------------
     @property

@@ -152,7 +152,10 @@ def _carry_stats(task: str, a: list, b: list, modulus: int | None) -> tuple[list
 
 
 def _text_rows(ids: np.ndarray, tokenizer: Tokenizer) -> list[str]:
-    """Text of right-padded token id rows [N, T]: every token is one byte, <eos> is written out."""
+    """Text of right-padded token id rows [N, T]: every token is one byte, <eos> is written out (number
+    tokens, several bytes, go through the tokenizer)."""
+    if tokenizer.numbers:
+        return [tokenizer.decode(row) for row in ids.tolist()]
     table = np.zeros(tokenizer.vocab_size, dtype=np.uint8)
     for i, token in enumerate(tokenizer.vocab):
         table[i] = 1 if token == EOS else 0 if token == PAD else ord(token)
@@ -165,7 +168,7 @@ def _line_formatter(fmt: DataFormat) -> Callable[[list, list], str]:
 
     Every character is a digit, an operator, '|', '#', or part of '<eos>', so plain string formatting
     gives exactly `json.dumps(record.to_dict())` (a test checks it)."""
-    tokenizer = Tokenizer()
+    tokenizer = fmt.tokenizer()
     renderer = BatchRenderer(fmt, tokenizer)
     task = fmt.task
     tail = f', "modulus": {fmt.modulus}}}}}\n' if task == "mod" else "}}\n"
@@ -341,6 +344,7 @@ def data_config_from_folder(out_dir: str | Path, verify: bool = True) -> dict:
         "pad_operands": bool(fmt.get("operand_width", 0)),
         "pad_to_longer": bool(fmt.get("pad_to_longer", False)),
         "sub_complement": bool(fmt.get("sub_complement", False)),
+        "residue_tokens": bool(fmt.get("residue_tokens", False)),
         "min_digits": manifest["min_digits"],
         "max_digits": manifest["max_digits"],
         "seed": manifest.get("seed", 0),

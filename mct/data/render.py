@@ -212,6 +212,10 @@ class BatchRenderer:
             raise MctError(f"the tokenizer has no token for {missing[0]!r}, which this data format writes")
         self.digit_ids = torch.tensor([ids[str(d)] for d in range(10)], dtype=torch.long, device=self.device)
         self.ids = ids
+        self.residue_base = tokenizer.number_id(0) if data_format.residue_tokens else None
+        if data_format.residue_tokens and tokenizer.numbers < data_format.modulus:
+            raise MctError(f"the tokenizer has {tokenizer.numbers} number tokens; this format writes residues "
+                           f"up to {data_format.modulus - 1}")
 
     def tok(self, ch: str) -> int:
         return self.ids[ch]
@@ -266,6 +270,9 @@ class BatchRenderer:
         return int64_digits(residue, len(str(modulus))), torch.zeros_like(x, dtype=torch.bool)
 
     def _number(self, segments: Segments, digits: Digits, role: int, width: Width = 0) -> None:
+        if self.residue_base is not None:  # one number token (residues fit in int64)
+            segments.add(self.residue_base + digits.int64(), 1, role)
+            return
         tokens, n = natural_tokens(digits, self.digit_ids, width)
         segments.add(tokens, n, role)
 
@@ -325,9 +332,12 @@ class BatchRenderer:
             prompt.add(sign, 1, ROLE_ANSWER)
         elif fmt.task == "sub" and not fmt.sub_complement:
             prompt.add(torch.full_like(negative, self.tok("-"), dtype=torch.long), negative.long(), ROLE_ANSWER)
-        place = reversed_tokens if fmt.answer_order == "reversed" else natural_tokens
-        tokens, n = place(answer, self.digit_ids, answer_width)
-        prompt.add(tokens, n, ROLE_ANSWER)
+        if fmt.residue_tokens:
+            self._number(prompt, answer, ROLE_ANSWER)
+        else:
+            place = reversed_tokens if fmt.answer_order == "reversed" else natural_tokens
+            tokens, n = place(answer, self.digit_ids, answer_width)
+            prompt.add(tokens, n, ROLE_ANSWER)
         if fmt.sub_complement:  # the sign last: the borrow out of the top column
             prompt.add(sign, 1, ROLE_ANSWER)
         prompt.add(self.eos_id, 1, ROLE_ANSWER)

@@ -28,7 +28,6 @@ from mct.errors import MctError
 from mct.evaluate import evaluate_records
 from mct.fileio import folder_lock
 from mct.model import create_model
-from mct.tokenizer import Tokenizer
 from mct.train.data import heldout_records, training_batches, validation_tensors
 from mct.train.distributed import Dist, barrier, setup_distributed
 from mct.train.run_folder import RunFolder, config_differences
@@ -213,11 +212,11 @@ class _Run:
             raise MctError(
                 f"train.batch_size {config.train.batch_size} must be divisible by processes x "
                 f"train.grad_accum_steps ({dist_info.world_size} x {config.train.grad_accum_steps})")
-        self.tokenizer = Tokenizer()
+        self.format = DataFormat.from_config(config.data)
+        self.tokenizer = self.format.tokenizer()
         config = config.model_copy(deep=True)
         config.model.vocab_size = self.tokenizer.vocab_size
         self.config = config
-        self.format = DataFormat.from_config(config.data)
 
     # --- build -----------------------------------------------------------------------------------
     def build(self) -> None:

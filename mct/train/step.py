@@ -16,20 +16,24 @@ import torch
 import torch.nn.functional as F
 from torch.torch_version import TorchVersion
 
+from mct.tokenizer import ANSWER_MARK, DEFAULT_VOCAB, EOS
 from mct.train.distributed import Dist, all_reduce_sum
 
 IGNORE_INDEX = -100
+# the answer marker and <eos>: the tokens every format fixes (every mct vocabulary starts with the default one)
+MARKER_IDS = (DEFAULT_VOCAB.index(ANSWER_MARK), DEFAULT_VOCAB.index(EOS))
 
 
 def build_optimizer(model: torch.nn.Module, config, capturable: bool = False) -> torch.optim.AdamW:
-    """AdamW with weight decay on matrices (embeddings, projections) only, not on biases and norms.
+    """AdamW with weight decay on matrices (embeddings, projections) only, not on biases and norms, unless
+    `train.decay_all` (every parameter, as the grokking papers decay them).
 
     Fused kernels (one pass over all parameters) on CUDA, and on the CPU where torch has them (2.4+);
     `capturable` (for CUDA graphs) keeps the learning rate and step counters on the device."""
     decay, no_decay = [], []
     for param in model.parameters():
         if param.requires_grad:
-            (decay if param.dim() >= 2 else no_decay).append(param)
+            (decay if param.dim() >= 2 or config.train.decay_all else no_decay).append(param)
     groups = [
         {"params": decay, "weight_decay": config.train.weight_decay},
         {"params": no_decay, "weight_decay": 0.0},
@@ -100,14 +104,21 @@ def scored_logits(model, input_ids: torch.Tensor, scored_from: int = 0, attentio
 
 
 def summed_loss(model, input_ids: torch.Tensor, labels: torch.Tensor, attention_mask: torch.Tensor | None = None,
-                position_ids: torch.Tensor | None = None, scored_from: int = 0) -> torch.Tensor:
-    """Cross-entropy summed over the labelled tokens (a device scalar), from `scored_logits`.
+                position_ids: torch.Tensor | None = None, scored_from: int = 0,
+                marker_weight: float = 1.0) -> torch.Tensor:
+    """Cross-entropy summed over the labelled tokens (a device scalar), from `scored_logits`; the answer
+    marker and <eos> count `marker_weight` times (train.marker_loss_weight).
 
     labels are aligned with input_ids. Training batches are right-padded, so the causal mask alone keeps
     real tokens from seeing padding and no attention mask is needed (the fast fused attention path)."""
     logits = scored_logits(model, input_ids, scored_from, attention_mask, position_ids)
-    return F.cross_entropy(logits.reshape(-1, logits.size(-1)).float(), labels[:, 1 + scored_from:].reshape(-1),
-                           ignore_index=IGNORE_INDEX, reduction="sum")
+    targets = labels[:, 1 + scored_from:].reshape(-1)
+    logits = logits.reshape(-1, logits.size(-1)).float()
+    if marker_weight == 1.0:
+        return F.cross_entropy(logits, targets, ignore_index=IGNORE_INDEX, reduction="sum")
+    losses = F.cross_entropy(logits, targets, ignore_index=IGNORE_INDEX, reduction="none")
+    fixed = (targets == MARKER_IDS[0]) | (targets == MARKER_IDS[1])
+    return (losses * torch.where(fixed, marker_weight, 1.0)).sum()
 
 
 def labelled(labels: torch.Tensor) -> torch.Tensor:
@@ -177,7 +188,8 @@ def train_step(state: TrainState, config, precision, device: torch.device, dist_
         with sync:
             positions = training_positions(state.raw_model, ids, config)
             with precision.autocast(device):
-                loss_sum = summed_loss(model, ids, labels, position_ids=positions, scored_from=state.data.scored_from)
+                loss_sum = summed_loss(model, ids, labels, position_ids=positions, scored_from=state.data.scored_from,
+                                       marker_weight=config.train.marker_loss_weight)
             # DDP averages gradients over ranks; scaling by world size turns that into a global sum
             state.scaler.scale(loss_sum * dist_info.world_size / global_labels.clamp(min=1)).backward()
         loss_total += loss_sum.detach().float()
@@ -214,7 +226,8 @@ class GraphedStep:
         with torch.autocast(self.device.type, dtype=dtype or torch.float32, enabled=dtype is not None,
                             cache_enabled=False):
             loss_sum = summed_loss(state.model, ids, labels, scored_from=state.data.scored_from,
-                                   position_ids=training_positions(state.raw_model, ids, self.config))
+                                   position_ids=training_positions(state.raw_model, ids, self.config),
+                                   marker_weight=self.config.train.marker_loss_weight)
         (loss_sum / count.clamp(min=1)).backward()
         if self.config.train.grad_clip > 0:
             torch.nn.utils.clip_grad_norm_(state.model.parameters(), self.config.train.grad_clip, foreach=True)

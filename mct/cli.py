@@ -342,6 +342,7 @@ def eval_(
     from mct.evaluate import evaluate_records
     from mct.fileio import atomic_write_text, check_writable
     from mct.predictor import Predictor
+    from mct.tokenizer import Tokenizer
 
     if errors is not None and errors.exists() and not force:
         raise MctError(f"--errors {errors} already exists; pass --force to overwrite it or choose another file")
@@ -353,7 +354,9 @@ def eval_(
         check_writable(plot, "--plot file")
     path = _eval_data_path(data, split)
     predictor = Predictor.from_checkpoint(checkpoint, device=device)
-    records = read_records(path, tokenizer=predictor.tokenizer)
+    # records in any format (a residue model reads "060+060=" as "60+60="): check the characters here, the
+    # model's own tokens when each prompt is rendered in its format
+    records = read_records(path, tokenizer=Tokenizer())
     if not records:
         raise MctError(f"{path} holds no records; pass a JSONL file with one {{\"prompt\", \"answer\"}} object a line")
     from mct.cli_progress import CountProgress

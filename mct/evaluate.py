@@ -245,8 +245,9 @@ def check_task(data_format, records: Sequence) -> None:
 
 
 def _model_prompt(data_format, prompt: str) -> str:
-    """A record's prompt as the model reads it: external sets write "12+34=", padded models read "012+034="."""
-    return data_format.render_prompt(prompt) if data_format.pads else prompt
+    """A record's prompt as the model reads it: external sets write "12+34=", padded models read "012+034=",
+    residue models "60+60=" for "060+060=" (a residue is one token, written without leading zeros)."""
+    return data_format.render_prompt(prompt) if data_format.pads or data_format.residue_tokens else prompt
 
 
 def evaluate_records(model, tokenizer, data_format, records: Sequence, batch_size: int = 256,

@@ -647,7 +647,7 @@ class CompactTransformer(HookedRootModule):
     def _tokenizer():
         from mct.tokenizer import Tokenizer
 
-        return Tokenizer()  # every mct checkpoint uses the default vocabulary (checked when training)
+        return Tokenizer()  # the default ids (a residue model, the one with more tokens, has no place ids)
 
     def _embed(self, input_ids: torch.Tensor, position_ids: torch.Tensor | None):
         """input_ids [B, T] -> (residual [B, T, D], rope (cos, sin) or None)."""

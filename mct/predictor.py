@@ -197,9 +197,11 @@ class Predictor:
     def normalize_prompt(self, prompt: str) -> str:
         """`" 12+34 "` -> the prompt as the model reads it: spaces removed, the trailing "=" added if
         missing, and operands zero-padded when the model was trained on a padded format ("012+034=", or "0007+1234=" when padded
-        to the longer operand)."""
+        to the longer operand), or without leading zeros for a residue model ("060+060=" -> "60+60=")."""
         prompt = prompt.strip()
         prompt = prompt if prompt.endswith("=") else prompt + "="
+        if self.data_format.residue_tokens:  # "060+060=" -> "60+60=": a residue is one token, without zeros
+            prompt = self.data_format.render_prompt(prompt)
         self.encode(prompt)  # vocabulary and context errors first: they name the character or length
         if self.data_format.pads:
             prompt = self.data_format.render_prompt(prompt)

@@ -21,6 +21,7 @@ SPECIALS = (PAD, EOS)
 # Digits, the operators of every task, '=', then the step separator and the answer marker.
 DEFAULT_CHARS = tuple("0123456789+-*%=") + (STEP_SEP, ANSWER_MARK)
 DEFAULT_VOCAB = SPECIALS + DEFAULT_CHARS
+_DIGITS = frozenset("0123456789")  # ASCII only: str.isdigit() also takes '²' and other scripts' digits
 
 
 class Tokenizer:
@@ -67,14 +68,15 @@ class Tokenizer:
         ids: list[int] = []
         i = 0
         while i < len(text):
-            if self.numbers and text[i].isdigit():
+            if self.numbers and text[i] in _DIGITS:
                 end = i
-                while end < len(text) and text[end].isdigit():
+                while end < len(text) and text[end] in _DIGITS:
                     end += 1
                 run = text[i:end]
-                if run != str(int(run)) or int(run) >= self.numbers:
-                    raise MctError(f"number {run!r} at position {i} of {text!r} is not a token of this vocabulary "
-                                   f"(its numbers are 0-{self.numbers - 1}, written without leading zeros)")
+                if len(run) > len(str(self.numbers - 1)) or run != str(int(run)) or int(run) >= self.numbers:
+                    shown = run if len(run) <= 12 else run[:12] + "..."
+                    raise MctError(f"number {shown!r} at position {i} is not a token of this vocabulary (its numbers "
+                                   f"are 0-{self.numbers - 1}, written without leading zeros)")
                 ids.append(len(self.vocab) + int(run))
                 i = end
                 continue

@@ -259,11 +259,32 @@ def test_every_task_and_format_gets_a_report(fields, tmp_path):
     assert (tmp_path / "out" / "index.html").is_file()
 
 
-def test_residue_token_models_are_analysed_with_the_answer_as_one_place(tmp_path, capsys):
+@pytest.fixture(scope="module")
+def residue_run(tmp_path_factory):
+    return train_mod_run(tmp_path_factory.mktemp("residue") / "run", residue_tokens=True)
+
+
+def test_a_residue_model_evaluates_a_zero_padded_data_set(residue_run, tmp_path, capsys):
+    from mct.cli import main
+
+    with pytest.raises(SystemExit) as info:
+        main(["gen", "mod", "--modulus", "13", "--pad", "--max-digits", "2", "--out", str(tmp_path / "padded")])
+    assert info.value.code == 0
+    prompts = [json.loads(line)["prompt"] for line in (tmp_path / "padded" / "test.jsonl").open()]
+    assert any(p.startswith("0") for p in prompts)  # "03+07=": the residue model reads "3+7="
+    with pytest.raises(SystemExit) as info:
+        main(["eval", str(residue_run), str(tmp_path / "padded"), "--json"])
+    captured = capsys.readouterr()
+    assert info.value.code == 0, captured.err
+    report = json.loads(captured.out)
+    assert report["n"] == len(prompts) and 0 <= report["exact_match"] <= 1
+
+
+def test_residue_token_models_are_analysed_with_the_answer_as_one_place(residue_run, tmp_path, capsys):
     from mct.cli import main
     from mct.predictor import Predictor
 
-    best = train_mod_run(tmp_path / "run", residue_tokens=True)
+    best = residue_run
     checkpoint = load_checkpoint(best)
     assert checkpoint.tokenizer.numbers == 13 and checkpoint.model.config.vocab_size == checkpoint.tokenizer.vocab_size
     report = analyze(best, tmp_path / "analysis", problems=60)
@@ -272,6 +293,7 @@ def test_residue_token_models_are_analysed_with_the_answer_as_one_place(tmp_path
     assert grid.input_ids.shape == (169, 7) and (grid.answer_positions == 4).all()  # "a+b=#c<eos>"
     predictor = Predictor.from_checkpoint(best, device="cpu")
     assert predictor.to_str_tokens("12+5=") == ["12", "+", "5", "="]
+    assert predictor.normalize_prompt("012+05") == "12+5="  # a residue is one token, written without zeros
     assert predictor.grade("12+5=", "#4<eos>")["correct"]  # (12 + 5) mod 13 = 4, written as one token
     with pytest.raises(SystemExit) as info:
         main(["generate", str(best), "13+1="])

@@ -89,7 +89,8 @@ def test_a_residue_problem_is_seven_tokens_and_keeps_the_other_ids():
 
 
 @pytest.mark.parametrize("text,why", [("113+0=", "'113' at position 0"), ("007+1=", "'007' at position 0"),
-                                      ("1+2x=", "'x' at position 3")])
+                                      ("1+2x=", "'x' at position 3"), ("1+\u00b2=", "'\u00b2' at position 2"),
+                                      ("9" * 5000 + "+1=", "'999999999999...' at position 0")])
 def test_numbers_outside_the_residues_are_refused(text, why):
     with pytest.raises(MctError, match=why):
         residues.encode(text)

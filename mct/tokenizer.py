@@ -77,7 +77,7 @@ class Tokenizer:
                     shown = run if len(run) <= 12 else run[:12] + "..."
                     raise MctError(f"number {shown!r} at position {i} is not a token of this vocabulary (its numbers "
                                    f"are 0-{self.numbers - 1}, written without leading zeros)")
-                ids.append(len(self.vocab) + int(run))
+                ids.append(self.number_id(int(run)))
                 i = end
                 continue
             if text[i] == "<":

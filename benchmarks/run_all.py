@@ -3,7 +3,8 @@
     python benchmarks/run_all.py [--quick] [--json]
 
 Each script runs in its own process with `--json`; this script only collects and lays out their
-figures (the scripts print their own detailed tables when run alone). --quick shrinks the sizes so the
+figures (the scripts print their own detailed tables when run alone). The comparison with nanoGPT runs
+when MCT_NANOGPT names nanoGPT's model.py. --quick shrinks the sizes so the
 whole run takes a couple of minutes (the figures are then noisier and the time-to-accuracy runs skipped).
 """
 
@@ -62,6 +63,11 @@ def rows_of(results: dict) -> list[tuple[str, str, str]]:
             elif r["kind"] == "train fwd+bwd" and r["variant"] in ("sdpa", "explicit", "hooks absent"):
                 rows.append(("fwd+bwd", f"{r['model']} batch {r['batch']} seq {r['seq']}, {r['variant']}",
                              f"{r['tokens_per_s']:,.0f} tokens/s"))
+    parity = results.get("nanogpt_parity")
+    if parity:
+        for r in parity["rows"]:
+            rows.append(("vs nanoGPT", f"{r['case']} {r['kind']}, batch {r['batch']}: mct / nanoGPT tokens/s",
+                         f"{r['ratio']:.2f}x"))
     evals = results.get("eval_speed")
     if evals:
         for r in evals["rows"]:
@@ -84,6 +90,8 @@ def main() -> None:
     }
     if not quick:
         results["time_to_accuracy"] = run("time_to_accuracy.py")
+    if os.environ.get("MCT_NANOGPT"):  # nanoGPT is not vendored: its model.py is compared where given
+        results["nanogpt_parity"] = run("nanogpt_parity.py", *(["--budget", "1"] if quick else []))
     if args.json:
         print(json.dumps(results, indent=2))
         return

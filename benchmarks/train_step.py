@@ -2,6 +2,7 @@
 
     python benchmarks/train_step.py [--config configs/default.toml] [--batch 128] [--steps 30] [--json]
     python benchmarks/train_step.py --device cuda --batch 1024      # adds CUDA graphs and torch.compile
+    python benchmarks/train_step.py --compile                       # adds torch.compile on the CPU too
 
 Variants, timed interleaved in one process (the machine is shared: compare the ratios):
 - `text path`: what the landed code did per step: render each problem as text (`DataFormat.prompt/target`),
@@ -10,7 +11,10 @@ Variants, timed interleaved in one process (the machine is shared: compare the r
 - `device path`: `GeneratedBatches` slices of a chunk rendered on the device, forward without a mask (right
   padding + causal is exact) and without the last position (it predicts nothing), `train_step` (fused
   AdamW on CUDA and on the CPU), no host sync;
-- on CUDA also `cuda graphs` (the whole step replayed) and `compile` (torch.compile of the model).
+- on CUDA also `cuda graphs` (the whole step replayed), `compile` (torch.compile of the model, eager step) and
+  `compile + graphs` (the compiled model's step replayed: what `mct train --compile` runs on CUDA);
+- `compile` on the CPU with --compile. Compilation happens in the warm-up and is reported apart (`warm-up s`:
+  the five warm-up steps' time, 20-30 s on a cold inductor cache, about 2 s on a warm one).
 `data share` is the time `next_batch` takes (chunk rendering amortised) as a share of the device-path step.
 """
 
@@ -70,7 +74,7 @@ def text_path_step(model, optimizer, batches, device, precision):
     torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
     optimizer.step()
     optimizer.zero_grad(set_to_none=True)
-    float(loss)  # ... and the loss, every step
+    float(loss.detach())  # ... and the loss, every step
     return int(mask.sum())
 
 
@@ -81,6 +85,7 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=128)
     parser.add_argument("--steps", type=int, default=30, help="steps per timed round")
     parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--compile", action="store_true", help="time torch.compile on the CPU too (always on CUDA)")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     device = resolve_device(args.device)
@@ -110,17 +115,26 @@ def main() -> None:
         graphed_state = fresh_state(capturable=True)
         graphed = GraphedStep(graphed_state, config, precision, device, tokenizer.pad_id)
         variants["cuda graphs"] = lambda: int(graphed()[2])
+    if device.type == "cuda" or args.compile:
         compiled = fresh_state(compiled=True)
         variants["compile"] = lambda: int(train_step(compiled, config, precision, device, Dist(), tokenizer.pad_id)[2])
+    if device.type == "cuda":
+        compiled_graphed = GraphedStep(fresh_state(capturable=True, compiled=True), config, precision, device,
+                                       tokenizer.pad_id)
+        variants["compile + graphs"] = lambda: int(compiled_graphed()[2])
 
     def sync():
         if device.type == "cuda":
             torch.cuda.synchronize()
 
-    for step in variants.values():  # warm-up: allocations, graph capture, compilation
+    warmup_s = {}
+    for name, step in variants.items():  # warm-up: allocations, graph capture, compilation
+        sync()
+        start = time.perf_counter()
         for _ in range(5):
             step()
-    sync()
+        sync()
+        warmup_s[name] = time.perf_counter() - start
     times = {name: [] for name in variants}
     tokens = {name: 0 for name in variants}
     for _ in range(args.rounds):
@@ -148,7 +162,8 @@ def main() -> None:
         median = statistics.median(times[name])
         per_step_tokens = tokens[name] / (args.rounds * args.steps)
         rows.append({"variant": name, "ms_per_step": round(median * 1000, 3),
-                     "tokens_per_s": round(per_step_tokens / median), "speedup": round(base / median, 2)})
+                     "tokens_per_s": round(per_step_tokens / median), "speedup": round(base / median, 2),
+                     "warmup_s": round(warmup_s[name], 2)})
     device_ms = statistics.median(times["device path"]) * 1000
     summary = {"benchmark": "train_step", "config": Path(args.config).stem, "device": str(device),
                "batch": args.batch, "threads": torch.get_num_threads(), "rows": rows,
@@ -159,9 +174,10 @@ def main() -> None:
         return
     print(f"training step, {summary['config']}, batch {args.batch}, {device} ({torch.get_num_threads()} threads), "
           f"{summary['parameters']:,} parameters")
-    print(f"{'variant':<14} {'ms/step':>9} {'tokens/s':>11} {'vs text path':>13}")
+    print(f"{'variant':<17} {'ms/step':>9} {'tokens/s':>11} {'vs text path':>13} {'warm-up s (5 steps)':>20}")
     for row in rows:
-        print(f"{row['variant']:<14} {row['ms_per_step']:>9.2f} {row['tokens_per_s']:>11,} {row['speedup']:>12.2f}x")
+        print(f"{row['variant']:<17} {row['ms_per_step']:>9.2f} {row['tokens_per_s']:>11,} {row['speedup']:>12.2f}x "
+              f"{row['warmup_s']:>20.2f}")
     print(f"data preparation (device path, chunk rendering amortised): {data_ms:.3f} ms/step = "
           f"{summary['data_share']:.1%} of the step")
 

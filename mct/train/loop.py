@@ -274,13 +274,15 @@ class _Run:
 
     def _graphs_wanted(self) -> bool:
         """CUDA graphs: on by default on CUDA where they apply (one process, no accumulation, no fp16
-        scaler, eager model), off elsewhere; `train.cuda_graphs = false` turns them off."""
+        scaler), off elsewhere; `train.cuda_graphs = false` turns them off. A compiled model is captured
+        too: torch.compile compiles during the warm-up steps, and the graph then replays its kernels, so
+        --compile keeps the graph's launch savings instead of trading them for fused kernels."""
         wanted = self.config.train.cuda_graphs
         possible = (self.device.type == "cuda" and not self.dist.enabled and self.config.train.grad_accum_steps == 1
-                    and not self.precision.use_scaler and not self.config.train.compile)
+                    and not self.precision.use_scaler)
         if wanted is True and not possible:
-            raise MctError("train.cuda_graphs needs a CUDA device, one process, train.grad_accum_steps = 1, "
-                           "precision bf16 or fp32 and train.compile = false")
+            raise MctError("train.cuda_graphs needs a CUDA device, one process, train.grad_accum_steps = 1 and "
+                           "precision bf16 or fp32")
         return possible and wanted in (True, "auto")
 
     # --- checkpoints -----------------------------------------------------------------------------

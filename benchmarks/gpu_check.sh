@@ -1,0 +1,89 @@
+#!/usr/bin/env bash
+# The GPU checks of issue 11 that docs/performance.md still marks "not measured", in one run, in order of
+# importance, on one CUDA machine with mct importable (`pip install -e .`, or a PYTHONPATH with its wheels):
+#   1. 1,000 default steps alone: CUDA graph / eager / --compile (which now keeps the graph) twice, cold
+#      inductor cache then warm;
+#   2. benchmarks/train_step.py at batch 1024 (graphs, compile, compile + graphs);
+#   3. the step capture of the place-value models (add-coupled, add10-tiny in fp32): "cuda_graphs" in the
+#      summary must be true;
+#   4. the recipes not yet timed on a GPU: sub-coupled, add-abacus, add10-micro;
+#   5. nanoGPT parity on the GPU, where MCT_NANOGPT names nanoGPT's model.py;
+#   6. the test suite on CUDA.
+#
+#     bash benchmarks/gpu_check.sh [OUT_DIR]       # DEADLINE=seconds (default 540) stops starting new stages
+#
+# PYTHON, MCT, DEVICE and STEPS can be set. Every command's summary JSON and stderr land in OUT_DIR (default
+# gpu-check/); the log prints one line each.
+set -u
+OUT_DIR=${1:-gpu-check}
+DEADLINE=${DEADLINE:-540}
+PYTHON=${PYTHON:-python3}
+MCT=${MCT:-"$PYTHON -m mct"}
+STEPS=${STEPS:-1000}
+DEVICE=${DEVICE:-cuda}  # DEVICE=cpu STEPS=30: a smoke run of this script on the CPU
+mkdir -p "$OUT_DIR/runs"
+T0=$(date +%s)
+elapsed() { echo $(( $(date +%s) - T0 )); }
+stage() { echo "=== $1 ($(elapsed) s)"; }
+time_left() { [ $(( DEADLINE - $(elapsed) )) -gt "$1" ] || { echo "skipped: under $1 s left"; return 1; }; }
+
+train() {  # train NAME mct-train-args...: one summary line, the JSON and stderr kept
+    local name=$1; shift
+    $MCT train --out "$OUT_DIR/runs/$name" --force --json "$@" > "$OUT_DIR/$name.json" 2> "$OUT_DIR/$name.err"
+    local rc=$?
+    $PYTHON - "$OUT_DIR/$name.json" "$name" "$rc" <<'EOF'
+import json, sys
+path, name, rc = sys.argv[1:]
+try:
+    d = json.load(open(path))
+except ValueError:
+    print(f"{name}: exit {rc}, no summary (see {path[:-5]}.err)")
+    raise SystemExit
+t = d.get("test") or {}
+h = t.get("hard") or {}
+print(f"{name}: {d['steps']} steps, train_s {d['train_s']}, wall_s {d['wall_s']}, cuda_graphs {d.get('cuda_graphs')} "
+      f"{d.get('cuda_graphs_fallback') or ''}, test {t.get('exact_match')}, hard {h.get('exact_match')}")
+EOF
+}
+
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>/dev/null || echo "no nvidia-smi"
+$PYTHON -c "import torch; print('torch', torch.__version__, 'cuda', torch.version.cuda)"
+
+stage "1. 1,000 default steps: graph / eager / compile (cold cache) / compile (warm cache)"
+export TORCHINDUCTOR_CACHE_DIR="$OUT_DIR/inductor-cache"  # starts empty: the first compile is a cold one
+rm -rf "$TORCHINDUCTOR_CACHE_DIR"
+steps=(--device "$DEVICE" --max-steps "$STEPS" --set train.target_accuracy=none)
+train k1000-graph "${steps[@]}"
+train k1000-eager "${steps[@]}" --set train.cuda_graphs=false
+train k1000-compile-cold "${steps[@]}" --compile
+train k1000-compile-warm "${steps[@]}" --compile
+train k1000-graph-again "${steps[@]}"
+
+stage "2. the training step at batch 1024"
+if time_left 120; then
+    $PYTHON benchmarks/train_step.py --device "$DEVICE" --batch 1024 --steps 20 --rounds 3 > "$OUT_DIR/train_step.txt" 2>&1
+    tail -8 "$OUT_DIR/train_step.txt"
+fi
+
+stage "3. place-value models: the step captured?"
+time_left 90 && train add-coupled --config configs/add-coupled.toml --device "$DEVICE"
+time_left 90 && train add10-tiny --config configs/add10-tiny.toml --device "$DEVICE"
+
+stage "4. recipes not yet timed on a GPU"
+for name in sub-coupled add-abacus add10-micro; do
+    time_left 90 && train "$name" --config "configs/$name.toml" --device "$DEVICE"
+done
+
+stage "5. nanoGPT parity"
+if [ -n "${MCT_NANOGPT:-}" ]; then
+    time_left 60 && $PYTHON benchmarks/nanogpt_parity.py --device "$DEVICE" 2>&1 | tee "$OUT_DIR/nanogpt_parity.txt"
+else
+    echo "skipped: set MCT_NANOGPT to nanoGPT's model.py"
+fi
+
+stage "6. the test suite on CUDA"
+if time_left 120; then
+    $PYTHON -m pytest -q -p no:cacheprovider > "$OUT_DIR/tests.txt" 2>&1
+    tail -5 "$OUT_DIR/tests.txt"
+fi
+stage "done"

@@ -75,6 +75,9 @@ class TrainProgress:
                 + (f", resuming at step {event['start_step']}" if event["start_step"] else ""),
                 highlight=False,
             )
+            if event.get("compile"):  # the bar would otherwise sit at step 0 for half a minute
+                self.console.print("torch.compile: the first step compiles the model (20-30 s the first time, "
+                                   "about 2 s once inductor's cache holds it)", highlight=False)
             self.progress.start()
             self.started = True
             self.task = self.progress.add_task("train", total=event["max_steps"], completed=event["start_step"],

@@ -145,3 +145,21 @@ def test_seed_lists(text, expected):
     from mct.cli import parse_seeds
 
     assert parse_seeds(text) == expected
+
+
+@pytest.mark.parametrize("compile_model", [True, False])
+def test_train_progress_says_when_the_first_step_compiles(compile_model):
+    import io
+
+    from rich.console import Console
+
+    from mct.cli_progress import TrainProgress
+
+    out = io.StringIO()
+    with TrainProgress(Console(file=out, width=200)) as progress:
+        progress.update({"event": "start", "run_dir": "runs/x", "device": "cpu", "precision": "fp32",
+                         "parameters": 1234, "start_step": 0, "max_steps": 10, "world_size": 1,
+                         "compile": compile_model})
+    text = out.getvalue()
+    assert "training 1,234 parameters on cpu (fp32) -> runs/x" in text
+    assert ("torch.compile: the first step compiles the model" in text) is compile_model

@@ -338,7 +338,8 @@ class _Run:
         s, cfg = self.state, self.config.train
         self.emit({"event": "start", "run_dir": str(self.folder.path), "device": str(self.device),
                    "precision": self.precision.name, "parameters": s.raw_model.num_parameters(),
-                   "start_step": self.start_step, "max_steps": cfg.max_steps, "world_size": self.dist.world_size})
+                   "start_step": self.start_step, "max_steps": cfg.max_steps, "world_size": self.dist.world_size,
+                   "compile": cfg.compile})
         self.tokens_seen, self.train_seconds, self.at_target = 0, 0.0, 0
         totals = StepTotals.zeros(self.device)
         window_start = time.perf_counter()

@@ -5,9 +5,10 @@
 nanoGPT is not vendored: point --nanogpt (or the MCT_NANOGPT environment variable) at the `model.py` of a
 clone of github.com/karpathy/nanoGPT. Without it the script says so and exits 2.
 
-Both models get the same shape and the same weights (logits checked equal): learned absolute positions, LayerNorm with biases, GELU MLP of 4 x d_model,
-tied embedding and unembedding, no dropout, the same vocabulary and context. Each case times, interleaved
-(median of alternating rounds, so a noisy machine slows both alike):
+Both models get the same shape and the same weights (their logits are checked equal): learned absolute
+positions, LayerNorm with biases, a GELU MLP of 4 x d_model, tied embedding and unembedding, no dropout, the
+same vocabulary and context. Each case times, interleaved (median of alternating rounds, so a noisy machine
+slows both alike):
 - `fwd+bwd`: forward with the loss over every position, then backward (what training costs the model);
 - `forward`: the same forward under no_grad (what evaluation costs).
 `ratio` is mct's tokens/s over nanoGPT's: >= 1.00 is parity or better.
@@ -63,8 +64,9 @@ def models(nanogpt, d: int, layers: int, heads: int, seq: int, vocab: int, devic
     with contextlib.redirect_stdout(io.StringIO()):  # GPT() prints its parameter count
         theirs = nanogpt.GPT(nanogpt.GPTConfig(block_size=seq, vocab_size=vocab, n_layer=layers, n_head=heads,
                                                n_embd=d, dropout=0.0, bias=True))
-    # the same weights in both (their state dicts list the same tensors in the same order; nanoGPT's
-    # lm_head is its tied embedding, and neither's parameters include mct's buffers), so both compute one function and the timing compares code alone
+    # the same weights in both, so both compute one function and the timing compares code alone: the two
+    # list the same tensors in the same order (nanoGPT's lm_head is its tied embedding; mct's buffers are
+    # not parameters, hence strict=False, and the logits check below catches any mismatch)
     theirs_state = [v for k, v in theirs.state_dict().items() if k != "lm_head.weight" and not k.endswith(".attn.bias")]
     names = [name for name, _ in ours.named_parameters()]  # unembed.weight is embed.weight: listed once
     ours.load_state_dict(dict(zip(names, theirs_state, strict=True)), strict=False)
@@ -83,7 +85,7 @@ def case_rows(nanogpt, case, device, budget_s: float) -> list[dict]:
     vocab = Tokenizer().vocab_size
     ours, theirs = models(nanogpt, d, layers, heads, seq, vocab, device)
     ids = torch.randint(0, vocab, (batch, seq + 1), device=device)
-    inputs, targets = ids[:, :-1].contiguous(), ids[:, 1:].contiguous()  # nanoGPT: targets[t] is the token after inputs[t]
+    inputs, targets = ids[:, :-1].contiguous(), ids[:, 1:].contiguous()  # nanoGPT: targets[t] follows inputs[t]
     labels = inputs  # mct: labels sit at their token, and the loss scores logits[t] against labels[t + 1]
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else torch.autocast(
         "cpu", enabled=False)
@@ -157,7 +159,8 @@ def main() -> int:
     if args.json:
         print(json.dumps(summary))
         return 0
-    print(f"mct vs nanoGPT's GPT, same dimensions, {device} ({torch.get_num_threads()} threads), torch {torch.__version__}")
+    print(f"mct vs nanoGPT's GPT, same dimensions, {device} ({torch.get_num_threads()} threads), "
+          f"torch {torch.__version__}")
     print(f"{'case':<32} {'kind':<8} {'batch':>5} {'params mct / nanoGPT':>22} {'mct tok/s':>11} "
           f"{'nanoGPT tok/s':>14} {'ratio':>6}")
     for r in rows:

@@ -3,7 +3,8 @@
     .venv/bin/python benchmarks/eval_speed.py            # one table
     .venv/bin/python benchmarks/eval_speed.py --json     # one JSON object
 
-The model is configs/default.toml's `[model]`, randomly initialised: speed does not depend on the
+The model of each row is the first of configs/default.toml, add5.toml, add10.toml that reads operands of
+that many digits (default: 3 digits, add5: 5), randomly initialised: speed does not depend on the
 weights. Generation ignores `<eos>`, so every problem decodes the full `max_new_tokens` a trained model
 would need for its longest answer (a trained model stops a batch once every row has emitted `<eos>`,
 which is at most as long). Batch-1 rows run on a subset (default 200 problems) to keep the run short.
@@ -56,6 +57,15 @@ def additions(n: int, digits: int, seed: int) -> list[Record]:
     return records
 
 
+def config_for(digits: int):
+    """(name, config) of the first shipped addition config whose model reads operands of `digits` digits."""
+    for name in ("default", "add5", "add10"):
+        config = load_config(ROOT / "configs" / f"{name}.toml")
+        if config.data.max_digits >= digits:
+            return name, config
+    raise SystemExit(f"no shipped addition config reads {digits}-digit operands (at most 10)")
+
+
 def measure(model, tokenizer, data_format, records, batch_size: int, use_cache: bool) -> dict:
     start = time.perf_counter()
     report = evaluate_records(model, tokenizer, data_format, records, batch_size=batch_size, use_cache=use_cache)
@@ -75,13 +85,14 @@ def main(argv=None) -> dict:
     if args.threads:
         torch.set_num_threads(args.threads)
 
-    config = load_config(ROOT / "configs" / "default.toml")
     tokenizer = Tokenizer()
-    torch.manual_seed(0)
-    model = IgnoreEos(create_model(config.model)).eval()
-    data_format = DataFormat.from_config(config.data)
-    rows = []
+    rows, models = [], {}
     for digits in args.digits:
+        name, config = config_for(digits)
+        torch.manual_seed(0)
+        model = IgnoreEos(create_model(config.model)).eval()
+        models[name] = model.inner.num_parameters()
+        data_format = DataFormat.from_config(config.data)
         records = additions(args.n, digits, seed=digits)
         new_tokens = max_new_tokens_for(data_format, tokenizer, records, config.model.max_seq_len)
         for batch_size, n in ((args.batch_size, args.n), (1, args.n_batch1)):
@@ -89,13 +100,14 @@ def main(argv=None) -> dict:
                 continue
             for use_cache in (True, False):
                 result = measure(model, tokenizer, data_format, records[:n], batch_size, use_cache)
-                rows.append({"digits": digits, "batch_size": batch_size, "kv_cache": use_cache,
+                rows.append({"digits": digits, "config": name, "batch_size": batch_size, "kv_cache": use_cache,
                              "new_tokens": new_tokens, **result})
     output = {
         "benchmark": "eval_speed",
         "machine": f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} torch threads",
         "torch": torch.__version__,
-        "model": f"configs/default.toml [model], random weights, {model.inner.num_parameters():,} parameters",
+        "model": "random weights: " + ", ".join(f"configs/{name}.toml ({params:,} parameters)"
+                                                for name, params in models.items()),
         "note": "generation ignores <eos>: every problem decodes new_tokens tokens",
         "rows": rows,
     }
@@ -108,10 +120,10 @@ def main(argv=None) -> dict:
 
     table = Table(title=escape(f"eval speed: {output['model']}; {output['machine']}; torch {output['torch']}"),
                   caption=output["note"] + f"; batch-1 rows use the first {args.n_batch1} problems")
-    for column in ("digits", "batch", "KV cache", "new tokens", "problems", "seconds", "problems/s"):
+    for column in ("digits", "config", "batch", "KV cache", "new tokens", "problems", "seconds", "problems/s"):
         table.add_column(column, justify="right")
     for row in rows:
-        table.add_row(str(row["digits"]), str(row["batch_size"]), "yes" if row["kv_cache"] else "no",
+        table.add_row(str(row["digits"]), row["config"], str(row["batch_size"]), "yes" if row["kv_cache"] else "no",
                       str(row["new_tokens"]), f"{row['problems']:,}", f"{row['seconds']:.2f}",
                       f"{row['problems_per_s']:,.0f}")
     Console().print(table)

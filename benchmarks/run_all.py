@@ -4,8 +4,8 @@
 
 Each script runs in its own process with `--json`; this script only collects and lays out their
 figures (the scripts print their own detailed tables when run alone). The comparison with nanoGPT runs
-when MCT_NANOGPT names nanoGPT's model.py. --quick shrinks the sizes so the
-whole run takes a couple of minutes (the figures are then noisier and the time-to-accuracy runs skipped).
+when MCT_NANOGPT names nanoGPT's model.py. --quick shrinks the sizes so the whole run takes a couple of
+minutes (the figures are then noisier and the time-to-accuracy runs skipped).
 """
 
 from __future__ import annotations

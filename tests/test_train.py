@@ -612,3 +612,35 @@ def test_the_graphed_step_does_nothing_cuda_graph_capture_forbids(name, monkeypa
         loss, count = graphed._body(ids, labels)
     monkeypatch.undo()
     assert torch.isfinite(loss) and int(count) > 0
+
+
+@pytest.mark.parametrize("overrides, wanted", [
+    ({}, True),
+    ({"compile": True}, True),  # the compiled step is captured too
+    ({"cuda_graphs": False}, False),
+    ({"compile": True, "cuda_graphs": False}, False),
+    ({"grad_accum_steps": 2}, False),  # auto: quietly off where a graph cannot hold the step
+])
+def test_cuda_graphs_are_chosen_on_cuda_with_or_without_compile(overrides, wanted):
+    from types import SimpleNamespace
+
+    from mct.train.distributed import Dist
+
+    config = load_config(None, overrides={"train": overrides})
+    run = SimpleNamespace(config=config, device=torch.device("cuda"), dist=Dist(),
+                          precision=SimpleNamespace(use_scaler=False))
+    assert loop._Run._graphs_wanted(run) is wanted
+    run.device = torch.device("cpu")
+    assert loop._Run._graphs_wanted(run) is False
+
+
+def test_cuda_graphs_asked_for_where_they_cannot_hold_the_step_is_refused():
+    from types import SimpleNamespace
+
+    from mct.train.distributed import Dist
+
+    config = load_config(None, overrides={"train": {"cuda_graphs": True, "compile": True, "grad_accum_steps": 2}})
+    run = SimpleNamespace(config=config, device=torch.device("cuda"), dist=Dist(),
+                          precision=SimpleNamespace(use_scaler=False))
+    with pytest.raises(MctError, match="grad_accum_steps = 1 and precision bf16 or fp32"):
+        loop._Run._graphs_wanted(run)

@@ -84,7 +84,7 @@ fi
 stage "6. the test suite on CUDA"
 if time_left 200; then  # about 6 minutes in one process on 2 cores; spread over 8 where pytest-xdist is there
     workers=(); $PYTHON -c "import xdist" 2>/dev/null && workers=(-n 8)
-    $PYTHON -m pytest -q -p no:cacheprovider "${workers[@]}" > "$OUT_DIR/tests.txt" 2>&1
+    $PYTHON -m pytest -q -p no:cacheprovider ${workers[@]+"${workers[@]}"} > "$OUT_DIR/tests.txt" 2>&1
     tail -5 "$OUT_DIR/tests.txt"
 fi
 stage "done"

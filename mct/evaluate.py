@@ -244,12 +244,6 @@ def check_task(data_format, records: Sequence) -> None:
                            f"trained on {task}; evaluate it on {task} problems")
 
 
-def _model_prompt(data_format, prompt: str) -> str:
-    """A record's prompt as the model reads it: external sets write "12+34=", padded models read "012+034=",
-    residue models "60+60=" for "060+060=" (a residue is one token, written without leading zeros)."""
-    return data_format.render_prompt(prompt) if data_format.pads or data_format.residue_tokens else prompt
-
-
 def evaluate_records(model, tokenizer, data_format, records: Sequence, batch_size: int = 256,
                      device: str | torch.device | None = None, limit: int | None = None, use_cache: bool = True,
                      progress: Progress | None = None, step_masking_mode: str | None = "none") -> EvalReport:
@@ -270,7 +264,7 @@ def evaluate_records(model, tokenizer, data_format, records: Sequence, batch_siz
     check_task(data_format, records)
     if device is not None:
         model.to(torch.device(device))
-    prompts = [_model_prompt(data_format, r.prompt) for r in records]
+    prompts = [data_format.model_prompt(r.prompt) for r in records]
     budget = max_new_tokens_for(data_format, tokenizer, prompts, model.config.max_seq_len, step_masking_mode)
     inputs = [p + decoding_plan(data_format, p, step_masking_mode).supplied for p in prompts]
     completions = decode_batched(model, tokenizer, inputs, budget, batch_size=batch_size, use_cache=use_cache,

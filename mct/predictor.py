@@ -200,12 +200,10 @@ class Predictor:
         to the longer operand), or without leading zeros for a residue model ("060+060=" -> "60+60=")."""
         prompt = prompt.strip()
         prompt = prompt if prompt.endswith("=") else prompt + "="
-        if self.data_format.residue_tokens:  # "060+060=" -> "60+60=": a residue is one token, without zeros
-            prompt = self.data_format.render_prompt(prompt)
+        if self.data_format.residue_tokens:  # "060" is no token of a residue model: render before encoding
+            prompt = self.data_format.model_prompt(prompt)
         self.encode(prompt)  # vocabulary and context errors first: they name the character or length
-        if self.data_format.pads:
-            prompt = self.data_format.render_prompt(prompt)
-        return prompt
+        return self.data_format.model_prompt(prompt)
 
     def parse(self, completion: str):
         """`ParsedCompletion(answer (natural order) | None, steps, malformed reason | None)` of a completion."""

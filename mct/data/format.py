@@ -211,6 +211,12 @@ class DataFormat:
                            f"length-generalising model (configs/add-coupled.toml or configs/add-abacus.toml)")
         return self.prompt(operands)
 
+    def model_prompt(self, prompt: str) -> str:
+        """A prompt as written ("12+34=", "060+060=") -> the prompt a model of this format reads: rendered
+        for a padded format ("012+034=") and for one token per residue ("60+60=": a residue is one token,
+        without leading zeros); as written for every other format."""
+        return self.render_prompt(prompt) if self.pads or self.residue_tokens else prompt
+
     def solve(self, operands: tuple[int, int]) -> str:
         """The natural-order answer ("46", "-8")."""
         return tasks.solve(self.task, operands[0], operands[1], self.modulus)

@@ -2,7 +2,9 @@
 scores every run on them, and neither ever trains on them.
 
 For each operand length (and pair of lengths) in the configured range: the longest carry and borrow
-chains (99..9 + 1, x + (10^L - x), 10^L - 1 written as 100..0 - 1), boundaries (0 + 0, 0 - 99..9,
+chains (99..9 + 1, x + (10^L - x), 10^L - 1 written as 100..0 - 1), chains that stop inside the number
+(248 + 252: the ones' carry runs through a column summing to 9 and ends in the hundreds; 542 - 248 for a
+borrow, and 248 - 542), boundaries (0 + 0, 0 - 99..9,
 99..9 + 99..9, 50..0 + 50..0), equal operands, zeros, powers of ten, and negative results. Deterministic:
 the same range gives the same list.
 """
@@ -35,6 +37,36 @@ def _chain_partner(a: int, length: int) -> int | None:
     return None
 
 
+def _stopping_chain(task: str, length: int, start: int, through: int, rng: random.Random) -> tuple[int, int]:
+    """a, b of `length` digits where column `start` (0 = ones) carries (borrows), the next `through`
+    columns pass it on (add: digits summing to 9; sub: equal digits), and the column above them ends it;
+    no other column carries or borrows. Uniform operands seldom hold such a run (one column in ten passes a
+    carry on), and a model that has not learned to look more than one column down misses its end."""
+    stop = start + through + 1  # the column that ends the chain: below the top or the top itself
+    a, b = [], []
+    for column in range(length):
+        lowest = 1 if column == length - 1 else 0  # no leading zero
+        if column == start:  # add: x + y >= 10; sub: x < y
+            y = rng.randrange(1, 10)
+            x = rng.randrange(10 - y, 10) if task == "add" else rng.randrange(0, y)
+        elif start < column < stop:
+            x = rng.randrange(0, 10)
+            y = 9 - x if task == "add" else x
+        elif column == stop:
+            if task == "add":  # x + y + 1 <= 9
+                x = rng.randrange(lowest, 9 - lowest)
+                y = rng.randrange(lowest, 9 - x)
+            else:  # x - y - 1 >= 0
+                x = rng.randrange(lowest + 1, 10)
+                y = rng.randrange(lowest, x)
+        else:  # no carry (add: x + y <= 9) and no borrow (sub: x >= y)
+            x = rng.randrange(lowest, 10 - lowest) if task == "add" else rng.randrange(lowest, 10)
+            y = rng.randrange(lowest, 10 - x) if task == "add" else rng.randrange(lowest, x + 1)
+        a.append(x)
+        b.append(y)
+    return (sum(d * 10**i for i, d in enumerate(a)), sum(d * 10**i for i, d in enumerate(b)))
+
+
 def hard_problems(task: str, min_digits: int, max_digits: int, modulus: int | None = None,
                   seed: int = 0) -> list[tuple[int, int]]:
     """The hard problems of `task` with operands of min_digits..max_digits digits, in a fixed order."""
@@ -64,6 +96,11 @@ def hard_problems(task: str, min_digits: int, max_digits: int, modulus: int | No
                 b = _chain_partner(a, la)
                 if b is not None:
                     pairs.append((a, b))
+        if task in ("add", "sub"):
+            for through in range(1, la - 1):  # chains that stop: through 1 to la - 2 columns, three of each
+                for _ in range(3):
+                    a, b = _stopping_chain(task, la, rng.randrange(0, la - 1 - through), through, rng)
+                    pairs += [(a, b), (b, a)] if task == "sub" else [(a, b)]
         if task == "sub":
             x = rng.randrange(low, nines + 1)
             pairs += [(x, x), (0, nines), (low, 1), (low, nines), (1, low)]  # equal, 0 - 99..9, borrow chains

@@ -258,6 +258,10 @@ class DataConfig(_Section):
         0.0, ge=0.0, le=1.0, description="add/sub: share of equal-length training problems whose top columns "
         "(one to all of them) are ties: sub equal digits (the sign is decided below), add digits summing to 9 "
         "(the carry into the top is decided below)")
+    chain_mix: float = Field(
+        0.0, ge=0.0, le=1.0, description="add/sub: share of training problems given a carry (borrow) chain "
+        "inside the number: a carrying column and 1 or more columns above it that pass the carry on (add digits "
+        "summing to 9, sub equal digits), as in 248+252, where the ones' carry ends in the hundreds")
     length_weights: Literal["equal", "size"] = Field(
         "equal", description="training stream: every operand-length pair an equal share (equal), or a share in "
         "proportion to its number of problems (size: uniform over the whole problem space)")
@@ -278,10 +282,13 @@ class DataConfig(_Section):
                                "step_masking_mode 'mask_answer' trains on the steps only, so it needs use_steps = true")
         if self.carry_mix and self.task not in ("add", "sub"):
             raise _cross_field(("carry_mix", "task"), f"carry_mix applies to add and sub (carries and borrows), "
-                               f"not {self.task}")
+                               f"not {self.task}; set data.carry_mix = 0")
         if self.tie_mix and self.task not in ("add", "sub"):
             raise _cross_field(("tie_mix", "task"), f"tie_mix applies to add and sub (carries and signs decided "
-                               f"by lower columns), not {self.task}")
+                               f"by lower columns), not {self.task}; set data.tie_mix = 0")
+        if self.chain_mix and self.task not in ("add", "sub"):
+            raise _cross_field(("chain_mix", "task"), f"chain_mix applies to add and sub (carries and borrows "
+                               f"passed on), not {self.task}; set data.chain_mix = 0")
         if self.pad_to_longer or self.sub_complement or self.residue_tokens:  # the format's own rules decide
             from mct.data.format import DataFormat
 

@@ -7,7 +7,7 @@ TINY_MOD = {
     "model": {"d_model": 32, "num_layers": 1, "num_heads": 4, "d_ff": 64, "max_seq_len": 16, "use_rope": False,
               "tie_weights": False},
     "data": {"task": "mod", "modulus": 13, "train_fraction": 0.5, "pad_operands": True, "min_digits": 1,
-             "max_digits": 2, "max_seq_len": 16, "n_val": 20, "n_test": 40},
+             "max_digits": 2, "max_seq_len": 16, "n_val": 20, "n_test": 40, "chain_mix": 0.0},
     "train": {"batch_size": 64, "max_steps": 30, "warmup_steps": 2, "eval_every": 10, "eval_samples": 20,
               "save_every": 10, "keep_every": 10, "lr": 3e-3, "weight_decay": 1.0, "device": "cpu", "num_threads": 1,
               "log_every": 1},

@@ -65,7 +65,8 @@ def trained_run(tiny, tmp_path, capsys):
 
 COMPANIONS = {"model.shared_qkv_down": ["model.rank=8"], "data.pad_to_longer": ["data.pad_operands=false"],
               "data.sub_complement": ["data.task=sub"],
-              "data.residue_tokens": ["data.task=mod", "data.answer_order=plain", "data.pad_operands=false"]}
+              "data.residue_tokens": ["data.task=mod", "data.answer_order=plain", "data.pad_operands=false",
+                                       "data.chain_mix=0"]}
 
 
 def _other_value(key: str, companions: list[str] = ()):

@@ -319,11 +319,63 @@ def test_tie_mix_gives_additions_whose_top_columns_sum_to_nine():
     assert len(all_nines) > 100 and all(min(a, b) >= 100 for _, _, a, b in mixed)  # lengths stay in range
 
 
+def test_chain_mix_gives_carries_that_run_through_inner_columns_and_stop():
+    from mct.data.tasks import trace_add, trace_sub
+
+    def stopping(task, chain_mix):  # problems whose one run of carries (borrows) has 2+ columns and ends inside
+        cfg = DataConfig(task=task, min_digits=1, max_digits=4, n_train=100_000, chain_mix=chain_mix)
+        fmt = DataFormat.from_config(cfg)
+        ids, _ = GeneratedBatches(cfg, fmt, TOK, 3000, "cpu", seed=0).next_batch()
+        problems = [fmt.operands_from_prompt(t[: t.index("=") + 1]) for t in _decoded_rows(ids)]
+        trace = trace_add if task == "add" else trace_sub
+        count = 0
+        for a, b in problems:
+            _, _, carries, longest = trace(a, b)
+            inside = len(str(a + b)) == max(len(str(a)), len(str(b))) if task == "add" else True
+            count += carries == longest >= 2 and inside
+        return count, problems
+
+    for task in ("add", "sub"):
+        plain, _ = stopping(task, 0.0)
+        mixed, problems = stopping(task, 0.5)
+        assert mixed > 1.5 * plain, (task, plain, mixed)
+        # lengths stay as drawn: every operand length pair is still there, none has a leading zero (any 1-4)
+        assert {(len(str(a)), len(str(b))) for a, b in problems} == {(x, y) for x in range(1, 5) for y in range(1, 5)}
+        assert problems == stopping(task, 0.5)[1]  # deterministic for a seed
+
+
+@pytest.mark.parametrize("task", ["add", "sub"])
+def test_plant_chains_puts_a_chain_of_two_or_more_columns_in_almost_every_row(task):
+    import numpy as np
+
+    from mct.data import sampling
+    from mct.data.tasks import trace_add, trace_sub
+
+    buckets, weights = sampling.stream_weights(task, 2, 5, 100_000)
+    a, a_len, b, b_len = sampling.sample_stream(np.random.default_rng(0), buckets, weights, 3000, 5)
+    before = (a.copy(), b.copy())
+    sampling.plant_chains(np.random.default_rng(1), task, a, a_len, b, b_len, 0.0)
+    assert (a == before[0]).all() and (b == before[1]).all()  # share 0: the draw is untouched
+    sampling.plant_chains(np.random.default_rng(1), task, a, a_len, b, b_len, 1.0)
+    powers = 10 ** np.arange(5)
+    x, y = (a * powers).sum(1), (b * powers).sum(1)
+    assert ([len(str(v)) for v in x] == a_len.tolist()) and ([len(str(v)) for v in y] == b_len.tolist())
+    trace = trace_add if task == "add" else trace_sub
+    chains = [trace(int(u), int(v))[3] for u, v, la, lb in zip(x, y, a_len, b_len)
+              if (la != lb if task == "sub" else True) or la >= 3]  # rows with room for a run
+    assert sum(c >= 2 for c in chains) / len(chains) > 0.85
+    if task == "sub":  # negative results get their chain too (the larger operand's subtraction)
+        negative = [trace(int(u), int(v))[3] for u, v in zip(x, y) if u < v]
+        assert len(negative) > 500 and sum(c >= 2 for c in negative) / len(negative) > 0.85
+
+
 def test_tie_mix_is_refused_for_tasks_without_carries():
     from pydantic import ValidationError
 
     with pytest.raises(ValidationError, match="tie_mix"):
         DataConfig(task="mul", tie_mix=0.2)
+    with pytest.raises(ValidationError, match="chain_mix"):
+        DataConfig(task="mul", chain_mix=0.2)
 
 
 def test_carry_mix_is_refused_for_tasks_without_carries():

@@ -49,3 +49,9 @@ def test_the_hard_split_holds_stopping_chains_of_every_inner_length():
             assert set(range(2, length)) <= stopping[length], (task, length, stopping.get(length))
         if task == "sub":  # and each with a negative result too
             assert any(a < b and trace(a, b)[3] >= 2 for a, b in problems)
+
+
+def test_zero_minus_zero_is_left_to_training():
+    # the one problem that shows a first operand 0 need not give a negative answer
+    assert (0, 0) not in hard_problems("sub", 1, 3)
+    assert (0, 9) in hard_problems("sub", 1, 3) and (0, 0) in hard_problems("add", 1, 3)

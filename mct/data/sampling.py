@@ -495,21 +495,57 @@ def stream_weights(task: str, min_digits: int, max_digits: int, total: int, carr
 
 def tie_top_columns(rng: np.random.Generator, task: str, a: np.ndarray, a_len: np.ndarray, b: np.ndarray,
                     b_len: np.ndarray, share: float) -> None:
-    """In place: in about `share` of the rows whose operands have equal lengths, the top s columns become
-    ties, s uniform from 1 to the length: sub copies a's digits into b (a - b's sign is decided below
-    them; all columns: a == b), add makes each column sum to 9 (a carry from below runs through them,
-    so the carry into the top is decided below). Uniform operands almost never have such columns, so a
-    model rarely learns to look below the top one. Digit matrices least significant first, as
-    `sample_stream` returns them; lengths never change (add skips a top digit 9 of more than one digit,
-    whose partner would be a leading 0)."""
-    chosen = (rng.random(len(a)) < share) & (a_len == b_len)
-    if task == "add":
-        top = np.take_along_axis(a, (a_len - 1)[:, None], 1)[:, 0]
-        chosen &= (top != 9) | (a_len == 1)
-    shared = np.floor(rng.random(len(a)) * a_len).astype(np.int64) + 1  # 1..length
+    """In place (data.tie_mix): in about `share` of the rows whose operands have equal lengths, the top s
+    columns become ties, s uniform from 1 to the length: sub copies a's digits into b (a - b's sign is
+    decided below them; all columns: a == b), add makes each column sum to 9 (a carry from below runs
+    through them, so the carry into the top is decided below). Uniform operands almost never have such
+    columns, so a model rarely learns to look below the top one. Digit matrices least significant first,
+    as `sample_stream` returns them; lengths never change (see `_tie`)."""
+    rows = (rng.random(len(a)) < share) & (a_len == b_len)
+    run = np.floor(rng.random(len(a)) * a_len).astype(np.int64) + 1  # 1..length
+    _tie(task, a, b, b_len, rows, a_len - run, run)
+
+
+def plant_chains(rng: np.random.Generator, task: str, a: np.ndarray, a_len: np.ndarray, b: np.ndarray,
+                 b_len: np.ndarray, share: float) -> None:
+    """In place (data.chain_mix): about `share` of the rows get a carry (borrow) chain that starts inside
+    the number: column r - 1 carries (add: digits summing to 10 or more; sub: the larger operand's digit
+    below the smaller's), and the s columns above it pass the carry on (add: digits summing to 9; sub:
+    equal digits), s uniform from 1 to what fits below the shorter operand's top (sub: below the top of
+    equal-length operands too, which must decide the sign) and r uniform where the run fits. The column
+    above the run decides whether the chain goes on or stops there (248+252: the ones' carry ends in the
+    hundreds). Uniform operands seldom hold such a run (one column in ten passes a carry on), so a model
+    rarely learns to look more than one column down. Lengths never change (see `_tie`)."""
+    room = np.minimum(a_len, b_len) - 1 - ((a_len == b_len) if task == "sub" else 0)  # columns for the run
+    rows = (rng.random(len(a)) < share) & (room >= 1)
+    run = np.floor(rng.random(len(a)) * room).astype(np.int64) + 1  # 1..room
+    first = np.floor(rng.random(len(a)) * (room - run + 1)).astype(np.int64) + 1  # 1..room - run + 1
+    low = rng.integers(1, 10, len(a))  # the carrying column's digits: one 1..9, the other to match
+    other = (10 - low + np.floor(rng.random(len(a)) * low) if task == "add" else np.floor(rng.random(len(a)) * low))
+    rows = _tie(task, a, b, b_len, rows, first, run)
+    a_digit, b_digit = other.astype(np.int64), low
+    if task == "sub":  # the borrow runs in the larger operand's subtraction: decided above the run
+        above = np.arange(a.shape[1])[None, :] >= (first + run)[:, None]
+        diff = np.where(above, a - b, 0)
+        top = a.shape[1] - 1 - np.argmax(diff[:, ::-1] != 0, axis=1)  # the highest differing column
+        b_larger = (b_len > a_len) | ((a_len == b_len) & (np.take_along_axis(diff, top[:, None], 1)[:, 0] < 0))
+        a_digit, b_digit = np.where(b_larger, low, a_digit), np.where(b_larger, a_digit, low)
+    below = np.clip(first - 1, 0, None)[:, None]
+    for digits, value in ((a, a_digit), (b, b_digit)):
+        np.put_along_axis(digits, below, np.where(rows, value, np.take_along_axis(digits, below, 1)[:, 0])[:, None], 1)
+
+
+def _tie(task: str, a: np.ndarray, b: np.ndarray, b_len: np.ndarray, rows: np.ndarray, first: np.ndarray,
+         run: np.ndarray) -> np.ndarray:
+    """Ties columns first..first + run - 1 of `rows` in place (sub: b's digit = a's; add: b's = 9 - a's) and
+    returns the rows tied: a row whose tie would give b a leading 0 keeps its draw, so lengths never change."""
     column = np.arange(a.shape[1])[None, :]
-    tie = chosen[:, None] & (column >= (a_len - shared)[:, None]) & (column < a_len[:, None])
-    b[tie] = a[tie] if task == "sub" else 9 - a[tie]
+    tie = rows[:, None] & (column >= first[:, None]) & (column < (first + run)[:, None])
+    tied = np.where(tie, a if task == "sub" else 9 - a, b)
+    rows = rows & ~((b_len > 1) & (np.take_along_axis(tied, (b_len - 1)[:, None], 1)[:, 0] == 0))
+    tie &= rows[:, None]
+    b[tie] = tied[tie]
+    return rows
 
 
 def sample_stream(rng: np.random.Generator, buckets: list[Bucket], probabilities: np.ndarray, size: int,

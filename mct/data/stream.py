@@ -144,6 +144,8 @@ class GeneratedBatches:
         a, a_len, b, b_len = sampling.sample_stream(rng, buckets, probabilities, size, self.config.max_digits)
         if self.config.tie_mix:
             sampling.tie_top_columns(rng, self.renderer.format.task, a, a_len, b, b_len, self.config.tie_mix)
+        if self.config.chain_mix:
+            sampling.plant_chains(rng, self.renderer.format.task, a, a_len, b, b_len, self.config.chain_mix)
         if self.exclude:
             for _ in range(100):
                 held = self.exclude.mask(a, a_len, b, b_len)

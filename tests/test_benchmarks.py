@@ -24,3 +24,28 @@ def test_nanogpt_parity_with_a_missing_file_names_it(tmp_path):
     proc = run_parity("--nanogpt", str(tmp_path / "model.py"))
     assert proc.returncode == 2
     assert "model.py is not a file" in proc.stderr and "Traceback" not in proc.stderr
+
+
+HARD_CASES = SCRIPT.parent / "hard_cases.py"
+
+
+def test_hard_cases_prints_one_row_per_set_with_its_count(tmp_path):
+    from tiny_checkpoint import make_checkpoint
+
+    checkpoint = make_checkpoint(tmp_path / "tiny.pt", task="sub", pad_operands=True)
+    proc = subprocess.run([sys.executable, str(HARD_CASES), str(checkpoint), "--samples", "40", "--chains", "4",
+                           "--json"], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    import json
+
+    rows = {row["set"]: row for row in json.loads(proc.stdout)["rows"]}
+    assert rows["random"]["n"] == 40
+    assert rows["stopping chains 3/1"]["n"] == 8  # four chains, each also swapped (a negative answer)
+    assert set(rows) == {"random", "stopping chains 3/1", "full chains 1", "full chains 2"}
+    assert all(0 <= row["wrong"] <= row["n"] for row in rows.values())
+
+
+def test_hard_cases_names_a_missing_checkpoint_in_one_line(tmp_path):
+    proc = subprocess.run([sys.executable, str(HARD_CASES), str(tmp_path / "none.pt")], capture_output=True, text=True)
+    assert proc.returncode == 2 and "does not exist" in proc.stderr and "Traceback" not in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1

@@ -1,0 +1,114 @@
+"""A trained checkpoint on the cases a balanced test split hides: every problem, random ones, and chains.
+
+    python benchmarks/hard_cases.py runs/demo/best.pt                  # default sets
+    python benchmarks/hard_cases.py runs/demo/best.pt --exhaustive     # every pair (up to 3 digits)
+    python benchmarks/hard_cases.py runs/sub5/best.pt --samples 20000 --chains 300 --json
+
+Sets, over the checkpoint's own operand range (`data.min_digits`..`data.max_digits`):
+- `all problems` (--exhaustive, at most 3 digits): every pair a, b;
+- `random`: operand lengths uniform, then each operand uniform at its length (`random.Random(--seed)`);
+- `stopping chains L/k` (add and sub): `--chains` problems of L-digit operands whose carry (borrow)
+  starts in one column, is passed on by the k columns above it and ends inside the number (248+252), as the
+  hard split draws them (`mct.data.hard`); sub also with the operands swapped (a negative answer);
+- `full chains L` (add and sub): a carry through every column (a + b = 10^L; 10^L - (10^L - 1) for sub).
+Answers are decoded greedily with `mct.load(...).answer`, exact match on the whole answer.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import sys
+import time
+
+OPERATORS = {"add": ("+", lambda a, b: a + b), "sub": ("-", lambda a, b: a - b), "mul": ("*", lambda a, b: a * b)}
+EXHAUSTIVE_DIGITS = 3
+
+
+def _number(rng: random.Random, length: int) -> int:
+    return rng.randrange(0, 10) if length == 1 else rng.randrange(10 ** (length - 1), 10**length)
+
+
+def problem_sets(task: str, low: int, high: int, samples: int, chains: int, exhaustive: bool,
+                 seed: int) -> dict[str, list[tuple[int, int]]]:
+    """{set name: [(a, b), ...]} for a checkpoint of `task` with operands of low..high digits."""
+    from mct.data.hard import _stopping_chain
+
+    rng = random.Random(seed)
+    sets = {}
+    if exhaustive:
+        numbers = range(0 if low == 1 else 10 ** (low - 1), 10**high)
+        sets["all problems"] = [(a, b) for a in numbers for b in numbers]
+    sets["random"] = [(_number(rng, rng.randint(low, high)), _number(rng, rng.randint(low, high)))
+                      for _ in range(samples)]
+    if task in ("add", "sub"):
+        for length in range(max(low, 3), high + 1):
+            for through in range(1, length - 1):
+                pairs = [_stopping_chain(task, length, rng.randrange(0, length - 1 - through), through, rng)
+                         for _ in range(chains)]
+                sets[f"stopping chains {length}/{through}"] = pairs + ([(b, a) for a, b in pairs] if task == "sub" else [])
+        for length in range(max(low, 1), high + 1):
+            top = 10**length
+            smallest = 0 if length == 1 else 10 ** (length - 1)
+            if task == "add":
+                firsts = [rng.randrange(smallest + 1, top) for _ in range(chains)]
+                pairs = [(a, top - a) for a in firsts if len(str(top - a)) == length]  # 10^L: carries all the way
+            else:
+                pairs = [(top, top - 1), (top - 1, top)] if length < high else []
+            if pairs:
+                sets[f"full chains {length}"] = pairs
+    return sets
+
+
+def _fail(message: str) -> None:
+    print(f"error: {message}", file=sys.stderr)
+    sys.exit(2)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("checkpoint")
+    parser.add_argument("--samples", type=int, default=5000, help="random problems")
+    parser.add_argument("--chains", type=int, default=200, help="problems per chain kind")
+    parser.add_argument("--exhaustive", action="store_true", help=f"every pair (operands of at most {EXHAUSTIVE_DIGITS} digits)")
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args()
+
+    import mct
+    from mct.errors import MctError
+
+    try:
+        predictor = mct.load(args.checkpoint, device=args.device)
+    except MctError as error:
+        _fail(str(error))
+    data = predictor.config.data
+    if data.task not in OPERATORS:
+        _fail(f"{args.checkpoint} is a {data.task} model; hard_cases.py checks add, sub and mul")
+    if args.exhaustive and data.max_digits > EXHAUSTIVE_DIGITS:
+        _fail(f"--exhaustive needs operands of at most {EXHAUSTIVE_DIGITS} digits; this model reads "
+              f"{data.max_digits}: use --samples")
+    symbol, truth = OPERATORS[data.task]
+    rows = []
+    for name, pairs in problem_sets(data.task, data.min_digits, data.max_digits, args.samples, args.chains,
+                                    args.exhaustive, args.seed).items():
+        start = time.perf_counter()
+        answers = predictor.answer([f"{a}{symbol}{b}=" for a, b in pairs], batch_size=2048)
+        wrong = [f"{a}{symbol}{b}={x or '?'}" for (a, b), x in zip(pairs, answers) if x != str(truth(a, b))]
+        rows.append({"set": name, "n": len(pairs), "wrong": len(wrong), "exact_match": 1 - len(wrong) / len(pairs),
+                     "seconds": round(time.perf_counter() - start, 1), "first_wrong": wrong[:3]})
+    if args.json:
+        print(json.dumps({"benchmark": "hard_cases", "checkpoint": args.checkpoint, "task": data.task,
+                          "digits": [data.min_digits, data.max_digits], "rows": rows}))
+        return
+    print(f"hard cases, {args.checkpoint} ({data.task}, {data.min_digits}-{data.max_digits} digits)")
+    print(f"{'set':<22} {'n':>9} {'wrong':>7} {'exact match':>12}  first wrong")
+    for row in rows:
+        print(f"{row['set']:<22} {row['n']:>9,} {row['wrong']:>7,} {row['exact_match']:>11.4%}  "
+              f"{', '.join(row['first_wrong'])}")
+
+
+if __name__ == "__main__":
+    main()

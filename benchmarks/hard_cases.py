@@ -27,33 +27,34 @@ EXHAUSTIVE_DIGITS = 3
 
 
 def _number(rng: random.Random, length: int) -> int:
-    return rng.randrange(0, 10) if length == 1 else rng.randrange(10 ** (length - 1), 10**length)
+    from mct.data.sampling import length_range
+
+    smallest, count = length_range(length)
+    return smallest + rng.randrange(count)
 
 
 def problem_sets(task: str, low: int, high: int, samples: int, chains: int, exhaustive: bool,
                  seed: int) -> dict[str, list[tuple[int, int]]]:
     """{set name: [(a, b), ...]} for a checkpoint of `task` with operands of low..high digits."""
-    from mct.data.hard import _stopping_chain
+    from mct.data.hard import chain_partner, stopping_chains
+    from mct.data.sampling import length_range
 
     rng = random.Random(seed)
     sets = {}
     if exhaustive:
-        numbers = range(0 if low == 1 else 10 ** (low - 1), 10**high)
+        numbers = range(length_range(low)[0], 10**high)
         sets["all problems"] = [(a, b) for a in numbers for b in numbers]
     sets["random"] = [(_number(rng, rng.randint(low, high)), _number(rng, rng.randint(low, high)))
                       for _ in range(samples)]
     if task in ("add", "sub"):
         for length in range(max(low, 3), high + 1):
             for through in range(1, length - 1):
-                pairs = [_stopping_chain(task, length, rng.randrange(0, length - 1 - through), through, rng)
-                         for _ in range(chains)]
-                sets[f"stopping chains {length}/{through}"] = pairs + ([(b, a) for a, b in pairs] if task == "sub" else [])
+                sets[f"stopping chains {length}/{through}"] = stopping_chains(task, length, through, chains, rng)
         for length in range(max(low, 1), high + 1):
             top = 10**length
-            smallest = 0 if length == 1 else 10 ** (length - 1)
-            if task == "add":
-                firsts = [rng.randrange(smallest + 1, top) for _ in range(chains)]
-                pairs = [(a, top - a) for a in firsts if len(str(top - a)) == length]  # 10^L: carries all the way
+            if task == "add":  # a + b a power of ten: carries all the way
+                firsts = [_number(rng, length) for _ in range(chains)]
+                pairs = [(a, b) for a in firsts if (b := chain_partner(a, length)) is not None]
             else:
                 pairs = [(top, top - 1), (top - 1, top)] if length < high else []
             if pairs:

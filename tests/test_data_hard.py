@@ -5,7 +5,7 @@ import random
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from mct.data.hard import _stopping_chain, hard_problems
+from mct.data.hard import stopping_chain, hard_problems
 from mct.data.tasks import trace_add, trace_sub
 
 
@@ -19,9 +19,9 @@ def chains(draw):
 
 @settings(max_examples=300, deadline=None)
 @given(chains())
-def test_a_stopping_chain_carries_exactly_through_its_columns(case):
+def test_astopping_chain_carries_exactly_through_its_columns(case):
     task, length, start, through, seed = case
-    a, b = _stopping_chain(task, length, start, through, random.Random(seed))
+    a, b = stopping_chain(task, length, start, through, random.Random(seed))
     assert len(str(a)) == length and len(str(b)) == length
     trace = trace_add if task == "add" else trace_sub
     _, _, carries, longest = trace(a, b)
@@ -33,7 +33,7 @@ def test_a_stopping_chain_carries_exactly_through_its_columns(case):
         assert a > b
 
 
-def test_the_hard_split_holds_stopping_chains_of_every_inner_length():
+def test_the_hard_split_holdsstopping_chains_of_every_inner_length():
     for task in ("add", "sub"):
         problems = hard_problems(task, 1, 6)
         assert problems == hard_problems(task, 1, 6)  # deterministic

@@ -27,7 +27,7 @@ def _numbers(length: int, rng: random.Random) -> list[int]:
     return sorted(values)
 
 
-def _chain_partner(a: int, length: int) -> int | None:
+def chain_partner(a: int, length: int) -> int | None:
     """b of `length` digits with a + b a power of ten (a carry through every column), or None."""
     for power in (10**length, 10 ** (length + 1)):
         b = power - a
@@ -37,7 +37,7 @@ def _chain_partner(a: int, length: int) -> int | None:
     return None
 
 
-def _stopping_chain(task: str, length: int, start: int, through: int, rng: random.Random) -> tuple[int, int]:
+def stopping_chain(task: str, length: int, start: int, through: int, rng: random.Random) -> tuple[int, int]:
     """a, b of `length` digits where column `start` (0 = ones) carries (borrows), the next `through`
     columns pass it on (add: digits summing to 9; sub: equal digits), and the column above them ends it;
     no other column carries or borrows. Uniform operands seldom hold such a run (one column in ten passes a
@@ -67,6 +67,13 @@ def _stopping_chain(task: str, length: int, start: int, through: int, rng: rando
     return (sum(d * 10**i for i, d in enumerate(a)), sum(d * 10**i for i, d in enumerate(b)))
 
 
+def stopping_chains(task: str, length: int, through: int, count: int, rng: random.Random) -> list[tuple[int, int]]:
+    """`count` stopping chains of `length` digits passed on by `through` columns, each from a random start
+    column; sub also with the operands swapped, each after its pair (the same borrows, a negative answer)."""
+    pairs = [stopping_chain(task, length, rng.randrange(0, length - 1 - through), through, rng) for _ in range(count)]
+    return [swap for a, b in pairs for swap in ((a, b), (b, a))] if task == "sub" else pairs
+
+
 def hard_problems(task: str, min_digits: int, max_digits: int, modulus: int | None = None,
                   seed: int = 0) -> list[tuple[int, int]]:
     """The hard problems of `task` with operands of min_digits..max_digits digits, in a fixed order."""
@@ -88,19 +95,17 @@ def hard_problems(task: str, min_digits: int, max_digits: int, modulus: int | No
         low = length_range(la)[0]
         if task == "add":
             for a in (nines, rng.randrange(low, nines + 1), 5 * 10 ** (la - 1)):
-                b = _chain_partner(a, la)
+                b = chain_partner(a, la)
                 if b is not None:
                     pairs += [(a, b), (b, a)]
             for _ in range(3):  # long carry chains: a + b = 10^L with random digits
                 a = rng.randrange(max(low, 1), nines + 1)
-                b = _chain_partner(a, la)
+                b = chain_partner(a, la)
                 if b is not None:
                     pairs.append((a, b))
         if task in ("add", "sub"):
             for through in range(1, la - 1):  # chains that stop: through 1 to la - 2 columns, three of each
-                for _ in range(3):
-                    a, b = _stopping_chain(task, la, rng.randrange(0, la - 1 - through), through, rng)
-                    pairs += [(a, b), (b, a)] if task == "sub" else [(a, b)]
+                pairs += stopping_chains(task, la, through, 3, rng)
         if task == "sub":
             x = rng.randrange(low, nines + 1)
             pairs += [(x, x), (0, nines), (low, 1), (low, nines), (1, low)]  # equal, 0 - 99..9, borrow chains

@@ -289,7 +289,11 @@ def _render_train_summary(result) -> None:
     table.add_column("value")
     reasons = {"target_reached": "reached the target accuracy", "max_steps": "reached max_steps",
                "interrupted": "interrupted (resume with --resume)"}
-    table.add_row("stopped", f"after {result.steps} steps: {reasons[result.stopped]}")
+    reason = reasons[result.stopped]
+    if result.target_step is not None:  # a cooldown followed the target
+        reason = (f"reached the target accuracy at step {result.target_step}, then cooled down"
+                  if result.stopped == "target_reached" else f"{reason}, cooling down after the target")
+    table.add_row("stopped", f"after {result.steps} steps: {reason}")
     table.add_row("wall time", f"{result.wall_s:.1f} s on {result.device} ({result.precision}, "
                   f"{result.world_size} process{'es' if result.world_size > 1 else ''})")
     table.add_row("model", f"{result.parameters:,} parameters")

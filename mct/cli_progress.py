@@ -87,5 +87,8 @@ class TrainProgress:
                                  tps=f"{event['tokens_per_s']:,.0f}")
         elif kind == "eval" and self.task is not None:
             self.progress.update(self.task, val=f"{event['val_exact_match']:.1%}")
+        elif kind == "cooldown":
+            self.console.print(f"target reached at step {event['step']:,}: {event['steps']:,} more steps while the "
+                               "learning rate falls to 0 (train.cooldown_steps)", highlight=False)
         elif kind == "test_start":
             self.console.print(f"evaluating the best checkpoint on {event['n']:,} test problems", highlight=False)

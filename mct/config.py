@@ -333,6 +333,10 @@ class TrainConfig(_Section):
     target_patience: int = Field(
         2, ge=1, le=MAX_COUNT, description="evaluations in a row at target_accuracy before stopping early"
     )
+    cooldown_steps: int = Field(
+        0, ge=0, le=MAX_COUNT, description="once the target is reached, train this many more steps while the "
+        "learning rate falls linearly to 0, then stop (0 = stop at once): a model stopped at a high learning "
+        "rate keeps rare errors that a validation sample cannot see")
     target_check_every: int | None = Field(
         None, ge=1, le=MAX_COUNT, description="also check target_accuracy every N steps between evaluations "
         "(none = at evaluations only): a check stops scoring at the first error too many and becomes a full, "

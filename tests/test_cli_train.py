@@ -66,6 +66,23 @@ def test_the_summary_says_why_the_cuda_graph_was_not_used(capsys):
     assert "capture failed" in shown and "not permitted" in shown
 
 
+@pytest.mark.parametrize("stopped, says", [
+    ("target_reached", "reached the target accuracy at step 290, then cooled down"),
+    ("interrupted", "interrupted (resume with --resume), cooling down after the target"),
+])
+def test_the_summary_says_where_the_target_was_reached_before_a_cooldown(stopped, says, capsys):
+    from mct.cli import _render_train_summary
+    from mct.train.loop import TrainResult
+
+    result = TrainResult(run_dir="r", checkpoint="r/last.pt", best_checkpoint=None, steps=340, wall_s=1.0,
+                         stopped=stopped, best_val_exact_match=None, test=None, num_truncated=0, parameters=5,
+                         device="cpu", precision="fp32", world_size=1, tokens_per_s=1.0, target_step=290)
+    _render_train_summary(result)
+    captured = capsys.readouterr()
+    shown = " ".join((captured.err + captured.out).replace("│", " ").split())
+    assert f"after 340 steps: {says}" in shown
+
+
 def test_flags_override_the_config(tiny, tmp_path, capsys):
     code, out, _ = run_main(["train", "--config", str(tiny), "--out", str(tmp_path / "run"), "--json",
                              "--ffn", "geglu", "--d-model", "48", "--heads", "4", "--max-steps", "3"], capsys)

@@ -167,6 +167,73 @@ def test_early_stop_at_target_accuracy(tmp_path, monkeypatch):
     assert once.stopped == "target_reached" and once.steps == 15
 
 
+def lr_rows(run_dir: Path) -> dict[int, float]:
+    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    return {r["step"]: r["lr"] for r in rows if "lr" in r}
+
+
+def test_a_cooldown_after_the_target_lowers_the_rate_to_zero_then_stops(tmp_path, monkeypatch):
+    """The target at step 15 starts 7 more steps with the rate falling linearly from the schedule's to 0;
+    the run ends at step 22 with one last evaluation, and no target checks run in the cooldown."""
+    monkeypatch.setattr(loop, "validate", lambda *a, **k: (0.01, 1.0))
+    checks = []
+    monkeypatch.setattr(loop, "at_target", lambda *a, **k: checks.append(1))  # fails: only evaluations count
+    events = []
+    config = tiny_config(tmp_path, train={"target_accuracy": 0.99, "target_patience": 1, "max_steps": 60,
+                                          "cooldown_steps": 7, "target_check_every": 1})
+    result = train(config, tmp_path / "run", progress=events.append)
+    assert result.stopped == "target_reached" and result.steps == 22
+    assert len(checks) == 14  # steps 1-14; none in the cooldown
+    assert [e for e in events if e["event"] == "cooldown"] == [{"event": "cooldown", "step": 15, "steps": 7}]
+    rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows if "val_exact_match" in r] == [15, 22]
+    lr = lr_rows(tmp_path / "run")  # the rate of the step that ended at each logged step
+    at_target = learning_rate(15, config)
+    assert lr[15] == pytest.approx(learning_rate(14, config))
+    assert [lr[s] for s in range(16, 23)] == pytest.approx([at_target * (7 - k) / 7 for k in range(7)])
+
+
+def test_learning_rate_in_a_cooldown_falls_linearly_and_ends_by_max_steps(tmp_path):
+    config = tiny_config(tmp_path, train={"lr": 1.0, "warmup_steps": 10, "max_steps": 110, "cooldown_steps": 20})
+    start = learning_rate(40, config)
+    assert learning_rate(40, config, cooldown_from=40) == pytest.approx(start)  # no jump where it begins
+    assert learning_rate(50, config, cooldown_from=40) == pytest.approx(start / 2)
+    assert learning_rate(59, config, cooldown_from=40) == pytest.approx(start / 20)
+    assert learning_rate(60, config, cooldown_from=40) == 0
+    assert learning_rate(39, config, cooldown_from=40) == learning_rate(39, config)  # before it: the schedule
+    # a target reached 10 steps before max_steps cools down in those 10
+    assert learning_rate(105, config, cooldown_from=100) == pytest.approx(learning_rate(100, config) / 2)
+
+
+def test_a_cooldown_is_cut_at_max_steps_and_a_target_at_the_end_stops_at_once(tmp_path, monkeypatch):
+    monkeypatch.setattr(loop, "validate", lambda *a, **k: (0.01, 1.0))
+    config = tiny_config(tmp_path, train={"target_accuracy": 0.99, "target_patience": 1, "max_steps": 20,
+                                          "cooldown_steps": 10})
+    result = train(config, tmp_path / "cut")  # target at 15, cooldown 15-20
+    assert result.stopped == "target_reached" and result.steps == 20
+    assert lr_rows(tmp_path / "cut")[20] == pytest.approx(learning_rate(15, config) / 5)
+    config = tiny_config(tmp_path, train={"target_accuracy": 0.99, "target_patience": 1, "max_steps": 15,
+                                          "cooldown_steps": 10})
+    assert train(config, tmp_path / "end").steps == 15
+
+
+def test_an_interrupted_cooldown_resumes_where_it_was(tmp_path, monkeypatch):
+    monkeypatch.setattr(loop, "validate", lambda *a, **k: (0.01, 1.0))
+    config = tiny_config(tmp_path, train={"target_accuracy": 0.99, "target_patience": 1, "max_steps": 60,
+                                          "cooldown_steps": 7, "save_every": 1})
+    train(config, tmp_path / "straight")
+
+    def interrupt_at_step_18(event):
+        if event["event"] == "step" and event["step"] == 18:
+            raise KeyboardInterrupt
+
+    assert train(config, tmp_path / "resumed", progress=interrupt_at_step_18).stopped == "interrupted"
+    resumed = train(config, tmp_path / "resumed", resume=True)
+    assert resumed.stopped == "target_reached" and resumed.steps == 22
+    assert losses(tmp_path / "resumed") == losses(tmp_path / "straight")
+    assert lr_rows(tmp_path / "resumed") == lr_rows(tmp_path / "straight")
+
+
 def test_target_checks_between_evaluations_stop_at_their_cadence(tmp_path, monkeypatch):
     """A check that passes is a full, logged evaluation and counts towards the patience; one that fails
     resets it and logs nothing."""

@@ -31,7 +31,8 @@ from mct.model import create_model
 from mct.train.data import heldout_records, training_batches, validation_tensors
 from mct.train.distributed import Dist, barrier, setup_distributed
 from mct.train.run_folder import RunFolder, config_differences
-from mct.train.step import GraphedStep, StepTotals, TrainState, build_optimizer, scored_logits, train_step
+from mct.train.step import (GraphedStep, StepTotals, TrainState, build_optimizer, cooldown_length, scored_logits,
+                            train_step)
 
 Progress = Callable[[dict], None]
 
@@ -60,6 +61,7 @@ class TrainResult:
     resumed_from_step: int | None = None
     files: dict = field(default_factory=dict)
     unique_parameters: int = 0  # tied and shared tensors counted once (AdderBoard's count)
+    target_step: int | None = None  # where the target was reached, when a cooldown followed it
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -266,6 +268,7 @@ class _Run:
             self.state.step = self.start_step = int(ts["step"])
             self.state.best_val_exact_match = ts.get("best_val_exact_match")
             self.state.best_val_loss = ts.get("best_val_loss", float("inf"))
+            self.state.cooldown_from = ts.get("cooldown_from")
             self.started -= float(ts.get("wall_s", 0.0))
         self.folder.start(config, self.start_step if self.resume else None,
                           {"val": self.val_records, "test": self.test_records, "hard": self.hard_records})
@@ -291,7 +294,7 @@ class _Run:
         return {"step": s.step, "optimizer": s.optimizer.state_dict(), "data": s.data.state_dict(),
                 "rng": _rng_state(), "scaler": s.scaler.state_dict() if self.precision.use_scaler else {},
                 "best_val_exact_match": s.best_val_exact_match, "best_val_loss": s.best_val_loss,
-                "wall_s": time.perf_counter() - self.started}
+                "cooldown_from": s.cooldown_from, "wall_s": time.perf_counter() - self.started}
 
     def save(self, name: str, with_state: bool) -> None:
         self.folder.save(name, self.state.raw_model, self.config, self.tokenizer, self.format,
@@ -329,7 +332,8 @@ class _Run:
         self.tokens_seen += tokens
         from mct.train.step import learning_rate
 
-        row = {"step": self.state.step, "loss": round(loss, 6), "lr": learning_rate(lr_step, self.config),
+        row = {"step": self.state.step, "loss": round(loss, 6),
+               "lr": learning_rate(lr_step, self.config, self.state.cooldown_from),
                "tokens_per_s": round(tokens * self.dist.world_size / max(window, 1e-9), 1)}
         self.folder.log(row)
         self.emit({"event": "step", **row})
@@ -358,7 +362,10 @@ class _Run:
                 # a step that writes a checkpoint checks the loss first, so NaN weights are never saved
                 saves = s.step % cfg.save_every == 0 or bool(cfg.keep_every and s.step % cfg.keep_every == 0)
                 log_now = s.step % cfg.log_every == 0 or s.step == cfg.max_steps or saves
-                eval_now = s.step % cfg.eval_every == 0 or s.step == cfg.max_steps
+                # the end of a cooldown is the end of the run, after one last evaluation
+                cooled = s.cooldown_from is not None and s.step >= s.cooldown_from + cooldown_length(
+                    s.cooldown_from, self.config)
+                eval_now = s.step % cfg.eval_every == 0 or s.step == cfg.max_steps or cooled
                 scored = None
                 if not eval_now and self._check_due():
                     # a target check: cheap when it fails; one that passes is a full evaluation below
@@ -377,7 +384,13 @@ class _Run:
                     self.train_seconds += window
                     self._log(totals, s.step - 1, window)
                     totals = StepTotals.zeros(self.device)
-                if eval_now and self.evaluate_and_checkpoint(scored):
+                if eval_now and self.evaluate_and_checkpoint(scored) and s.cooldown_from is None:
+                    if not cooldown_length(s.step, self.config):
+                        return "target_reached"
+                    s.cooldown_from = s.step
+                    self.emit({"event": "cooldown", "step": s.step,
+                               "steps": cooldown_length(s.step, self.config)})
+                if cooled:
                     return "target_reached"
                 if cfg.keep_every and s.step % cfg.keep_every == 0:
                     self.save(f"checkpoints/step-{s.step:07d}.pt", with_state=False)
@@ -404,7 +417,7 @@ class _Run:
 
     def _check_due(self) -> bool:
         cfg = self.config.train
-        return bool(cfg.target_check_every and cfg.target_accuracy is not None
+        return bool(cfg.target_check_every and cfg.target_accuracy is not None and self.state.cooldown_from is None
                     and self.state.step % cfg.target_check_every == 0)
 
     def _sample_at_target(self) -> tuple[float, float] | None:
@@ -459,7 +472,7 @@ class _Run:
             cuda_graphs=self.use_graphs and self.step_fn is not None and self.step_fn.failed is None,
             cuda_graphs_fallback=self.step_fn.failed if self.step_fn is not None else None,
             resumed_from_step=self.start_step if self.resume else None, files=files,
-            unique_parameters=self.state.raw_model.num_parameters(),
+            unique_parameters=self.state.raw_model.num_parameters(), target_step=self.state.cooldown_from,
         )
 
 

@@ -45,9 +45,16 @@ def build_optimizer(model: torch.nn.Module, config, capturable: bool = False) ->
     return torch.optim.AdamW(groups, lr=lr, betas=(config.train.beta1, config.train.beta2), **options)
 
 
-def learning_rate(step: int, config) -> float:
-    """Linear warmup to `lr`, then cosine decay to `lr * min_lr_ratio` at `max_steps` (or constant)."""
+def learning_rate(step: int, config, cooldown_from: int | None = None) -> float:
+    """Linear warmup to `lr`, then cosine decay to `lr * min_lr_ratio` at `max_steps` (or constant).
+
+    From `cooldown_from` (the step the target was reached, when `train.cooldown_steps` is set) the rate
+    falls linearly from the schedule's rate there towards 0 over the cooldown."""
     train = config.train
+    if cooldown_from is not None and step >= cooldown_from:
+        length = cooldown_length(cooldown_from, config)
+        left = max(0, cooldown_from + length - step)
+        return learning_rate(cooldown_from, config) * left / max(1, length)
     if train.warmup_steps and step < train.warmup_steps:
         return train.lr * (step + 1) / train.warmup_steps
     if train.lr_schedule == "constant":
@@ -56,6 +63,11 @@ def learning_rate(step: int, config) -> float:
     progress = min(1.0, (step - train.warmup_steps) / span)
     floor = train.lr * train.min_lr_ratio
     return floor + 0.5 * (train.lr - floor) * (1 + math.cos(math.pi * progress))
+
+
+def cooldown_length(cooldown_from: int, config) -> int:
+    """Steps of a cooldown that starts at `cooldown_from`: `train.cooldown_steps`, cut at `max_steps`."""
+    return max(0, min(config.train.cooldown_steps, config.train.max_steps - cooldown_from))
 
 
 def set_learning_rate(optimizer: torch.optim.Optimizer, lr: float) -> None:
@@ -164,6 +176,7 @@ class TrainState:
     step: int = 0
     best_val_exact_match: float | None = None
     best_val_loss: float = float("inf")
+    cooldown_from: int | None = None  # the step the target was reached, when a cooldown follows
     extra: dict = field(default_factory=dict)
 
 
@@ -176,7 +189,7 @@ def train_step(state: TrainState, config, precision, device: torch.device, dist_
     gradient one process would. Returns device scalars (summed loss, labelled tokens, real tokens) of
     this rank; nothing here waits for the device."""
     model, accum = state.model, config.train.grad_accum_steps
-    set_learning_rate(state.optimizer, learning_rate(state.step, config))
+    set_learning_rate(state.optimizer, learning_rate(state.step, config, state.cooldown_from))
     micro = [state.data.next_batch() for _ in range(accum)]
     global_labels = sum(labelled(labels) for _, labels in micro)  # every rank sees the global batch
     loss_total = torch.zeros((), device=device)
@@ -236,7 +249,7 @@ class GraphedStep:
 
     def __call__(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         state = self.state
-        set_learning_rate(state.optimizer, learning_rate(state.step, self.config))
+        set_learning_rate(state.optimizer, learning_rate(state.step, self.config, state.cooldown_from))
         ids, labels = state.data.next_batch()
         tokens = (ids != self.pad_id).sum()
         if self.graph is None:

@@ -23,11 +23,13 @@ def test_every_shipped_config_trains_a_few_steps(path, tmp_path):
 
 def test_the_default_recipe_stops_early_at_its_target_and_meets_it_on_test(tmp_path):
     """A regression in data, model, optimiser or the stopping rule shows here: configs/default.toml as
-    shipped (seed 0) must stop early at its validation target, well inside its schedule, and a stop must
-    mean the test split is at 99.9% or more and the hard split nearly all right."""
+    shipped (seed 0) must stop early at its validation target, well inside its schedule, cool down for
+    its 50 steps, and a stop must mean the test split is at 99.9% or more and the hard split nearly all
+    right."""
     config = load_config(CONFIGS[0].parent / "default.toml", environ={}, overrides={"train": {"device": "cpu", "seed": 0}})
     result = train(config, tmp_path / "run")
     assert result.stopped == "target_reached" and result.steps <= 0.8 * config.train.max_steps
+    assert result.steps == result.target_step + config.train.cooldown_steps  # the stop, then its cooldown
     assert result.test["exact_match"] >= 0.999 and result.test["hard"]["exact_match"] >= 0.99
 
 

@@ -280,15 +280,12 @@ class DataConfig(_Section):
         if self.step_masking_mode == "mask_answer" and not self.use_steps:
             raise _cross_field(("step_masking_mode", "use_steps"),
                                "step_masking_mode 'mask_answer' trains on the steps only, so it needs use_steps = true")
-        if self.carry_mix and self.task not in ("add", "sub"):
-            raise _cross_field(("carry_mix", "task"), f"carry_mix applies to add and sub (carries and borrows), "
-                               f"not {self.task}; set data.carry_mix = 0")
-        if self.tie_mix and self.task not in ("add", "sub"):
-            raise _cross_field(("tie_mix", "task"), f"tie_mix applies to add and sub (carries and signs decided "
-                               f"by lower columns), not {self.task}; set data.tie_mix = 0")
-        if self.chain_mix and self.task not in ("add", "sub"):
-            raise _cross_field(("chain_mix", "task"), f"chain_mix applies to add and sub (carries and borrows "
-                               f"passed on), not {self.task}; set data.chain_mix = 0")
+        for mix, shapes in (("carry_mix", "carries and borrows"),
+                            ("tie_mix", "carries and signs decided by lower columns"),
+                            ("chain_mix", "carries and borrows passed on")):
+            if getattr(self, mix) and self.task not in ("add", "sub"):
+                raise _cross_field((mix, "task"), f"{mix} applies to add and sub ({shapes}), not {self.task}; "
+                                   f"set data.{mix} = 0")
         if self.pad_to_longer or self.sub_complement or self.residue_tokens:  # the format's own rules decide
             from mct.data.format import DataFormat
 

@@ -385,11 +385,11 @@ class _Run:
                     self._log(totals, s.step - 1, window)
                     totals = StepTotals.zeros(self.device)
                 if eval_now and self.evaluate_and_checkpoint(scored) and s.cooldown_from is None:
-                    if not cooldown_length(s.step, self.config):
+                    cooldown = cooldown_length(s.step, self.config)
+                    if not cooldown:
                         return "target_reached"
                     s.cooldown_from = s.step
-                    self.emit({"event": "cooldown", "step": s.step,
-                               "steps": cooldown_length(s.step, self.config)})
+                    self.emit({"event": "cooldown", "step": s.step, "steps": cooldown})
                 if cooled:
                     return "target_reached"
                 if cfg.keep_every and s.step % cfg.keep_every == 0:

@@ -10,7 +10,10 @@ Sets, over the checkpoint's own operand range (`data.min_digits`..`data.max_digi
 - `stopping chains L/k` (add and sub): `--chains` problems of L-digit operands whose carry (borrow)
   starts in one column, is passed on by the k columns above it and ends inside the number (248+252), as the
   hard split draws them (`mct.data.hard`); sub also with the operands swapped (a negative answer);
-- `full chains L` (add and sub): a carry through every column (a + b = 10^L; 10^L - (10^L - 1) for sub).
+- `full chains L` (add and sub): a carry through every column (a + b = 10^L; 10^L - (10^L - 1) for sub);
+- `near ties L` (add and sub): `--chains` pairs of L-digit operands that tie down to the last columns, so the
+  lowest ones decide the sign (sub: b = a + d) or whether a carry reaches the top (add: a + b = 10^L - 1 + d),
+  d uniform in -10..10 (`384-379`, `4521+5480`).
 Answers are decoded greedily with `mct.load(...).answer`, exact match on the whole answer.
 """
 
@@ -59,6 +62,15 @@ def problem_sets(task: str, low: int, high: int, samples: int, chains: int, exha
                 pairs = [(top, top - 1), (top - 1, top)] if length < high else []
             if pairs:
                 sets[f"full chains {length}"] = pairs
+        for length in range(max(low, 2), high + 1):
+            smallest, count = length_range(length)
+            pairs = []
+            for _ in range(chains):
+                a, d = _number(rng, length), rng.randint(-10, 10)
+                b = a + d if task == "sub" else 10**length - 1 - a + d
+                if smallest <= b < smallest + count:  # b keeps the length: no leading zero, no extra digit
+                    pairs.append((a, b))
+            sets[f"near ties {length}"] = pairs
     return sets
 
 

@@ -255,9 +255,9 @@ class DataConfig(_Section):
         0.0, ge=0.0, le=1.0, description="add/sub: share of training problems drawn where every column carries "
         "(borrows), the longest carry chains; the rest stays balanced over carry counts")
     tie_mix: float = Field(
-        0.0, ge=0.0, le=1.0, description="add/sub: share of equal-length training problems whose top columns "
-        "(one to all of them) are ties: sub equal digits (the sign is decided below), add digits summing to 9 "
-        "(the carry into the top is decided below)")
+        0.0, ge=0.0, le=1.0, description="add/sub: share of training problems whose top columns (one to all "
+        "of them) are ties: sub equal digits (the sign is decided below; equal lengths only), add digits summing "
+        "to 9, and 9s in the longer operand above the shorter one's top (the carry into the top is decided below)")
     chain_mix: float = Field(
         0.0, ge=0.0, le=1.0, description="add/sub: share of training problems given a carry (borrow) chain "
         "inside the number: a carrying column and 1 or more columns above it that pass the carry on (add digits "

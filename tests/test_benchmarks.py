@@ -1,9 +1,11 @@
-"""Benchmarks that need something mct does not ship say so in one line and exit 2."""
+"""Benchmarks that need something mct does not ship say so in one line and exit 2; hard_cases.py's sets."""
 
 import os
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
 
 SCRIPT = Path(__file__).resolve().parent.parent / "benchmarks" / "nanogpt_parity.py"
 
@@ -41,8 +43,26 @@ def test_hard_cases_prints_one_row_per_set_with_its_count(tmp_path):
     rows = {row["set"]: row for row in json.loads(proc.stdout)["rows"]}
     assert rows["random"]["n"] == 40
     assert rows["stopping chains 3/1"]["n"] == 8  # four chains, each also swapped (a negative answer)
-    assert set(rows) == {"random", "stopping chains 3/1", "full chains 1", "full chains 2"}
+    assert set(rows) == {"random", "stopping chains 3/1", "full chains 1", "full chains 2", "near ties 2",
+                         "near ties 3"}
     assert all(0 <= row["wrong"] <= row["n"] for row in rows.values())
+
+
+@pytest.mark.parametrize("task", ["add", "sub"])
+def test_hard_cases_near_ties_tie_down_to_the_last_columns(task):
+    """sub: equal lengths, |a - b| <= 10 (the last columns decide the sign); add: equal lengths, a + b
+    within 10 of 10^L - 1 (the last columns decide whether a carry reaches the top)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("hard_cases", HARD_CASES)
+    hard_cases = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(hard_cases)
+    sets = hard_cases.problem_sets(task, 1, 5, samples=0, chains=300, exhaustive=False, seed=1)
+    for length in range(2, 6):
+        pairs = sets[f"near ties {length}"]
+        assert len(pairs) > 250 and all(len(str(a)) == len(str(b)) == length for a, b in pairs)
+        gaps = [b - a if task == "sub" else a + b - (10**length - 1) for a, b in pairs]
+        assert all(-10 <= gap <= 10 for gap in gaps) and len(set(gaps)) == 21
 
 
 def test_hard_cases_names_a_missing_checkpoint_in_one_line(tmp_path):

@@ -319,6 +319,32 @@ def test_tie_mix_gives_additions_whose_top_columns_sum_to_nine():
     assert len(all_nines) > 100 and all(min(a, b) >= 100 for _, _, a, b in mixed)  # lengths stay in range
 
 
+def test_tie_mix_gives_additions_of_unequal_lengths_runs_of_nines_above_the_shorter_operand():
+    """99999+1: above the shorter operand's top its padding 0 and the longer's 9 sum to 9 and pass a carry
+    on, so the carry into the top is decided below; sub keeps ties to operands of equal length."""
+    import numpy as np
+
+    from mct.data import sampling
+
+    buckets, weights = sampling.stream_weights("add", 1, 5, 100_000)
+    a, a_len, b, b_len = sampling.sample_stream(np.random.default_rng(0), buckets, weights, 4000, 5)
+    drawn = [x.copy() for x in (a, a_len, b, b_len)]
+    sampling.tie_top_columns(np.random.default_rng(1), "add", a, a_len, b, b_len, 1.0)
+    powers = 10 ** np.arange(5)
+    x, y = (a * powers).sum(1), (b * powers).sum(1)
+    assert [len(str(v)) for v in x] == a_len.tolist() and [len(str(v)) for v in y] == b_len.tolist()
+    unequal = a_len != b_len
+    longer = np.where((a_len > b_len)[:, None], a, b)[unequal]
+    top = (np.maximum(a_len, b_len) - 1)[unequal]
+    assert (np.take_along_axis(longer, top[:, None], 1)[:, 0] == 9).mean() > 0.9  # top digit 9 in (almost) all
+    column_sums = a + b  # least significant first; 9 from the top down to where the tie stops
+    whole = (column_sums == 9) | (np.arange(5)[None, :] >= np.maximum(a_len, b_len)[:, None])
+    assert whole[unequal].all(1).mean() > 0.1  # ties through every column: no carry at all (99990+9)
+    sub = [x.copy() for x in drawn]
+    sampling.tie_top_columns(np.random.default_rng(1), "sub", *sub, 1.0)
+    assert all((before[unequal] == after[unequal]).all() for before, after in zip(drawn, sub))
+
+
 def test_chain_mix_gives_carries_that_run_through_inner_columns_and_stop():
     from mct.data.tasks import trace_add, trace_sub
 

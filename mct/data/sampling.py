@@ -495,15 +495,23 @@ def stream_weights(task: str, min_digits: int, max_digits: int, total: int, carr
 
 def tie_top_columns(rng: np.random.Generator, task: str, a: np.ndarray, a_len: np.ndarray, b: np.ndarray,
                     b_len: np.ndarray, share: float) -> None:
-    """In place (data.tie_mix): in about `share` of the rows whose operands have equal lengths, the top s
-    columns become ties, s uniform from 1 to the length: sub copies a's digits into b (a - b's sign is
-    decided below them; all columns: a == b), add makes each column sum to 9 (a carry from below runs
-    through them, so the carry into the top is decided below). Uniform operands almost never have such
-    columns, so a model rarely learns to look below the top one. Digit matrices least significant first,
-    as `sample_stream` returns them; lengths never change (see `_tie`)."""
-    rows = (rng.random(len(a)) < share) & (a_len == b_len)
-    run = np.floor(rng.random(len(a)) * a_len).astype(np.int64) + 1  # 1..length
-    _tie(task, a, b, b_len, rows, a_len - run, run)
+    """In place (data.tie_mix): in about `share` of the rows, the top s columns become ties, s uniform from 1
+    to the longer operand's length: sub copies a's digits into b (a - b's sign is decided below them; all
+    columns: a == b; operands of equal length only, as a longer one decides the sign alone), add makes each
+    column sum to 9 (a carry from below runs through them, so the carry into the top is decided below),
+    and above the shorter operand's top, where its padding is 0, the longer one's digits become 9s
+    (`99907+85=`, `999+00=`). Uniform operands almost never have such columns, so a model rarely learns to
+    look below the top one. Digit matrices least significant first, as `sample_stream` returns them; lengths
+    never change (see `_tie`)."""
+    longest, shortest = np.maximum(a_len, b_len), np.minimum(a_len, b_len)
+    rows = (rng.random(len(a)) < share) & ((a_len == b_len) | (task == "add"))
+    run = np.floor(rng.random(len(a)) * longest).astype(np.int64) + 1  # 1..length
+    first = longest - run
+    rows = _tie(task, a, b, b_len, rows, first, shortest - first)  # the columns both operands have
+    column = np.arange(a.shape[1])[None, :]
+    nines = rows[:, None] & (column >= np.maximum(first, shortest)[:, None]) & (column < longest[:, None])
+    a[nines & (a_len > b_len)[:, None]] = 9
+    b[nines & (b_len > a_len)[:, None]] = 9
 
 
 def plant_chains(rng: np.random.Generator, task: str, a: np.ndarray, a_len: np.ndarray, b: np.ndarray,

@@ -500,7 +500,7 @@ def tie_top_columns(rng: np.random.Generator, task: str, a: np.ndarray, a_len: n
     columns: a == b; operands of equal length only, as a longer one decides the sign alone), add makes each
     column sum to 9 (a carry from below runs through them, so the carry into the top is decided below),
     and above the shorter operand's top, where its padding is 0, the longer one's digits become 9s
-    (`99907+85=`, `999+00=`). Uniform operands almost never have such columns, so a model rarely learns to
+    (`99907+85=`, `99942+57=`). Uniform operands almost never have such columns, so a model rarely learns to
     look below the top one. Digit matrices least significant first, as `sample_stream` returns them; lengths
     never change (see `_tie`)."""
     longest, shortest = np.maximum(a_len, b_len), np.minimum(a_len, b_len)

@@ -1,4 +1,4 @@
-"""A trained checkpoint on the cases a balanced test split hides: every problem, random ones, and chains.
+"""A trained checkpoint on the cases a balanced test split hides: every problem, random ones, chains and near ties.
 
     python benchmarks/hard_cases.py runs/demo/best.pt                  # default sets
     python benchmarks/hard_cases.py runs/demo/best.pt --exhaustive     # every pair (up to 3 digits)
@@ -83,7 +83,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("checkpoint")
     parser.add_argument("--samples", type=int, default=5000, help="random problems")
-    parser.add_argument("--chains", type=int, default=200, help="problems per chain kind")
+    parser.add_argument("--chains", type=int, default=200, help="problems per chain kind and per near-tie length")
     parser.add_argument("--exhaustive", action="store_true", help=f"every pair (operands of at most {EXHAUSTIVE_DIGITS} digits)")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--device", default="cpu")

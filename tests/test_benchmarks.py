@@ -52,11 +52,9 @@ def test_hard_cases_prints_one_row_per_set_with_its_count(tmp_path):
 def test_hard_cases_near_ties_tie_down_to_the_last_columns(task):
     """sub: equal lengths, |a - b| <= 10 (the last columns decide the sign); add: equal lengths, a + b
     within 10 of 10^L - 1 (the last columns decide whether a carry reaches the top)."""
-    import importlib.util
+    from benchmark_script import load_benchmark
 
-    spec = importlib.util.spec_from_file_location("hard_cases", HARD_CASES)
-    hard_cases = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(hard_cases)
+    hard_cases = load_benchmark("hard_cases")
     sets = hard_cases.problem_sets(task, 1, 5, samples=0, chains=300, exhaustive=False, seed=1)
     for length in range(2, 6):
         pairs = sets[f"near ties {length}"]

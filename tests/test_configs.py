@@ -60,11 +60,9 @@ def test_the_add_coupled_recipe_generalises_past_its_training_length(tmp_path):
     padded-pair format, the place ids, the relative place bias or its far-key mask shows as a model that
     cannot read 20- and 30-digit sums (measured: 100% test, 94.5% at 20 digits, 90.5% at 30; learned
     positions score 0% there)."""
-    import importlib.util
+    from benchmark_script import load_benchmark
 
-    spec = importlib.util.spec_from_file_location("length", CONFIGS[0].parent.parent / "benchmarks" / "length.py")
-    length = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(length)  # the benchmark's own problems and scoring
+    length = load_benchmark("length")  # the benchmark's own problems and scoring
 
     from mct.checkpoint import load_checkpoint
     from mct.data.format import DataFormat

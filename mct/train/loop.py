@@ -31,8 +31,8 @@ from mct.model import create_model
 from mct.train.data import heldout_records, training_batches, validation_tensors
 from mct.train.distributed import Dist, barrier, setup_distributed
 from mct.train.run_folder import RunFolder, config_differences
-from mct.train.step import (GraphedStep, StepTotals, TrainState, build_optimizer, cooldown_length, scored_logits,
-                            train_step)
+from mct.train.step import (GraphedStep, StepTotals, TrainState, build_optimizer, cooldown_length, learning_rate,
+                            scored_logits, train_step)
 
 Progress = Callable[[dict], None]
 
@@ -330,8 +330,6 @@ class _Run:
                 f"the loss became {loss} by step {self.state.step}; training stopped and {kept}. Try a lower "
                 "train.lr, train.precision = fp32 or a smaller train.grad_clip")
         self.tokens_seen += tokens
-        from mct.train.step import learning_rate
-
         row = {"step": self.state.step, "loss": round(loss, 6),
                "lr": learning_rate(lr_step, self.config, self.state.cooldown_from),
                "tokens_per_s": round(tokens * self.dist.world_size / max(window, 1e-9), 1)}

@@ -13,7 +13,11 @@ Sets, over the checkpoint's own operand range (`data.min_digits`..`data.max_digi
 - `full chains L` (add and sub): a carry through every column (a + b = 10^L; 10^L - (10^L - 1) for sub);
 - `near ties L` (add and sub): `--chains` pairs of L-digit operands that tie down to the last columns, so the
   lowest ones decide the sign (sub: b = a + d) or whether a carry reaches the top (add: a + b = 10^L - 1 + d),
-  d uniform in -10..10 (`384-379`, `4521+5480`).
+  d uniform in -10..10 (`384-379`, `4521+5480`);
+- `edge factors` (mul): every length's 0, 1, 10^k and 9..9 times `--chains` random operands, both ways round
+  (`0*507`, `999*46`), and 9..9 times 9..9 at every pair of lengths (the most carries);
+- `inner zeros` (mul): `--chains` pairs of operands with zeros inside (`705*306`: partial products that skip
+  places).
 Answers are decoded greedily with `mct.load(...).answer`, exact match on the whole answer.
 """
 
@@ -60,8 +64,7 @@ def problem_sets(task: str, low: int, high: int, samples: int, chains: int, exha
                 pairs = [(a, b) for a in firsts if (b := chain_partner(a, length)) is not None]
             else:
                 pairs = [(top, top - 1), (top - 1, top)] if length < high else []
-            if pairs:
-                sets[f"full chains {length}"] = pairs
+            sets[f"full chains {length}"] = pairs
         for length in range(max(low, 2), high + 1):
             smallest, count = length_range(length)
             pairs = []
@@ -71,7 +74,23 @@ def problem_sets(task: str, low: int, high: int, samples: int, chains: int, exha
                 if smallest <= b < smallest + count:  # b keeps the length: no leading zero, no extra digit
                     pairs.append((a, b))
             sets[f"near ties {length}"] = pairs
-    return sets
+    if task == "mul":
+        edges = {0, 1} | {10**k for k in range(1, high)} | {10**k - 1 for k in range(1, high + 1)}
+        edges = sorted(edge for edge in edges if low <= len(str(edge)) <= high)
+        pairs = [(edge, _number(rng, rng.randint(low, high))) for edge in edges for _ in range(chains)]
+        nines = [10**k - 1 for k in range(low, high + 1)]
+        sets["edge factors"] = pairs + [(b, a) for a, b in pairs] + [(a, b) for a in nines for b in nines]
+        if high >= 3:
+            sets["inner zeros"] = [(_inner_zeros(rng, rng.randint(max(low, 3), high)),
+                                    _inner_zeros(rng, rng.randint(max(low, 3), high))) for _ in range(chains)]
+    return {name: pairs for name, pairs in sets.items() if pairs}  # --samples 0 or --chains 0 leave sets out
+
+
+def _inner_zeros(rng: random.Random, length: int) -> int:
+    """An operand of `length` >= 3 digits whose inner digits are each 0 with probability 1/2 (at least one)."""
+    inner = [rng.choice("0123456789") if rng.random() < 0.5 else "0" for _ in range(length - 2)]
+    inner[rng.randrange(length - 2)] = "0"
+    return int(rng.choice("123456789") + "".join(inner) + rng.choice("0123456789"))
 
 
 def _fail(message: str) -> None:

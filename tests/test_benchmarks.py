@@ -63,6 +63,26 @@ def test_hard_cases_near_ties_tie_down_to_the_last_columns(task):
         assert all(-10 <= gap <= 10 for gap in gaps) and len(set(gaps)) == 21
 
 
+def test_hard_cases_multiplication_sets_hold_edge_factors_and_inner_zeros():
+    """mul: 0, 1, 10^k and 9..9 of every length in range, on either side, every 9..9 x 9..9 pair, and operands
+    with a zero inside; every operand within the checkpoint's lengths."""
+    from benchmark_script import load_benchmark
+
+    hard_cases = load_benchmark("hard_cases")
+    sets = hard_cases.problem_sets("mul", 1, 3, samples=0, chains=20, exhaustive=False, seed=1)
+    assert set(sets) == {"edge factors", "inner zeros"}  # --samples 0: no random set
+    edges = sets["edge factors"]
+    for edge in (0, 1, 10, 100, 9, 99, 999):
+        assert sum(a == edge for a, _ in edges) >= 20 and sum(b == edge for _, b in edges) >= 20
+    assert {(a, b) for a in (9, 99, 999) for b in (9, 99, 999)} <= set(edges)
+    assert all(1 <= len(str(x)) <= 3 for pair in edges + sets["inner zeros"] for x in pair)
+    assert all(str(x)[1] == "0" for pair in sets["inner zeros"] for x in pair)
+    assert set(hard_cases.problem_sets("sub", 1, 3, samples=0, chains=0, exhaustive=True, seed=1)) == {
+        "all problems", "full chains 1", "full chains 2"}  # no empty sets: --samples 0 --chains 0 --exhaustive
+    two_digit = hard_cases.problem_sets("mul", 2, 2, samples=0, chains=5, exhaustive=False, seed=1)
+    assert "inner zeros" not in two_digit and all(len(str(x)) == 2 for pair in two_digit["edge factors"] for x in pair)
+
+
 def test_hard_cases_names_a_missing_checkpoint_in_one_line(tmp_path):
     proc = subprocess.run([sys.executable, str(HARD_CASES), str(tmp_path / "none.pt")], capture_output=True, text=True)
     assert proc.returncode == 2 and "does not exist" in proc.stderr and "Traceback" not in proc.stderr

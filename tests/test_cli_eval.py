@@ -218,6 +218,16 @@ def test_a_longer_operand_than_a_padded_model_reads_names_the_length_generalisin
     assert run(["generate", padded, "123+5="], capsys)[0] == 0  # the trained width itself is fine
 
 
+@pytest.mark.parametrize("task, symbol, fix", [("sub", "-", "configs/sub-coupled.toml"),
+                                               ("mul", "*", "train with a larger data.max_digits")])
+def test_a_longer_operand_names_the_fix_for_the_models_own_task(task, symbol, fix, tmp_path, capsys):
+    """A padded sub model points to the subtraction recipe that generalises; mul has none to point to."""
+    padded = make_checkpoint(tmp_path / "padded.pt", task=task, pad_operands=True, max_seq_len=48)
+    code, _, err = run(["generate", padded, f"1234{symbol}5="], capsys)
+    assert_one_line_error(code, err, "4 digits", "zero-padded to 3", fix)
+    assert "add-coupled" not in err
+
+
 def test_missing_truncated_and_foreign_checkpoints_exit_2(ckpt, data_file, tmp_path, capsys):
     truncated = tmp_path / "truncated.pt"
     truncated.write_bytes(ckpt.read_bytes()[:300])

@@ -34,14 +34,15 @@ def test_the_default_recipe_stops_early_at_its_target_and_meets_it_on_test(tmp_p
 
 
 def test_the_sub3_recipe_learns_within_a_fixed_number_of_steps(tmp_path):
-    """configs/sub3.toml (sign, borrows, tie_mix) shortened to 2,000 steps, seed 0: a regression in the
-    sub format, the sampling of near ties or the optimiser shows here (docs/recipes.md, sub3)."""
+    """configs/sub3.toml (ten's complement, borrows, tie_mix) shortened to 800 steps, seed 0: a regression in
+    the sub format, the sampling of near ties or the optimiser shows here. Seeds 0-2 reach 100% of the test
+    and hard splits at 800 steps and 95.6-99.6% at 500 (docs/recipes.md, sub3)."""
     config = load_config(CONFIGS[0].parent / "sub3.toml", environ={}, overrides={
         "data": {"n_val": 500, "n_test": 1000},
-        "train": {"max_steps": 2000, "eval_every": 500, "eval_samples": 500, "target_accuracy": None,
-                  "device": "cpu", "seed": 0, "save_every": 2000}})
+        "train": {"max_steps": 800, "eval_every": 800, "eval_samples": 500, "target_accuracy": None,
+                  "device": "cpu", "seed": 0, "save_every": 800}})
     result = train(config, tmp_path / "run")
-    assert result.test["exact_match"] >= 0.99 and result.test["hard"]["exact_match"] >= 0.95
+    assert result.test["exact_match"] >= 0.995 and result.test["hard"]["exact_match"] >= 0.99
 
 
 def test_the_mul2_recipe_learns_within_a_fixed_number_of_steps(tmp_path):

@@ -58,6 +58,18 @@ def test_signed_subtraction_and_steps_keep_the_digits_in_place():
     assert TOKENIZER.vocab[problems.labels[0][problems.labels[0] != -100][0]] == "#"  # steps are supplied
 
 
+def test_ten_s_complement_places_its_digits_and_leaves_the_sign_out():
+    """sub_complement writes the digits, then the sign: the sign is no answer place."""
+    fmt = DataFormat.from_config(DataConfig(task="sub", pad_operands=True, sub_complement=True))
+    problems = problem_set(fmt, TOKENIZER, [(12, 34), (34, 12)])
+    assert text(problems.input_ids[0]).endswith("012-034=#879-<eos>")  # -22 = 978 - 1000
+    assert problems.num_places == 3
+    assert [TOKENIZER.vocab[i] for i in problems.answer_tokens[0]] == ["8", "7", "9"]
+    assert [TOKENIZER.vocab[i] for i in problems.answer_tokens[1]] == ["2", "2", "0"]
+    labelled = [TOKENIZER.vocab[i] for i in problems.labels[1][problems.labels[1] != -100]]
+    assert labelled == ["#", "2", "2", "0", "+", "<eos>"]  # the sign is still scored as a token
+
+
 def test_teacher_forced_exact_match_is_what_greedy_decoding_gets(tiny_trained_checkpoint):
     predictor = Predictor.from_checkpoint(tiny_trained_checkpoint, device="cpu")
     fmt, config = predictor.data_format, predictor.config

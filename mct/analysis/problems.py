@@ -117,8 +117,9 @@ def problem_set(data_format, tokenizer, operands: Sequence[tuple[int, int]], max
         labels = [-100] * len(ids)
         for t in range(mark - 1, eos):
             labels[t] = ids[t + 1]
-        sign = 1 if pieces[mark + 1] in ("+", "-") else 0
-        digits = range(mark + 1 + sign, eos)
+        sign_first = pieces[mark + 1] in ("+", "-")
+        sign_last = pieces[eos - 1] in ("+", "-")  # sub_complement: the digits, then the sign
+        digits = range(mark + 1 + sign_first, eos - sign_last)
         places = {(i if data_format.answer_order == "reversed" else len(digits) - 1 - i): j
                   for i, j in enumerate(digits)}
         answers.append({place: (j - 1, ids[j]) for place, j in places.items()})

@@ -225,10 +225,11 @@ class DataConfig(_Section):
         description="add/sub: zero-pad each problem's shorter operand to the longer one's digits and the answer "
         "to the width that gives (7+1234 -> 0007+1234=), so every column holds two digits at any length",
     )
-    sub_complement: bool = Field(
-        False,
+    sub_complement: bool | None = Field(
+        None,
         description="sub, padded, reversed, no steps: write the w digits of (a - b) mod 10^w and then the sign "
-        "(the top column's borrow), so each token depends on its column and the one below (12-345= -> #766-)",
+        "(the top column's borrow), so each token depends on its column and the one below (12-345= -> #766-); "
+        "none = wherever it applies, false = the sign first (#-333), which learns far more slowly",
     )
     residue_tokens: bool = Field(
         False,

@@ -84,7 +84,7 @@ def _other_value(key: str, companions: list[str] = ()):
         candidates = [default * 2, default + 1, max(default // 2, 1), 2, 8, 16]
     elif isinstance(default, float):
         candidates = [default / 2, 0.5, 1.0]
-    elif key == "train.cuda_graphs":
+    elif key in ("train.cuda_graphs", "data.sub_complement"):  # none = chosen by the device / the format
         candidates = [False]
 
     elif isinstance(default, str):

@@ -92,6 +92,17 @@ def test_gen_complement_writes_the_sign_last(tmp_path, capsys):
     assert code == 2 and "sub_complement applies to sub" in err and "Traceback" not in err
 
 
+def test_gen_padded_sub_is_in_ten_s_complement_unless_told_otherwise(tmp_path, capsys):
+    common = ["--pad", "--max-digits", "3", "--instances", "50", "--val", "10", "--test", "10", "--json"]
+    code, out, _ = run(["gen", "sub", *common, "--out", str(tmp_path / "auto")], capsys)
+    assert code == 0 and json.loads(out)["format"]["sub_complement"] is True
+    code, out, _ = run(["gen", "sub", *common, "--no-complement", "--out", str(tmp_path / "sign")], capsys)
+    assert code == 0 and json.loads(out)["format"]["sub_complement"] is False
+    for name, sign_first in (("auto", False), ("sign", True)):
+        targets = [json.loads(line)["target"] for line in (tmp_path / name / "test.jsonl").open()]
+        assert all((t[1] in "+-") == sign_first and (t[-len("<eos>") - 1] in "+-") != sign_first for t in targets)
+
+
 def test_gen_mod_splits_all_pairs(tmp_path, capsys):
     code, out, _ = run(["gen", "mod", "--modulus", "11", "--train-fraction", "0.5", "--out", str(tmp_path), "--json"], capsys)
     counts = json.loads(out)["counts"]

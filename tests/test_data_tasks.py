@@ -181,6 +181,24 @@ def test_sub_complement_writes_the_sign_last_and_parses_back():
             DataFormat(**{"pad_to_longer": True, **bad, "sub_complement": True})
 
 
+def test_an_unset_sub_complement_is_on_wherever_it_applies():
+    """data.sub_complement unset (none): ten's complement for padded, reversed sub without steps, where the
+    sign first learned in three times the steps; the sign first where the format has no fixed width, writes
+    steps or plain answers; false keeps the sign first."""
+    from mct.config import DataConfig
+
+    def fmt(task="sub", **fields):
+        return DataFormat.from_config(DataConfig(task=task, **fields))
+
+    assert fmt(pad_operands=True).target((12, 34)) == "#879-<eos>"
+    assert fmt(pad_to_longer=True).target((12, 345)) == "#766-<eos>"
+    assert fmt(pad_operands=True, sub_complement=False).target((12, 34)) == "#-220<eos>"
+    assert fmt(pad_operands=True, sub_complement=True).sub_complement
+    for fields in (dict(), dict(pad_operands=True, use_steps=True), dict(pad_operands=True, answer_order="plain")):
+        assert not fmt(**fields).sub_complement, fields
+    assert not fmt("add", pad_operands=True).sub_complement
+
+
 # --- zero-padded format (operand_width) -----------------------------------------------------------------
 def test_padded_format_examples():
     add = DataFormat("add", operand_width=3)

@@ -54,6 +54,18 @@ _LONGER_NUMBERS = {  # what a user who asks a padded model for longer numbers ca
 MAX_OPERAND_DIGITS = 4000  # Python converts at most 4,300 digits of text to int by default
 
 
+def _sub_complement(data_config) -> bool:
+    """`data.sub_complement`, where none means: wherever it applies (sub with padded operands, reversed
+    answers, no steps). Sign first, the first answer token compares the whole operands, and padded
+    subtraction learned in three times the steps and missed signs of near ties (docs/recipes.md)."""
+    chosen = getattr(data_config, "sub_complement", False)
+    if chosen is not None:
+        return bool(chosen)
+    pads = getattr(data_config, "pad_operands", False) or getattr(data_config, "pad_to_longer", False)
+    return (data_config.task == "sub" and bool(pads) and data_config.answer_order == "reversed"
+            and not data_config.use_steps)
+
+
 def order_answer(natural: str, answer_order: str) -> str:
     """The answer as the model writes it: reversed = sign first, then digits least significant first."""
     if answer_order == "plain":
@@ -151,7 +163,7 @@ class DataFormat:
             modulus=data_config.modulus if data_config.task == "mod" else None,
             operand_width=data_config.max_digits if getattr(data_config, "pad_operands", False) else 0,
             pad_to_longer=bool(getattr(data_config, "pad_to_longer", False)),
-            sub_complement=bool(getattr(data_config, "sub_complement", False)),
+            sub_complement=_sub_complement(data_config),
             residue_tokens=bool(getattr(data_config, "residue_tokens", False)),
         )
 

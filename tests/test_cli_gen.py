@@ -17,7 +17,7 @@ def test_gen_add_steps_alone_gives_a_three_digit_set(tmp_path, monkeypatch, caps
     code, out, err = run(["gen", "add", "--steps"], capsys)
     assert code == 0 and out == ""
     manifest = json.loads((tmp_path / "data/add/manifest.json").read_text())
-    assert manifest["counts"] == {"train": 100000, "val": 1000, "test": 2000, "hard": 235}
+    assert manifest["counts"] == {"train": 100000, "val": 1000, "test": 2000, "hard": 234}  # unpadded: 0+0 trains
     assert (manifest["min_digits"], manifest["max_digits"]) == (1, 3) and manifest["format"]["use_steps"]
     first = json.loads((tmp_path / "data/add/train.jsonl").open().readline())
     assert first["steps"] and max(first["meta"]["digits"]) <= 3
@@ -122,7 +122,7 @@ def test_gen_refuses_to_overwrite_without_force(tmp_path, capsys):
 
 
 @pytest.mark.parametrize("argv,message", [
-    (["gen", "add", "--max-digits", "1", "--instances", "20000"], "ask for at most 76"),  # 100 one-digit additions, 24 in the hard split
+    (["gen", "add", "--max-digits", "1", "--instances", "20000"], "ask for at most 77"),  # 100 one-digit additions, 23 in the hard split (unpadded: 0+0 trains)
     (["gen", "div"], "argument TASK (data.task): Input should be 'add', 'sub', 'mul' or 'mod'"),
     (["gen", "add", "--ood-digits", "x"], "C-D"),
     (["gen", "add", "--answer-order", "sideways"], "flag --answer-order (data.answer_order): Input should be 'reversed' or 'plain'"),

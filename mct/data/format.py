@@ -37,7 +37,7 @@ comparison of the whole operands before the first digit. `parse_completion` give
 from __future__ import annotations
 
 import re
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 
 from mct.data import tasks
 from mct.errors import MctError
@@ -52,18 +52,6 @@ _LONGER_NUMBERS = {  # what a user who asks a padded model for longer numbers ca
     "sub": "train a length-generalising model (configs/sub-coupled.toml)",
 }
 MAX_OPERAND_DIGITS = 4000  # Python converts at most 4,300 digits of text to int by default
-
-
-def _sub_complement(data_config) -> bool:
-    """`data.sub_complement`, where none means: wherever it applies (sub with padded operands, reversed
-    answers, no steps). Sign first, the first answer token compares the whole operands, and padded
-    subtraction learned in three times the steps and missed signs of near ties (docs/recipes.md)."""
-    chosen = getattr(data_config, "sub_complement", False)
-    if chosen is not None:
-        return bool(chosen)
-    pads = getattr(data_config, "pad_operands", False) or getattr(data_config, "pad_to_longer", False)
-    return (data_config.task == "sub" and bool(pads) and data_config.answer_order == "reversed"
-            and not data_config.use_steps)
 
 
 def order_answer(natural: str, answer_order: str) -> str:
@@ -130,8 +118,7 @@ class DataFormat:
             raise MctError(f"operand_width must be a whole number >= 0 (0 = no padding), got {self.operand_width!r}")
         if self.pad_to_longer and (self.operand_width or self.task not in ("add", "sub")):
             raise MctError("pad_to_longer applies to add and sub without a fixed operand width (pad_operands)")
-        if self.sub_complement and (self.task != "sub" or not self.pads or self.use_steps
-                                    or self.answer_order != "reversed"):
+        if self.sub_complement and not self.complement_applies:
             raise MctError("sub_complement applies to sub with padded operands (pad_operands or pad_to_longer), "
                            "reversed answers and no steps")
         if self.residue_tokens and (self.task != "mod" or self.pads or self.use_steps or self.answer_order != "plain"):
@@ -155,17 +142,20 @@ class DataFormat:
 
     @classmethod
     def from_config(cls, data_config) -> "DataFormat":
-        """The format a `DataConfig` describes."""
-        return cls(
+        """The format a `DataConfig` describes. `data.sub_complement` unset (none) means ten's complement
+        wherever it applies: with the sign first the first answer token compares the whole operands, and
+        padded subtraction learned in three times the steps and missed signs of near ties (docs/recipes.md)."""
+        fmt = cls(
             task=data_config.task,
             answer_order=data_config.answer_order,
             use_steps=bool(data_config.use_steps),
             modulus=data_config.modulus if data_config.task == "mod" else None,
             operand_width=data_config.max_digits if getattr(data_config, "pad_operands", False) else 0,
             pad_to_longer=bool(getattr(data_config, "pad_to_longer", False)),
-            sub_complement=_sub_complement(data_config),
             residue_tokens=bool(getattr(data_config, "residue_tokens", False)),
         )
+        chosen = getattr(data_config, "sub_complement", False)
+        return replace(fmt, sub_complement=fmt.complement_applies if chosen is None else bool(chosen))
 
     def tokenizer(self) -> Tokenizer:
         """The tokenizer that writes this format: the character vocabulary, plus a number token per residue
@@ -181,6 +171,12 @@ class DataFormat:
     def pads(self) -> bool:
         """Whether operands are written zero-padded (to a fixed width or to the longer one)."""
         return bool(self.operand_width or self.pad_to_longer)
+
+    @property
+    def complement_applies(self) -> bool:
+        """Whether ten's complement (`sub_complement`) can write this format: sub with padded operands,
+        reversed answers and no steps."""
+        return self.task == "sub" and self.pads and not self.use_steps and self.answer_order == "reversed"
 
     def width(self, operands: tuple[int, int]) -> int:
         """The digits each operand of this problem is padded to (0 = written as it is)."""

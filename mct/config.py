@@ -17,6 +17,7 @@ import difflib
 import functools
 import json
 import sys
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Mapping, Sequence
@@ -633,7 +634,8 @@ def _bad_json(text: str) -> bool:
 
 def parse_set(item: str) -> tuple[tuple[str, ...], Any]:
     """`table.key=value` (one `--set`) -> (key path, value). The value is read as a TOML value when it
-    is one (`3e-3`, `true`, `[4, 6]`, `"text"`), as `None` for `none`, else kept as text (`cuda:1`)."""
+    is one (`3e-3`, `true`, `[4, 6]`, `"text"`), as `None` for `none` (unless "none" is one of the key's
+    choices: absolute_positions, step_masking_mode), else kept as text (`cuda:1`)."""
     key, sep, text = item.partition("=")
     key = key.strip()
     if not sep or not key:
@@ -644,13 +646,25 @@ def parse_set(item: str) -> tuple[tuple[str, ...], Any]:
         hint = f"; did you mean {' or '.join(matches)}?" if matches else ""
         raise MctError(f"--set {item!r}: the key needs its table, as table.key{hint}")
     text = text.strip()
-    if text.lower() in ("none", "null"):
-        return loc, None
+    if text.lower() in ("none", "null"):  # a choice named "none" (absolute_positions) stays that text
+        return loc, "none" if text.lower() == "none" and "none" in _choices(loc) else None
     try:
         parsed = tomllib.loads(f"value = {text}")
     except (tomllib.TOMLDecodeError, ValueError):
         return loc, text
     return loc, parsed["value"] if list(parsed) == ["value"] else text
+
+
+def _choices(loc: tuple) -> tuple:
+    """The Literal values the key at `loc` accepts (empty when it is no such key)."""
+    section: Any = Config
+    for key in loc:
+        fields = getattr(section, "model_fields", None)
+        if not fields or key not in fields:
+            return ()
+        section = fields[key].annotation
+    options = [section] if typing.get_origin(section) is Literal else typing.get_args(section)  # X | None too
+    return tuple(v for arg in options if typing.get_origin(arg) is Literal for v in typing.get_args(arg))
 
 
 def _flag_layer(flags: Mapping[str, tuple[Any, str]] | None) -> Layer:

@@ -65,6 +65,15 @@ def test_source_set_reads_toml_values_and_plain_text():
     assert config.data.train_path == Path("a b")
 
 
+def test_set_none_is_the_choice_named_none_where_a_key_has_one():
+    # absolute_positions and step_masking_mode have a choice called "none"; elsewhere none clears the key
+    config = resolve_config(None, sets=["model.absolute_positions=none", "data.step_masking_mode=None",
+                                        "train.num_threads=none", "data.sub_complement=null"], environ={})
+    assert config.model.absolute_positions == "none" and config.data.step_masking_mode == "none"
+    assert config.train.num_threads is None and config.data.sub_complement is None
+    assert parse_set("model.absolute_positions=null") == (("model", "absolute_positions"), None)
+
+
 def test_source_run_config_on_resume(run_dir):
     config = resolve_config(None, resume=run_dir, environ={})
     assert (config.train.lr, config.train.max_steps, config.train.batch_size) == (0.005, 4, 16)

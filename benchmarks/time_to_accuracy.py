@@ -25,17 +25,20 @@ ROOT = Path(__file__).resolve().parent.parent
 TARGET = 0.999
 
 
-def run_one(name: str, out: Path, seed: int | None = None, threads: int | None = None) -> dict:
+def run_one(name: str, out: Path, seed: int | None = None, threads: int | None = None,
+            extra: tuple[str, ...] = (), folder: str | None = None) -> dict:
+    """One `mct train --config configs/NAME.toml` process; `extra`: more arguments (flags, --set items)."""
     config = ROOT / "configs" / f"{name}.toml"
     before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
     options = [] if seed is None else ["--set", f"train.seed={seed}"]
     options += [] if threads is None else ["--set", f"train.num_threads={threads}"]
     start = time.perf_counter()
     proc = subprocess.run([sys.executable, "-m", "mct", "train", "--config", str(config), "--out",
-                           str(out / f"{name}-{seed}"), "--json", *options], capture_output=True, text=True, cwd=ROOT)
+                           str(out / (folder or f"{name}-{seed}")), "--json", *options, *extra],
+                          capture_output=True, text=True, cwd=ROOT)
     wall = time.perf_counter() - start
     if proc.returncode != 0:
-        raise SystemExit(f"mct train --config {config} failed:\n{proc.stderr[-2000:]}")
+        raise SystemExit(f"mct train --config {config} {' '.join(extra)} failed:\n{proc.stderr[-2000:]}")
     peak_kib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
     summary = json.loads(proc.stdout)
     return {
@@ -44,6 +47,8 @@ def run_one(name: str, out: Path, seed: int | None = None, threads: int | None =
         "wall_s": round(wall, 1),
         "train_s": summary["train_s"],
         "train_steps": summary["steps"],
+        "target_step": summary.get("target_step"),
+        "stopped": summary["stopped"],
         "test_n": summary["test"]["n"],
         "test_exact_match": summary["test"]["exact_match"],
         "hard_n": summary["test"]["hard"]["n"],

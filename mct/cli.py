@@ -237,7 +237,7 @@ def train(
         return
     if json_out:
         print(json.dumps(result.to_dict(), indent=2))
-    _render_train_summary(result)
+    _render_train_summary(result, cfg.train.target_accuracy)
     if result.stopped == "interrupted":
         raise typer.Exit(130)
 
@@ -281,7 +281,7 @@ def parse_seeds(text: str) -> list[int]:
     return seeds
 
 
-def _render_train_summary(result) -> None:
+def _render_train_summary(result, target: float | None = None) -> None:
     from rich.table import Table
 
     table = Table(title="mct train", show_header=False)
@@ -294,6 +294,11 @@ def _render_train_summary(result) -> None:
         reason = (f"reached the target accuracy at step {result.target_step}, then cooled down"
                   if result.stopped == "target_reached" else f"{reason}, cooling down after the target")
     table.add_row("stopped", f"after {result.steps} steps: {reason}")
+    best = result.best_val_exact_match
+    if result.stopped == "max_steps" and target is not None and result.target_step is None and best is not None \
+            and best < target:  # say how to go on rather than leave a half-trained model looking finished
+        table.add_row("target", escape(f"not reached: best validation {best:.2%}, target {target:.2%}; train on with "
+                                       f"mct train --resume {result.run_dir} --max-steps {2 * result.steps}"))
     table.add_row("wall time", f"{result.wall_s:.1f} s on {result.device} ({result.precision}, "
                   f"{result.world_size} process{'es' if result.world_size > 1 else ''})")
     table.add_row("model", f"{result.parameters:,} parameters")

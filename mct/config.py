@@ -265,8 +265,9 @@ class DataConfig(_Section):
         "inside the number: a carrying column and 1 or more columns above it that pass the carry on (add digits "
         "summing to 9, sub equal digits), as in 248+252, where the ones' carry ends in the hundreds")
     length_weights: Literal["equal", "size"] = Field(
-        "equal", description="training stream: every operand-length pair an equal share (equal), or a share in "
-        "proportion to its number of problems (size: uniform over the whole problem space)")
+        "equal", description="training batches (generated or from a file): every operand-length pair an equal share "
+        "(equal), or a share in proportion to its number of problems (size: uniform over the whole problem space; "
+        "a file: each record once per epoch)")
     curriculum_steps: int = Field(
         0, ge=0, le=10**9, description="length curriculum: the longest training operand grows from min_digits to "
         "max_digits over these steps (0 = every length from the start)")
@@ -781,16 +782,32 @@ def resolve_config(path: str | Path | None = None, *, resume: str | Path | None 
     1. `resume` (a run folder): its saved config.toml; otherwise the field defaults;
     2. `path`: a TOML file (None = none; the CLI passes `default_config_path()` for a new run);
     3. the `MCT_*` environment (`environ`, default os.environ);
-    4. `data`: `[data]` settings of a data folder (named `data_source` in errors);
+    4. `data`: `[data]` settings of a data folder (named `data_source` in errors); its max_seq_len (the
+       longest example) raises data.max_seq_len and model.max_seq_len to at least that;
     5. `flags`: `{"train.lr": (value, "--lr")}` (or `(value, "argument TASK")`), values None are not given;
     6. `sets`: `--set` items `table.key=value`, later ones win.
     """
     layers = _file_layers(path, resume) + [_env_layer(environ)]
     if data is not None:
-        layers.append(Layer(data_source, {"data": dict(data)}))
+        layers.append(_data_layer(data, data_source, layers))
     layers.append(_flag_layer(flags))
     layers.append(_set_layer(sets))
     return _validate(layers)
+
+
+def _data_layer(data: Mapping, source: str, below: Sequence[Layer]) -> Layer:
+    """A data folder's `[data]` settings; its longest example (data.max_seq_len) also raises the
+    model's context (model.max_seq_len) to hold it, and never lowers a longer one set below."""
+    values: dict = {"data": dict(data)}
+    if "max_seq_len" in data:
+        merged: dict = {}
+        for layer in below:
+            merged = deep_merge(merged, layer.values)
+        for table, model in (("data", DataConfig), ("model", ModelConfig)):
+            current = merged.get(table, {}).get("max_seq_len", model.model_fields["max_seq_len"].default)
+            longest = max(data["max_seq_len"], current) if isinstance(current, int) else data["max_seq_len"]
+            values.setdefault(table, {})["max_seq_len"] = longest
+    return Layer(source, values)
 
 
 def _file_layers(path: str | Path | None, resume: str | Path | None) -> list[Layer]:

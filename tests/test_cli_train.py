@@ -142,6 +142,41 @@ def test_trains_on_a_generated_data_folder(tiny, tmp_path, capsys):
     assert "use_steps = true" in resolved and "train.jsonl" in resolved
 
 
+def test_a_data_folder_of_longer_examples_widens_the_context(tiny, tmp_path, capsys):
+    # 3-digit problems with steps are 41 tokens long: the folder raises the tiny config's 24, and every
+    # training example is kept (before, most were dropped as too long and the run learned nothing)
+    data = tmp_path / "data"
+    assert run_main(["gen", "add", "--steps", "--instances", "300", "--val", "20", "--test", "20",
+                     "--out", str(data)], capsys)[0] == 0
+    code, out, err = run_main(["train", "--config", str(tiny), "--data", str(data), "--out", str(tmp_path / "run"),
+                               "--max-steps", "2", "--json"], capsys)
+    assert code == 0, err
+    summary = json.loads(out)
+    assert summary["num_truncated"] == 0
+    resolved = (tmp_path / "run" / "config.toml").read_text()
+    assert resolved.count("max_seq_len = 41") == 2  # [model] and [data]
+
+
+def test_the_summary_says_when_the_target_was_not_reached(tiny, tmp_path, capsys):
+    run = tmp_path / "run"
+    code, _, err = run_main(["train", "--config", str(tiny), "--out", str(run), "--set", "train.target_accuracy=0.99"],
+                            capsys)
+    shown = " ".join(err.replace("│", " ").split())
+    assert code == 0 and "not reached: best validation" in shown and "target 99.00%" in shown
+
+    from mct.cli import _render_train_summary
+    from mct.train.loop import TrainResult
+
+    result = TrainResult(run_dir="r", checkpoint="r/last.pt", best_checkpoint=None, steps=500, wall_s=1.0,
+                         stopped="max_steps", best_val_exact_match=0.0683, test=None, num_truncated=0, parameters=5,
+                         device="cpu", precision="fp32", world_size=1, tokens_per_s=1.0)
+    _render_train_summary(result, target=0.9995)
+    shown = " ".join(capsys.readouterr().err.replace("│", " ").split())
+    assert "best validation 6.83%, target 99.95%; train on with mct train --resume r --max-steps 1000" in shown
+    _render_train_summary(result, target=None)  # no target: nothing to say
+    assert "not reached" not in capsys.readouterr().err
+
+
 def test_data_folder_without_manifest_is_refused(tmp_path, capsys):
     code, _, err = run_main(["train", "--data", str(tmp_path)], capsys)
     assert code == 2 and "manifest.json does not exist" in err

@@ -74,6 +74,17 @@ def test_set_none_is_the_choice_named_none_where_a_key_has_one():
     assert parse_set("model.absolute_positions=null") == (("model", "absolute_positions"), None)
 
 
+def test_a_data_folder_raises_the_context_to_its_longest_example_and_never_lowers_it(tmp_path):
+    data = {"task": "add", "use_steps": True, "max_seq_len": 41}
+    config = resolve_config(None, data=data, environ={})  # field defaults: 512, kept
+    assert config.model.max_seq_len == 512 and config.data.max_seq_len == 512
+    short = write(tmp_path, "[model]\nmax_seq_len = 16\n[data]\nmax_seq_len = 16")
+    config = resolve_config(short, data=data, environ={})
+    assert config.model.max_seq_len == 41 and config.data.max_seq_len == 41
+    config = resolve_config(short, data=data, sets=["model.max_seq_len=60", "data.max_seq_len=50"], environ={})
+    assert (config.model.max_seq_len, config.data.max_seq_len) == (60, 50)  # flags and --set still win
+
+
 def test_source_run_config_on_resume(run_dir):
     config = resolve_config(None, resume=run_dir, environ={})
     assert (config.train.lr, config.train.max_steps, config.train.batch_size) == (0.005, 4, 16)

@@ -243,6 +243,42 @@ def test_mod_trains_on_its_training_pairs_each_epoch_in_full():
         assert prompts == {fmt.prompt(p) for p in train_pairs} and len(train_pairs) == 84
 
 
+@pytest.mark.parametrize("length_weights", ["equal", "size"])
+def test_a_training_file_gives_each_operand_length_pair_its_share(tmp_path, length_weights):
+    # mct gen writes each problem once: 1-digit pairs are a sliver of the file; "equal" draws them as often as
+    # any other pair (as the generated stream does), "size" reads each record once per epoch
+    from collections import Counter
+
+    from mct.config import Config
+    from mct.train.data import training_batches
+
+    cfg = DataConfig(task="add", max_digits=2, n_train=3000, n_val=5, n_test=5, length_weights=length_weights)
+    write_dataset(cfg, tmp_path)
+    config = Config(data=cfg.model_copy(update={"train_path": tmp_path / "train.jsonl"}), train={"batch_size": 100})
+    fmt = DataFormat.from_config(config.data)
+    records = read_records(tmp_path / "train.jsonl", TOK, require_target=True)
+    in_file = Counter((len(str(a)), len(str(b))) for a, b in (fmt.operands_from_prompt(r.prompt) for r in records))
+    epoch = training_batches(config, TOK, fmt, set(), "cpu")[0].epoch_size
+    config.train.batch_size = epoch  # one batch is one epoch
+    data, _ = training_batches(config, TOK, fmt, set(), "cpu")
+    drawn = Counter()
+    seen = set()
+    for text in _decoded_rows(data.next_batch()[0]):
+        a, b = fmt.operands_from_prompt(text[: text.index("=") + 1])
+        drawn[(len(str(a)), len(str(b)))] += 1
+        seen.add((a, b))
+    assert len(seen) == len(records)  # every record is drawn in an epoch
+    if length_weights == "size":
+        assert drawn == in_file and epoch == data.size == len(records)
+    else:
+        assert in_file[(1, 1)] < in_file[(2, 2)] // 10
+        assert set(drawn.values()) == {epoch // 4} and set(drawn) == set(in_file)
+    state = data.state_dict()  # a resumed run draws the same next batch
+    again, _ = training_batches(config, TOK, fmt, set(), "cpu")
+    again.load_state_dict(state)
+    assert torch.equal(again.next_batch()[0], data.next_batch()[0])
+
+
 def test_padded_examples_encode_like_the_stream(tmp_path):
     cfg = DataConfig(task="add", max_digits=3, pad_operands=True, use_steps=True, n_train=50, n_val=5, n_test=5)
     write_dataset(cfg, tmp_path)

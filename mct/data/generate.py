@@ -327,9 +327,24 @@ def verify_files(out_dir: Path, manifest: dict) -> None:
                            "regenerate the data set, or skip the check with verify=False")
 
 
+def _longest_example(fmt: dict, settings: dict) -> int:
+    """Tokens in the longest example the folder's format and digit range write (prompt, steps, answer)."""
+    from types import SimpleNamespace
+
+    from mct.data.stream import sequence_width
+
+    try:
+        data_format = DataFormat.from_dict(fmt)
+    except (KeyError, TypeError, ValueError) as error:
+        raise MctError(f"the manifest's format cannot be read ({error}); regenerate the data set with `mct gen`") from None
+    digits = SimpleNamespace(min_digits=settings["min_digits"], max_digits=settings["max_digits"])
+    return sequence_width(data_format, data_format.tokenizer(), digits)
+
+
 def data_config_from_folder(out_dir: str | Path, verify: bool = True) -> dict:
-    """`[data]` settings that train on a folder written by `mct gen`: its split files and its format.
-    With `verify`, every split must match the sha256 its manifest recorded."""
+    """`[data]` settings that train on a folder written by `mct gen`: its split files, its format and the
+    length of its longest example (max_seq_len; `resolve_config` makes the model's context at least that
+    long). With `verify`, every split must match the sha256 its manifest recorded."""
     out_dir = Path(out_dir)
     manifest = read_manifest(out_dir)
     if verify:
@@ -352,6 +367,7 @@ def data_config_from_folder(out_dir: str | Path, verify: bool = True) -> dict:
     }
     if fmt.get("modulus"):
         settings["modulus"] = fmt["modulus"]
+    settings["max_seq_len"] = _longest_example(fmt, settings)
     for split in ("train", "val", "test"):
         if split in files:
             settings[f"{split}_path"] = str(out_dir / files[split])

@@ -11,7 +11,8 @@ its last block on the positions from there on alone:
   (seed, i), so resuming at (chunk, position) replays the same batches.
 - `PoolBatches` holds every problem of a fixed set (a training file, the mod task's training pairs) as
   one tensor and walks through a fresh permutation each epoch, so a batch the size of the set is the
-  full batch (the grokking set-up).
+  full batch (the grokking set-up). Given groups (a training file's operand-length pairs, under
+  data.length_weights = "equal"), each group fills an equal share of every epoch.
 """
 
 from __future__ import annotations
@@ -201,10 +202,17 @@ class PoolBatches:
 
     `input_ids` / `labels` [M, T] are moved to the device once. A batch may span two epochs."""
 
-    def __init__(self, input_ids: torch.Tensor, labels: torch.Tensor, batch_size: int, device, seed: int = 0):
+    def __init__(self, input_ids: torch.Tensor, labels: torch.Tensor, batch_size: int, device, seed: int = 0,
+                 groups: torch.Tensor | None = None):
         self.ids, self.labels = input_ids.to(device), labels.to(device)
         self.scored_from = first_scored(self.labels)
-        self.size = self.ids.shape[0]
+        # groups [M] (e.g. operand-length pairs): each group fills an equal share of every epoch, its rows
+        # drawn round after round in fresh orders (a pair of 71 problems beside one of 24,000 still gets its
+        # ninth of the batches, as in the generated stream)
+        self.members = None if groups is None else [torch.nonzero(groups == g)[:, 0] for g in torch.unique(groups)]
+        largest = 0 if self.members is None else max(len(m) for m in self.members)
+        self.size = self.ids.shape[0]  # problems held
+        self.epoch_size = self.size if self.members is None else largest * len(self.members)  # drawn per epoch
         self.width = self.ids.shape[1]
         self.batch_size = batch_size
         self.device = torch.device(device)
@@ -214,15 +222,21 @@ class PoolBatches:
 
     def _permutation(self, epoch: int) -> torch.Tensor:
         generator = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
-        return torch.randperm(self.size, generator=generator).to(self.device)
+        if self.members is None:
+            return torch.randperm(self.size, generator=generator).to(self.device)
+        share = self.epoch_size // len(self.members)
+        rows = [torch.cat([m[torch.randperm(len(m), generator=generator)]
+                           for _ in range(-(-share // len(m)))])[:share] for m in self.members]
+        everything = torch.cat(rows)
+        return everything[torch.randperm(len(everything), generator=generator)].to(self.device)
 
     def _take(self, count: int) -> torch.Tensor:
         parts = []
         while count:
-            if self.position >= self.size:
+            if self.position >= self.epoch_size:
                 self.epoch, self.position = self.epoch + 1, 0
                 self._order = self._permutation(self.epoch)
-            take = min(count, self.size - self.position)
+            take = min(count, self.epoch_size - self.position)
             parts.append(self._order[self.position:self.position + take])
             self.position += take
             count -= take

@@ -24,19 +24,31 @@ def heldout_records(config, data_format: DataFormat) -> tuple[list, list]:
     return val, test
 
 
-def file_tensors(config, tokenizer, data_format: DataFormat, exclude: set) -> tuple[torch.Tensor, torch.Tensor, int]:
-    """(input_ids [M, T], labels [M, T], dropped) of a training file, encoded as written (text path).
+def file_tensors(config, tokenizer, data_format: DataFormat, exclude: set):
+    """(input_ids [M, T], labels [M, T], groups [M] or None, dropped) of a training file, encoded as written
+    (text path).
 
     Problems in `exclude` are dropped (never train on a held-out problem), and so are examples longer than
-    data.max_seq_len; `dropped` counts the latter."""
+    data.max_seq_len; `dropped` counts the latter. Under data.length_weights = "equal" (add, sub, mul),
+    `groups` numbers each problem's operand-length pair, so that every pair gets an equal share of the
+    batches as in the generated stream: a file written by `mct gen` holds each problem once, so its
+    1-digit pairs are a thousandth of it."""
     path = config.data.train_path
     records = read_records(path, tokenizer, require_target=True)
-    kept = [r for r in records if data_format.operands_from_prompt(r.prompt) not in exclude]
+    operands = [data_format.operands_from_prompt(r.prompt) for r in records]
+    kept = [(r, ab) for r, ab in zip(records, operands) if ab not in exclude]
     if not kept:
         raise MctError(f"every problem of {path} is in the validation or test set")
-    batch = collate_fn([encode_example(r, tokenizer) for r in kept], pad_id=tokenizer.pad_id,
-                       step_masking_mode=config.data.step_masking_mode, max_seq_len=config.data.max_seq_len)
-    return batch["input_ids"], batch["labels"], batch["num_truncated"]
+    examples = [encode_example(r, tokenizer) for r, _ in kept]
+    batch = collate_fn(examples, pad_id=tokenizer.pad_id, step_masking_mode=config.data.step_masking_mode,
+                       max_seq_len=config.data.max_seq_len)
+    groups = None
+    if config.data.length_weights == "equal" and data_format.task != "mod":
+        pairs = [(len(str(a)), len(str(b))) for (_, (a, b)), e in zip(kept, examples)
+                 if len(e.input_ids) <= config.data.max_seq_len]
+        number = {pair: i for i, pair in enumerate(sorted(set(pairs)))}
+        groups = torch.tensor([number[pair] for pair in pairs])
+    return batch["input_ids"], batch["labels"], groups, batch["num_truncated"]
 
 
 def training_batches(config, tokenizer, data_format: DataFormat, exclude: set, device: torch.device):
@@ -44,8 +56,8 @@ def training_batches(config, tokenizer, data_format: DataFormat, exclude: set, d
     reshuffled every epoch), else problems generated on the fly. Returns (source, examples dropped)."""
     batch_size, seed = config.train.batch_size // config.train.grad_accum_steps, config.train.seed
     if config.data.train_path is not None:
-        ids, labels, dropped = file_tensors(config, tokenizer, data_format, exclude)
-        return PoolBatches(ids, labels, batch_size, device, seed), dropped
+        ids, labels, groups, dropped = file_tensors(config, tokenizer, data_format, exclude)
+        return PoolBatches(ids, labels, batch_size, device, seed, groups=groups), dropped
     if data_format.task == "mod":
         train_pairs, _, _ = mod_partition(config.data.modulus, config.data.train_fraction, config.data.seed)
         pairs = [p for p in train_pairs if p not in exclude]

@@ -37,7 +37,8 @@ KNOBS: list[tuple[str, tuple[str, ...]]] = [
     ("dropout 0.1", ("--set", "model.dropout=0.1")),
     ("constant lr", ("--set", "train.lr_schedule=constant")),
     ("rope (no learned positions)", ("--set", "model.use_rope=true", "--set", "model.absolute_positions=none")),
-    ("rope + learned positions", ("--set", "model.use_rope=true")),
+    ("NoPE (no positions)", ("--set", "model.absolute_positions=none")),
+    ("NoPE, 3 layers", ("--set", "model.absolute_positions=none", "--layers", "3")),
     ("coupled positions", ("--set", "model.absolute_positions=coupled")),
     ("abacus positions", ("--set", "model.absolute_positions=abacus")),
     ("plain answer order", ("--set", "data.answer_order=plain")),
@@ -58,7 +59,7 @@ def main() -> None:
     args = parser.parse_args()
     knobs = [(name, extra) for name, extra in KNOBS if not args.only or any(w in name for w in args.only)]
     if not knobs:
-        raise SystemExit(f"--only {' '.join(args.only)}: no row matches; rows: {', '.join(n for n, _ in KNOBS)}")
+        parser.error(f"--only {' '.join(args.only)}: no row matches; rows: {', '.join(n for n, _ in KNOBS)}")
     steps = () if args.max_steps is None else ("--max-steps", str(args.max_steps))
     rows = []
     with tempfile.TemporaryDirectory() as tmp:

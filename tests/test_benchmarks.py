@@ -1,4 +1,4 @@
-"""Benchmarks that need something mct does not ship say so in one line and exit 2; hard_cases.py's sets."""
+"""Benchmarks that need something mct does not ship say so in one line and exit 2; hard_cases.py's sets; knobs.py."""
 
 import os
 import subprocess
@@ -87,3 +87,23 @@ def test_hard_cases_names_a_missing_checkpoint_in_one_line(tmp_path):
     proc = subprocess.run([sys.executable, str(HARD_CASES), str(tmp_path / "none.pt")], capture_output=True, text=True)
     assert proc.returncode == 2 and "does not exist" in proc.stderr and "Traceback" not in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1
+
+
+KNOBS = SCRIPT.parent / "knobs.py"
+
+
+def test_knobs_trains_the_rows_asked_for_with_their_setting(tmp_path):
+    import json
+
+    proc = subprocess.run([sys.executable, str(KNOBS), "--only", "rmsnorm", "--max-steps", "2", "--json"],
+                          capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    rows = json.loads(proc.stdout)["rows"]
+    assert [(r["knob"], r["arguments"], r["train_steps"]) for r in rows] == [
+        ("rmsnorm", "--set model.norm_type=rmsnorm", 2)]
+    assert 0 <= rows[0]["test_exact_match"] <= 1 and rows[0]["stopped"] == "max_steps"
+
+
+def test_knobs_names_the_rows_when_none_matches():
+    proc = subprocess.run([sys.executable, str(KNOBS), "--only", "nothing-like-it"], capture_output=True, text=True)
+    assert proc.returncode == 2 and "no row matches; rows: default, --ffn geglu" in proc.stderr

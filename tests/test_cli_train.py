@@ -157,6 +157,19 @@ def test_a_data_folder_of_longer_examples_widens_the_context(tiny, tmp_path, cap
     assert resolved.count("max_seq_len = 41") == 2  # [model] and [data]
 
 
+def test_a_mul_folder_trains_under_the_default_config_whose_chain_mix_is_for_add(tmp_path, capsys):
+    # configs/default.toml sets data.chain_mix (a shape of the generated add stream); a folder's file replaces
+    # that stream, so its mixes are off and a mul folder is not refused
+    data = tmp_path / "data"
+    assert run_main(["gen", "mul", "--steps", "--max-digits", "1", "--instances", "30", "--val", "10", "--test", "10",
+                     "--out", str(data)], capsys)[0] == 0
+    code, out, err = run_main(["train", "--data", str(data), "--out", str(tmp_path / "run"), "--max-steps", "2",
+                               "--json"], capsys)
+    assert code == 0, err
+    resolved = (tmp_path / "run" / "config.toml").read_text()
+    assert 'task = "mul"' in resolved and "chain_mix = 0.0" in resolved
+
+
 def test_the_summary_says_when_the_target_was_not_reached(tiny, tmp_path, capsys):
     run = tmp_path / "run"
     code, _, err = run_main(["train", "--config", str(tiny), "--out", str(run), "--set", "train.target_accuracy=0.99"],

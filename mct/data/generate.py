@@ -364,6 +364,9 @@ def data_config_from_folder(out_dir: str | Path, verify: bool = True) -> dict:
         "min_digits": manifest["min_digits"],
         "max_digits": manifest["max_digits"],
         "seed": manifest.get("seed", 0),
+        # the folder's training file replaces the generated stream these mixes shape (and they apply to add
+        # and sub only: a config's chain_mix must not refuse a mul or mod folder)
+        "carry_mix": 0.0, "tie_mix": 0.0, "chain_mix": 0.0,
     }
     if fmt.get("modulus"):
         settings["modulus"] = fmt["modulus"]

@@ -233,7 +233,7 @@ def cases() -> list[Case]:
     t("--resume with a different --out", "--resume", "run", "--out", "other")
     t("--resume run whose config.toml is not UTF-8", "--resume", "badrun")
     t("--resume from a last.pt without training state", "--resume", "nostate", "--max-steps", "8")
-    t("--resume with malformed metrics.jsonl", "--resume", "badmetrics", "--max-steps", "8")
+    t("--resume with malformed metrics.jsonl", "--resume", "badmetrics", "--max-steps", "8", expect=0)  # skipped line
     t("--data with manifest.json = []", "--data", "badmanifest", "--config", "tiny.toml", "--out", "r-bm")
     t("--data with a non-UTF-8 train.jsonl", "--data", "nonutf8data", "--config", "tiny.toml", "--out", "r-nu")
     t("--data with an edited train.jsonl (sha256 differs)", "--data", "editeddata", "--config", "tiny.toml",

@@ -805,8 +805,11 @@ def _data_layer(data: Mapping, source: str, below: Sequence[Layer]) -> Layer:
             merged = deep_merge(merged, layer.values)
         for table, model in (("data", DataConfig), ("model", ModelConfig)):
             current = merged.get(table, {}).get("max_seq_len", model.model_fields["max_seq_len"].default)
-            longest = max(data["max_seq_len"], current) if isinstance(current, int) else data["max_seq_len"]
-            values.setdefault(table, {})["max_seq_len"] = longest
+            try:
+                current = int(current)  # the environment's values are still text here
+            except (TypeError, ValueError):
+                continue  # not a number: validation names the layer that set it
+            values.setdefault(table, {})["max_seq_len"] = max(data["max_seq_len"], current)
     return Layer(source, values)
 
 

@@ -83,6 +83,10 @@ def test_a_data_folder_raises_the_context_to_its_longest_example_and_never_lower
     assert config.model.max_seq_len == 41 and config.data.max_seq_len == 41
     config = resolve_config(short, data=data, sets=["model.max_seq_len=60", "data.max_seq_len=50"], environ={})
     assert (config.model.max_seq_len, config.data.max_seq_len) == (60, 50)  # flags and --set still win
+    config = resolve_config(short, data=data, environ={"MCT_MODEL__MAX_SEQ_LEN": "64"})
+    assert config.model.max_seq_len == 64 and config.data.max_seq_len == 41
+    with pytest.raises(ConfigError, match="MCT_MODEL__MAX_SEQ_LEN"):
+        resolve_config(short, data=data, environ={"MCT_MODEL__MAX_SEQ_LEN": "long"})
 
 
 def test_source_run_config_on_resume(run_dir):

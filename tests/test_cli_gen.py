@@ -88,19 +88,21 @@ def test_gen_complement_writes_the_sign_last(tmp_path, capsys):
         a, b = (int(n) for n in record["prompt"][:-1].split("-"))
         digits, sign = record["target"][1:-len("<eos>") - 1][::-1], record["target"][-len("<eos>") - 1]
         assert int(digits) - (10 ** len(digits) if sign == "-" else 0) == a - b == int(record["answer"])
-    code, _, err = run(["gen", "sub", "--complement", "--out", str(tmp_path / "n")], capsys)  # not padded
+    code, _, err = run(["gen", "sub", "--complement", "--steps", "--out", str(tmp_path / "n")], capsys)
     assert code == 2 and "sub_complement applies to sub" in err and "Traceback" not in err
 
 
-def test_gen_padded_sub_is_in_ten_s_complement_unless_told_otherwise(tmp_path, capsys):
-    common = ["--pad", "--max-digits", "3", "--instances", "50", "--val", "10", "--test", "10", "--json"]
+@pytest.mark.parametrize("pad", [["--pad"], []])
+def test_gen_sub_is_in_ten_s_complement_unless_told_otherwise(tmp_path, capsys, pad):
+    common = [*pad, "--max-digits", "3", "--instances", "50", "--val", "10", "--test", "10", "--json"]
     code, out, _ = run(["gen", "sub", *common, "--out", str(tmp_path / "auto")], capsys)
     assert code == 0 and json.loads(out)["format"]["sub_complement"] is True
     code, out, _ = run(["gen", "sub", *common, "--no-complement", "--out", str(tmp_path / "sign")], capsys)
     assert code == 0 and json.loads(out)["format"]["sub_complement"] is False
     for name, sign_first in (("auto", False), ("sign", True)):
         targets = [json.loads(line)["target"] for line in (tmp_path / name / "test.jsonl").open()]
-        assert all((t[1] in "+-") == sign_first and (t[-len("<eos>") - 1] in "+-") != sign_first for t in targets)
+        # complement: digits first and the sign last; sign first: a digit last
+        assert all((t[1] == "-") <= sign_first and (t[-len("<eos>") - 1] in "+-") != sign_first for t in targets)
 
 
 def test_gen_mod_splits_all_pairs(tmp_path, capsys):

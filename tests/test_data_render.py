@@ -30,7 +30,7 @@ def problems_strategy(task: str, max_digits: int):
 @pytest.mark.parametrize("task", tasks.TASKS)
 @pytest.mark.parametrize("order", ["reversed", "plain"])
 @pytest.mark.parametrize("use_steps", [False, True])
-@pytest.mark.parametrize("width", [0, 4, "longer", "complement-4", "complement-longer", "residues"])
+@pytest.mark.parametrize("width", [0, 4, "longer", "complement-0", "complement-4", "complement-longer", "residues"])
 @settings(max_examples=15, deadline=None)
 @given(data=st.data())
 def test_batch_ids_equal_the_encoded_text(task, order, use_steps, width, data):
@@ -55,8 +55,8 @@ def test_batch_ids_equal_the_encoded_text(task, order, use_steps, width, data):
         tok = fmt.tokenizer()
     elif str(width).startswith("complement"):
         longer = width.endswith("longer")
-        fmt = DataFormat(task, order, use_steps, modulus, operand_width=0 if longer else 4, pad_to_longer=longer,
-                         sub_complement=True)
+        fmt = DataFormat(task, order, use_steps, modulus, operand_width=0 if longer else int(width.split("-")[1]),
+                         pad_to_longer=longer, sub_complement=True)
     elif width == "longer":
         fmt = DataFormat(task, order, use_steps, modulus, pad_to_longer=True)
     else:

@@ -175,16 +175,18 @@ def test_sub_complement_writes_the_sign_last_and_parses_back():
         for f in (fmt, fixed):
             assert f.parse_completion(f.target(problem)).answer == f.solve(problem)
     assert fmt.parse_completion("#766<eos>").malformed == "answer is not a number"  # no sign
-    for bad in (dict(task="add"), dict(task="sub", pad_to_longer=False), dict(task="sub", use_steps=True),
-                dict(task="sub", answer_order="plain")):
+    natural = DataFormat("sub", sub_complement=True)  # unpadded: w is the longer operand's digits
+    assert natural.prompt((12, 345)) == "12-345=" and natural.target((12, 345)) == "#766-<eos>"
+    assert natural.target((3, 5)) == "#8-<eos>" and natural.parse_completion("#8-<eos>").answer == "-2"
+    for bad in (dict(task="add"), dict(task="sub", use_steps=True), dict(task="sub", answer_order="plain")):
         with pytest.raises(MctError, match="sub_complement applies to sub"):
             DataFormat(**{"pad_to_longer": True, **bad, "sub_complement": True})
 
 
 def test_an_unset_sub_complement_is_on_wherever_it_applies():
-    """data.sub_complement unset (none): ten's complement for padded, reversed sub without steps, where the
-    sign first learned in three times the steps; the sign first where the format has no fixed width, writes
-    steps or plain answers; false keeps the sign first."""
+    """data.sub_complement unset (none): ten's complement for reversed sub without steps, padded or not, where
+    the sign first learned in three (padded) to four (unpadded) times the steps; the sign first where the
+    format writes steps or plain answers; false keeps the sign first."""
     from mct.config import DataConfig
 
     def fmt(task="sub", **fields):
@@ -194,7 +196,8 @@ def test_an_unset_sub_complement_is_on_wherever_it_applies():
     assert fmt(pad_to_longer=True).target((12, 345)) == "#766-<eos>"
     assert fmt(pad_operands=True, sub_complement=False).target((12, 34)) == "#-220<eos>"
     assert fmt(pad_operands=True, sub_complement=True).sub_complement
-    for fields in (dict(), dict(pad_operands=True, use_steps=True), dict(pad_operands=True, answer_order="plain")):
+    assert fmt().target((12, 345)) == "#766-<eos>" and fmt(sub_complement=False).target((12, 345)) == "#-333<eos>"
+    for fields in (dict(use_steps=True), dict(pad_operands=True, use_steps=True), dict(pad_operands=True, answer_order="plain")):
         assert not fmt(**fields).sub_complement, fields
     assert not fmt("add", pad_operands=True).sub_complement
 

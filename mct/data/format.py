@@ -27,9 +27,10 @@ One token per residue (`residue_tokens`, mod only): the text is the natural one 
 the format's tokenizer (`DataFormat.tokenizer()`) reads each number as one token, so a problem is seven
 tokens and the answer a single one, as in the grokking papers.
 
-Ten's complement subtraction (`sub_complement`, padded sub without steps, reversed): the answer is the
-w digits of (a - b) mod 10^w, least significant first, then the sign: "+", or "-" when the top column
-borrows (a < b). 12-345 (w = 3): 12 - 345 = -333 = 667 - 1000 -> "#766-<eos>". Every token then depends
+Ten's complement subtraction (`sub_complement`, sub without steps, reversed): the answer is the w digits
+of (a - b) mod 10^w (w: the padded width, or the longer operand's digits), least significant first, then the
+sign: "+", or "-" when the top column borrows (a < b). 12-345 (w = 3): 12 - 345 = -333 = 667 - 1000 ->
+"#766-<eos>". Every token then depends
 on its own column and the borrow from the column below, as in addition; the sign-first format needs the
 comparison of the whole operands before the first digit. `parse_completion` gives the natural answer.
 """
@@ -119,8 +120,7 @@ class DataFormat:
         if self.pad_to_longer and (self.operand_width or self.task not in ("add", "sub")):
             raise MctError("pad_to_longer applies to add and sub without a fixed operand width (pad_operands)")
         if self.sub_complement and not self.complement_applies:
-            raise MctError("sub_complement applies to sub with padded operands (pad_operands or pad_to_longer), "
-                           "reversed answers and no steps")
+            raise MctError("sub_complement applies to sub with reversed answers and no steps")
         if self.residue_tokens and (self.task != "mod" or self.pads or self.use_steps or self.answer_order != "plain"):
             raise MctError("residue_tokens (one token per residue) applies to the mod task with answer_order = "
                            "\"plain\", no padding (pad_operands = false) and no steps: a number token has no digits "
@@ -174,9 +174,9 @@ class DataFormat:
 
     @property
     def complement_applies(self) -> bool:
-        """Whether ten's complement (`sub_complement`) can write this format: sub with padded operands,
-        reversed answers and no steps."""
-        return self.task == "sub" and self.pads and not self.use_steps and self.answer_order == "reversed"
+        """Whether ten's complement (`sub_complement`) can write this format: sub with reversed answers and
+        no steps (padded or not: the width w is the longer operand's, or the fixed padding)."""
+        return self.task == "sub" and not self.use_steps and self.answer_order == "reversed"
 
     def width(self, operands: tuple[int, int]) -> int:
         """The digits each operand of this problem is padded to (0 = written as it is)."""

@@ -185,7 +185,7 @@ def train(
 ) -> None:
     """Train a model and evaluate it on a held-out test set.
 
-    With no arguments: 3-digit addition from configs/default.toml, on the CPU in about a minute.
+    With no arguments: 3-digit addition from configs/default.toml, on a 2-core CPU in about 10 seconds (300 steps to 100% test).
     Writes last.pt, best.pt, config.toml, metrics.jsonl, curves.png and eval.json to the run folder.
     Values: defaults < --config < MCT_* environment < --data < flags < --set (on --resume the run's
     config.toml replaces the defaults and --config's file sits above it).

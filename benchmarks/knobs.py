@@ -46,6 +46,7 @@ KNOBS: list[tuple[str, tuple[str, ...]]] = [
     ("steps (mask_steps)", ("--set", "data.use_steps=true", "--set", "data.max_seq_len=48",
                             "--set", "model.max_seq_len=48")),
     ("sub", ("--set", "data.task=sub")),
+    ("sub, unpadded", ("--set", "data.task=sub", "--set", "data.pad_operands=false")),
 ]
 
 

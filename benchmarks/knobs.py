@@ -45,6 +45,10 @@ KNOBS: list[tuple[str, tuple[str, ...]]] = [
     ("unpadded operands", ("--set", "data.pad_operands=false")),
     ("steps (mask_steps)", ("--set", "data.use_steps=true", "--set", "data.max_seq_len=48",
                             "--set", "model.max_seq_len=48")),
+    ("steps (none: the model writes them)", ("--set", "data.use_steps=true", "--set", "data.step_masking_mode=none",
+                                             "--set", "data.max_seq_len=48", "--set", "model.max_seq_len=48")),
+    ("steps (mask_answer)", ("--set", "data.use_steps=true", "--set", "data.step_masking_mode=mask_answer",
+                             "--set", "data.max_seq_len=48", "--set", "model.max_seq_len=48")),
     ("sub", ("--set", "data.task=sub")),
     ("sub, unpadded", ("--set", "data.task=sub", "--set", "data.pad_operands=false")),
 ]

@@ -548,6 +548,9 @@ def _render_generate(results: list[dict]) -> None:
                       escape(entry["expected"] or "?"), mark)
     err_console.print(table, highlight=False)
     for entry in results:
+        if entry.get("note"):
+            err_console.print(f"note: {escape(entry['note'])}", highlight=False)
+    for entry in results:
         if "explain" not in entry:
             continue
         steps = Table(title=f"{escape(entry['prompt'])} token by token")

@@ -233,7 +233,24 @@ class Predictor:
             correct = None if plan is None else answer == expected
         return {"prompt": prompt, "supplied": supplied, "completion": completion, "scored": scored,
                 "answer": answer, "steps": list(steps), "malformed": malformed, "expected": expected,
-                "correct": correct}
+                "correct": correct, "note": self.beyond_training(prompt) if plan else None}
+
+    def beyond_training(self, prompt: str) -> str | None:
+        """A note when `prompt` has an operand longer than the model trained on and its positions are not
+        place values (learned, RoPE, none), which do not carry over to longer numbers; else None."""
+        from mct.data.format import longer_numbers_fix
+
+        model, data = getattr(self.config, "model", None), getattr(self.config, "data", None)
+        if model is None or data is None or self.data_format.task == "mod":
+            return None
+        if not model.use_rope and model.absolute_positions in ("abacus", "coupled"):
+            return None  # place values: longer numbers are what they are for
+        longest = max(len(str(n)) for n in self.data_format.operands_from_prompt(prompt))
+        if longest <= data.max_digits:
+            return None
+        return (f"{prompt} has an operand of {longest} digits; this model trained on {data.min_digits}-"
+                f"{data.max_digits} and its positions do not carry over to longer numbers: for those, "
+                f"{longer_numbers_fix(self.data_format.task)}")
 
     def explain(self, prompt: str, max_new_tokens: int | None = None, temperature: float = 0.0,
                 top_k: int | None = None, top_n: int = 5) -> list[TokenChoice]:

@@ -166,3 +166,14 @@ def test_to_tokens_and_to_str_tokens_follow_transformerlens(checkpoint):
     assert predictor.to_str_tokens("7<eos>") == ["7", "<eos>"]
     with pytest.raises(MctError):
         predictor.to_tokens("12?3")
+
+
+def test_a_prompt_longer_than_training_gets_a_note_unless_positions_are_place_values(checkpoint):
+    predictor = mct.load(checkpoint, device="cpu")  # learned positions, 1-3 digit operands
+    assert predictor.grade("12+34=", "#64<eos>")["note"] is None
+    note = predictor.grade("1234+5=", "#9321<eos>")["note"]
+    assert "operand of 4 digits" in note and "trained on 1-3" in note and "configs/add-coupled.toml" in note
+    predictor.config.model.use_rope = False  # place values: longer numbers are their point
+    predictor.config.model.absolute_positions = "coupled"
+    assert predictor.grade("1234+5=", "#9321<eos>")["note"] is None
+    assert predictor.grade("hello", "x")["note"] is None  # not a problem of the task: nothing to say

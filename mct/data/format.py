@@ -48,10 +48,15 @@ ANSWER_ORDERS = ("reversed", "plain")
 _PROMPT = re.compile(r"^(\d+)([+\-*])(\d+)=$")
 _NUMBER = re.compile(r"^[-+]?\d+$")
 _COMPLEMENT = re.compile(r"^\d+[-+]$")  # sub_complement: digits, then the sign
-_LONGER_NUMBERS = {  # what a user who asks a padded model for longer numbers can train instead
-    "add": "train a length-generalising model (configs/add-coupled.toml or configs/add-abacus.toml)",
+_LONGER_NUMBERS = {  # what a user who asks a model for numbers longer than it reads can train instead
+    "add": "train a length-generalising model (configs/add-coupled.toml)",
     "sub": "train a length-generalising model (configs/sub-coupled.toml)",
 }
+
+
+def longer_numbers_fix(task: str) -> str:
+    """What to train for numbers longer than a model learned (a padded model's error, `mct generate`'s note)."""
+    return _LONGER_NUMBERS.get(task, "train with a larger data.max_digits")
 MAX_OPERAND_DIGITS = 4000  # Python converts at most 4,300 digits of text to int by default
 
 
@@ -218,7 +223,7 @@ class DataFormat:
         operands = self.operands_from_prompt(prompt)
         longest = max(len(str(n)) for n in operands)
         if self.operand_width and self.task != "mod" and longest > self.operand_width:  # mod: any residue
-            fix = _LONGER_NUMBERS.get(self.task, "train with a larger data.max_digits")
+            fix = longer_numbers_fix(self.task)
             raise MctError(f"prompt {prompt.strip()!r} has an operand of {longest} digits but this model reads "
                            f"operands zero-padded to {self.operand_width} digits; for longer numbers {fix}")
         return self.prompt(operands)

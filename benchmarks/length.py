@@ -13,8 +13,10 @@ random problems whose two operands both have L digits, for L from 1 to 40, the h
 training range ("hard": the problems mct gen writes to hard.jsonl), for addition carry chains and runs
 of 9s and 0s of 11 to 40 digits ("chains 11+": 99...9 + 1, 0 + 99...9 and friends; for subtraction
 borrow chains, ties and sign flips: 10...0 - 1, 50...0 - 50...1, 0 - 99...9), and operands of two
-different lengths, the longer beyond training ("mixed 11+": 27 + 3 digits). Prints one table: exact
-match by operand length, min / median / max over seeds (or over the checkpoints given).
+different lengths, the longer beyond training ("mixed 11+": 27 + 3 digits), and shapes of 11-40 digits
+that random problems almost never have ("shapes 11+": inner runs of zeros, carries passed through 5 or more
+middle columns, sparse operands, repeated digits such as 111...1 + 555...5). Prints one table: exact match
+by operand length, min / median / max over seeds (or over the checkpoints given).
 """
 
 from __future__ import annotations
@@ -78,6 +80,40 @@ def borrow_chains(min_length: int, max_length: int) -> list[tuple[int, int]]:
     return problems
 
 
+def long_shapes(task: str, min_length: int, max_length: int, seed: int = 0) -> list[tuple[int, int]]:
+    """Shapes a random long problem almost never has, for every length min_length..max_length: inner runs
+    of zeros (10...07 + 10...03, 30...0 + 5), a carry (borrow) passed on through 5 or more middle columns
+    below random top digits (add: digit pairs summing to 9; sub: equal digits), sparse operands (70% zeros)
+    and repeated digits (111...1 + 555...5), where every column looks like its neighbours. 16 per length
+    (13 below 3 digits: no room for a passed-on carry)."""
+    rng = random.Random(f"shapes:{task}:{min_length}:{max_length}:{seed}")
+
+    def number(digits):
+        return int("".join(map(str, digits)))
+
+    problems = []
+    for length in range(min_length, max_length + 1):
+        top = 10 ** (length - 1)
+        problems += [(top + rng.randint(1, 9), top + rng.randint(1, 9)),
+                     (rng.randint(1, 9) * top + rng.randint(0, 99), rng.randint(1, 9) * top + rng.randint(0, 99)),
+                     (top * rng.randint(1, 4), rng.randint(0, 9)), (rng.randint(0, 9), top * rng.randint(1, 4))]
+        for _ in range(3 if length >= 3 else 0):
+            run = rng.randint(min(5, length - 2), length - 2)
+            high = [[rng.randint(1, 9)] + [rng.randint(0, 9) for _ in range(length - run - 2)] for _ in range(2)]
+            middle = [rng.randint(0, 9) for _ in range(run)]
+            low = rng.randint(1, 9)
+            other = rng.randint(10 - low, 9) if task == "add" else rng.randint(low, 9)
+            passed = [9 - d for d in middle] if task == "add" else middle
+            problems.append((number(high[0] + middle + [low]), number(high[1] + passed + [other])))
+        for _ in range(3):
+            pair = [[rng.randint(1, 9)] + [0 if rng.random() < 0.7 else rng.randint(1, 9) for _ in range(length - 1)]
+                    for _ in range(2)]
+            problems.append((number(pair[0]), number(pair[1])))
+        for _ in range(6):
+            problems.append((int(str(rng.randint(1, 9)) * length), int(str(rng.randint(1, 9)) * length)))
+    return problems
+
+
 def mixed_lengths(min_length: int, max_length: int, n: int, seed: int) -> list[tuple[int, int]]:
     """Operands of two different lengths, the longer one of min_length to max_length digits (27 + 3 digits)."""
     rng = random.Random(f"mixed:{min_length}:{max_length}:{seed}")
@@ -117,6 +153,8 @@ def scores(checkpoint_path, lengths, per_length: int, seed: int, device: str) ->
     chains_of = {"add": carry_chains, "sub": borrow_chains}.get(fmt.task)
     chains = chains_of(data.max_digits + 1, longest) if chains_of else []
     result["chains 11+"] = accuracy(ckpt.model, ckpt.tokenizer, fmt, chains, device) if chains else None
+    shapes = long_shapes(fmt.task, data.max_digits + 1, longest, seed) if longest > data.max_digits else []
+    result["shapes 11+"] = accuracy(ckpt.model, ckpt.tokenizer, fmt, shapes, device) if shapes else None
     mixed = mixed_lengths(data.max_digits + 1, longest, per_length, seed) if longest > data.max_digits else []
     result["mixed 11+"] = accuracy(ckpt.model, ckpt.tokenizer, fmt, mixed, device) if mixed else None
     return result
@@ -162,7 +200,7 @@ def main() -> None:
     if args.json:
         print(json.dumps({"benchmark": "length", "config": Path(args.config).stem, "rows": rows}))
         return
-    columns = [*args.lengths, "hard", "chains 11+", "mixed 11+"]
+    columns = [*args.lengths, "hard", "chains 11+", "shapes 11+", "mixed 11+"]
     print(f"exact match by operand length (both operands L digits, {args.per_length} problems each); "
           f"min / median / max over {'the checkpoints' if args.checkpoints else f'seeds {args.seeds}'}")
     print(f"{'scheme':<19}" + "".join(f"{str(c):>16}" for c in columns) + f"{'train s':>10}")

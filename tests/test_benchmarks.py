@@ -95,15 +95,31 @@ KNOBS = SCRIPT.parent / "knobs.py"
 def test_knobs_trains_the_rows_asked_for_with_their_setting(tmp_path):
     import json
 
-    proc = subprocess.run([sys.executable, str(KNOBS), "--only", "rmsnorm", "--max-steps", "2", "--json"],
+    proc = subprocess.run([sys.executable, str(KNOBS), "--only", "d_head", "--max-steps", "2", "--json"],
                           capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
     rows = json.loads(proc.stdout)["rows"]
-    assert [(r["knob"], r["arguments"], r["train_steps"]) for r in rows] == [
-        ("rmsnorm", "--set model.norm_type=rmsnorm", 2)]
+    assert [(r["knob"], r["arguments"], r["train_steps"]) for r in rows] == [("d_head 8", "--set model.d_head=8", 2)]
     assert 0 <= rows[0]["test_exact_match"] <= 1 and rows[0]["stopped"] == "max_steps"
 
 
 def test_knobs_names_the_rows_when_none_matches():
     proc = subprocess.run([sys.executable, str(KNOBS), "--only", "nothing-like-it"], capture_output=True, text=True)
     assert proc.returncode == 2 and "no row matches; rows: default, --ffn geglu" in proc.stderr
+
+
+@pytest.mark.parametrize("task", ["add", "sub"])
+def test_length_shapes_have_their_lengths_and_pass_carries_through_the_middle(task):
+    sys.path.insert(0, str(SCRIPT.parent))
+    from length import long_shapes
+
+    problems = long_shapes(task, 11, 40)
+    assert len(problems) == 16 * 30 and len(set(problems)) > 400
+    for index, (a, b) in enumerate(problems):
+        length = 11 + index // 16
+        assert max(len(str(a)), len(str(b))) == length
+        if index % 16 in (4, 5, 6):  # a carry (borrow) passed on by the middle columns
+            middle = [(int(x), int(y)) for x, y in zip(str(a)[-length + 1:-1], str(b)[-length + 1:-1])][-5:]
+            assert all(x + y == 9 if task == "add" else x == y for x, y in middle)
+        if index % 16 >= 10:  # repeated digits
+            assert len(set(str(a))) == len(set(str(b))) == 1

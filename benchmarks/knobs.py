@@ -22,6 +22,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from time_to_accuracy import run_one  # noqa: E402  (one way to run `mct train` and read its summary)
 
+STEPS = ("--set", "data.use_steps=true", "--set", "data.max_seq_len=48", "--set", "model.max_seq_len=48")
+
 # (row name, arguments after `mct train --config configs/default.toml`)
 KNOBS: list[tuple[str, tuple[str, ...]]] = [
     ("default", ()),
@@ -53,12 +55,9 @@ KNOBS: list[tuple[str, tuple[str, ...]]] = [
     ("abacus positions", ("--set", "model.absolute_positions=abacus")),
     ("plain answer order", ("--set", "data.answer_order=plain")),
     ("unpadded operands", ("--set", "data.pad_operands=false")),
-    ("steps (mask_steps)", ("--set", "data.use_steps=true", "--set", "data.max_seq_len=48",
-                            "--set", "model.max_seq_len=48")),
-    ("steps (none: the model writes them)", ("--set", "data.use_steps=true", "--set", "data.step_masking_mode=none",
-                                             "--set", "data.max_seq_len=48", "--set", "model.max_seq_len=48")),
-    ("steps (mask_answer)", ("--set", "data.use_steps=true", "--set", "data.step_masking_mode=mask_answer",
-                             "--set", "data.max_seq_len=48", "--set", "model.max_seq_len=48")),
+    ("steps (mask_steps)", STEPS),
+    ("steps (none: the model writes them)", STEPS + ("--set", "data.step_masking_mode=none")),
+    ("steps (mask_answer)", STEPS + ("--set", "data.step_masking_mode=mask_answer")),
     ("sub", ("--set", "data.task=sub")),
     ("sub, unpadded", ("--set", "data.task=sub", "--set", "data.pad_operands=false")),
 ]

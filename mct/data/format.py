@@ -30,9 +30,9 @@ tokens and the answer a single one, as in the grokking papers.
 Ten's complement subtraction (`sub_complement`, sub without steps, reversed): the answer is the w digits
 of (a - b) mod 10^w (w: the padded width, or the longer operand's digits), least significant first, then the
 sign: "+", or "-" when the top column borrows (a < b). 12-345 (w = 3): 12 - 345 = -333 = 667 - 1000 ->
-"#766-<eos>". Every token then depends
-on its own column and the borrow from the column below, as in addition; the sign-first format needs the
-comparison of the whole operands before the first digit. `parse_completion` gives the natural answer.
+"#766-<eos>". Every token then depends on its own column and the borrow from the column below, as in
+addition; the sign-first format needs the comparison of the whole operands before the first digit.
+`parse_completion` gives the natural answer.
 """
 
 from __future__ import annotations
@@ -57,6 +57,8 @@ _LONGER_NUMBERS = {  # what a user who asks a model for numbers longer than it r
 def longer_numbers_fix(task: str) -> str:
     """What to train for numbers longer than a model learned (a padded model's error, `mct generate`'s note)."""
     return _LONGER_NUMBERS.get(task, "train with a larger data.max_digits")
+
+
 MAX_OPERAND_DIGITS = 4000  # Python converts at most 4,300 digits of text to int by default
 
 

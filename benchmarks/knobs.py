@@ -84,10 +84,10 @@ def main() -> None:
         print(json.dumps({"benchmark": "knobs", "config": "default", "seed": args.seed, "rows": rows}))
         return
     print(f"configs/default.toml, one setting changed per row (seed {args.seed}, {args.threads} thread(s))")
-    print(f"{'knob':<30} {'steps':>6} {'target at':>10} {'train s':>8} {'test':>8} {'hard':>8}")
+    print(f"{'knob':<36} {'steps':>6} {'target at':>10} {'train s':>8} {'test':>8} {'hard':>8}")
     for r in rows:
         reached = r["target_step"] or (r["train_steps"] if r["stopped"] == "target_reached" else None)
-        print(f"{r['knob']:<30} {r['train_steps']:>6} {reached or '-':>10} {r['train_s']:>8.1f} "
+        print(f"{r['knob']:<36} {r['train_steps']:>6} {reached or '-':>10} {r['train_s']:>8.1f} "
               f"{r['test_exact_match']:>8.2%} {r['hard_exact_match']:>8.2%}")
 
 

@@ -657,14 +657,20 @@ def parse_set(item: str) -> tuple[tuple[str, ...], Any]:
     return loc, parsed["value"] if list(parsed) == ["value"] else text
 
 
-def _choices(loc: tuple) -> tuple:
-    """The Literal values the key at `loc` accepts (empty when it is no such key)."""
+def _annotation(loc: tuple) -> Any:
+    """The type of the config key (or table) at `loc`: Config itself for (), None when there is no such key."""
     section: Any = Config
     for key in loc:
         fields = getattr(section, "model_fields", None)
         if not fields or key not in fields:
-            return ()
+            return None
         section = fields[key].annotation
+    return section
+
+
+def _choices(loc: tuple) -> tuple:
+    """The Literal values the key at `loc` accepts (empty when it is no such key)."""
+    section = _annotation(loc)
     options = [section] if typing.get_origin(section) is Literal else typing.get_args(section)  # X | None too
     return tuple(v for arg in options if typing.get_origin(arg) is Literal for v in typing.get_args(arg))
 
@@ -696,13 +702,7 @@ def _set_layer(sets: Sequence[str]) -> Layer:
 
 
 def _allowed_keys(loc: tuple) -> list[str]:
-    section: Any = Config
-    for key in loc[:-1]:
-        fields = getattr(section, "model_fields", None)
-        if not fields or key not in fields:
-            return []
-        section = fields[key].annotation
-    return list(getattr(section, "model_fields", {}) or {})
+    return list(getattr(_annotation(loc[:-1]), "model_fields", {}) or {})
 
 
 def _shown(value) -> str:
@@ -751,10 +751,16 @@ def format_validation_error(exc: ValidationError, layers: Sequence[Layer] = (), 
     return "; ".join(parts)
 
 
-def _validate(layers: Sequence[Layer]) -> Config:
+def _merged(layers: Sequence[Layer]) -> dict:
+    """The layers' values, later ones winning."""
     merged: dict = {}
     for layer in layers:
         merged = deep_merge(merged, layer.values)
+    return merged
+
+
+def _validate(layers: Sequence[Layer]) -> Config:
+    merged = _merged(layers)
     try:
         return Config.model_validate(merged)
     except ValidationError as exc:
@@ -801,9 +807,7 @@ def _data_layer(data: Mapping, source: str, below: Sequence[Layer]) -> Layer:
     model's context (model.max_seq_len) to hold it, and never lowers a longer one set below."""
     values: dict = {"data": dict(data)}
     if "max_seq_len" in data:
-        merged: dict = {}
-        for layer in below:
-            merged = deep_merge(merged, layer.values)
+        merged = _merged(below)
         for table, model in (("data", DataConfig), ("model", ModelConfig)):
             current = merged.get(table, {}).get("max_seq_len", model.model_fields["max_seq_len"].default)
             try:

@@ -327,17 +327,13 @@ def verify_files(out_dir: Path, manifest: dict) -> None:
                            "regenerate the data set, or skip the check with verify=False")
 
 
-def _longest_example(fmt: dict, settings: dict) -> int:
-    """Tokens in the longest example the folder's format and digit range write (prompt, steps, answer)."""
+def _longest_example(data_format: DataFormat, min_digits: int, max_digits: int) -> int:
+    """Tokens in the longest example a format writes for a digit range (prompt, steps, answer)."""
     from types import SimpleNamespace
 
     from mct.data.stream import sequence_width
 
-    try:
-        data_format = DataFormat.from_dict(fmt)
-    except (KeyError, TypeError, ValueError) as error:
-        raise MctError(f"the manifest's format cannot be read ({error}); regenerate the data set with `mct gen`") from None
-    digits = SimpleNamespace(min_digits=settings["min_digits"], max_digits=settings["max_digits"])
+    digits = SimpleNamespace(min_digits=min_digits, max_digits=max_digits)
     return sequence_width(data_format, data_format.tokenizer(), digits)
 
 
@@ -349,18 +345,21 @@ def data_config_from_folder(out_dir: str | Path, verify: bool = True) -> dict:
     manifest = read_manifest(out_dir)
     if verify:
         verify_files(out_dir, manifest)
-    fmt = manifest.get("format", {})
     files = manifest.get("files", {})
     if "train" not in files:
         raise MctError(f"{out_dir / MANIFEST} lists no training split; regenerate it with `mct gen`")
+    try:
+        fmt = DataFormat.from_dict({"task": manifest["task"], **manifest.get("format", {})})
+    except (KeyError, TypeError, ValueError) as error:
+        raise MctError(f"the manifest's format cannot be read ({error}); regenerate the data set with `mct gen`") from None
     settings = {
-        "task": manifest["task"],
-        "answer_order": fmt.get("answer_order", "reversed"),
-        "use_steps": bool(fmt.get("use_steps", False)),
-        "pad_operands": bool(fmt.get("operand_width", 0)),
-        "pad_to_longer": bool(fmt.get("pad_to_longer", False)),
-        "sub_complement": bool(fmt.get("sub_complement", False)),
-        "residue_tokens": bool(fmt.get("residue_tokens", False)),
+        "task": fmt.task,
+        "answer_order": fmt.answer_order,
+        "use_steps": fmt.use_steps,
+        "pad_operands": bool(fmt.operand_width),
+        "pad_to_longer": fmt.pad_to_longer,
+        "sub_complement": fmt.sub_complement,
+        "residue_tokens": fmt.residue_tokens,
         "min_digits": manifest["min_digits"],
         "max_digits": manifest["max_digits"],
         "seed": manifest.get("seed", 0),
@@ -368,9 +367,9 @@ def data_config_from_folder(out_dir: str | Path, verify: bool = True) -> dict:
         # and sub only: a config's chain_mix must not refuse a mul or mod folder)
         "carry_mix": 0.0, "tie_mix": 0.0, "chain_mix": 0.0,
     }
-    if fmt.get("modulus"):
-        settings["modulus"] = fmt["modulus"]
-    settings["max_seq_len"] = _longest_example(fmt, settings)
+    if fmt.modulus:
+        settings["modulus"] = fmt.modulus
+    settings["max_seq_len"] = _longest_example(fmt, manifest["min_digits"], manifest["max_digits"])
     for split in ("train", "val", "test"):
         if split in files:
             settings[f"{split}_path"] = str(out_dir / files[split])

@@ -199,6 +199,7 @@ def train(
     Example: mct train --config configs/add10-tiny.toml --seeds 0-7 --out runs/tiny
     """
     from mct.config import default_config_path, resolve_config
+    from mct.data.format import slow_format_fix
     from mct.data.generate import data_config_from_folder
     from mct.fileio import check_writable, folder_lock
     from mct.train import stop_on_interrupt, torch_threads, train as run_training
@@ -237,7 +238,7 @@ def train(
         return
     if json_out:
         print(json.dumps(result.to_dict(), indent=2))
-    _render_train_summary(result, cfg.train.target_accuracy)
+    _render_train_summary(result, cfg.train.target_accuracy, slow_format_fix(cfg.data.task, cfg.data.use_steps))
     if result.stopped == "interrupted":
         raise typer.Exit(130)
 
@@ -281,7 +282,7 @@ def parse_seeds(text: str) -> list[int]:
     return seeds
 
 
-def _render_train_summary(result, target: float | None = None) -> None:
+def _render_train_summary(result, target: float | None = None, fix: str | None = None) -> None:
     from rich.table import Table
 
     table = Table(title="mct train", show_header=False)
@@ -297,8 +298,10 @@ def _render_train_summary(result, target: float | None = None) -> None:
     best = result.best_val_exact_match
     if result.stopped == "max_steps" and target is not None and result.target_step is None and best is not None \
             and best < target:  # say how to go on rather than leave a half-trained model looking finished
-        table.add_row("target", escape(f"not reached: best validation {best:.2%}, target {target:.2%}; train on with "
-                                       f"mct train --resume {result.run_dir} --max-steps {2 * result.steps}"))
+        train_on = f"train on with mct train --resume {result.run_dir} --max-steps {2 * result.steps}"
+        if fix is not None:  # a format more steps would not teach (mul without steps), or that has a recipe
+            train_on = f"{train_on} {fix}" if fix.startswith("or ") else fix
+        table.add_row("target", escape(f"not reached: best validation {best:.2%}, target {target:.2%}; {train_on}"))
     table.add_row("wall time", f"{result.wall_s:.1f} s on {result.device} ({result.precision}, "
                   f"{result.world_size} process{'es' if result.world_size > 1 else ''})")
     table.add_row("model", f"{result.parameters:,} parameters")

@@ -206,6 +206,12 @@ class ModelConfig(_Section):
         return self.rank if own is None else own
 
 
+# The problem mixes of the generated stream and the shapes they add; they apply to these tasks only.
+MIXES = {"carry_mix": "carries and borrows", "tie_mix": "carries and signs decided by lower columns",
+         "chain_mix": "carries and borrows passed on"}
+MIX_TASKS = ("add", "sub")
+
+
 class DataConfig(_Section):
     """Which problems, in which text format, and how the loss is masked."""
 
@@ -284,10 +290,8 @@ class DataConfig(_Section):
         if self.step_masking_mode == "mask_answer" and not self.use_steps:
             raise _cross_field(("step_masking_mode", "use_steps"),
                                "step_masking_mode 'mask_answer' trains on the steps only, so it needs use_steps = true")
-        for mix, shapes in (("carry_mix", "carries and borrows"),
-                            ("tie_mix", "carries and signs decided by lower columns"),
-                            ("chain_mix", "carries and borrows passed on")):
-            if getattr(self, mix) and self.task not in ("add", "sub"):
+        for mix, shapes in MIXES.items():
+            if getattr(self, mix) and self.task not in MIX_TASKS:
                 raise _cross_field((mix, "task"), f"{mix} applies to add and sub ({shapes}), not {self.task}; "
                                    f"set data.{mix} = 0")
         if self.pad_to_longer or self.sub_complement or self.residue_tokens:  # the format's own rules decide
@@ -794,28 +798,79 @@ def resolve_config(path: str | Path | None = None, *, resume: str | Path | None 
     5. `flags`: `{"train.lr": (value, "--lr")}` (or `(value, "argument TASK")`), values None are not given;
     6. `sets`: `--set` items `table.key=value`, later ones win.
     """
-    layers = _file_layers(path, resume) + [_env_layer(environ)]
+    files = _file_layers(path, resume)
+    layers = files + [_env_layer(environ)]
     if data is not None:
         layers.append(_data_layer(data, data_source, layers))
-    layers.append(_flag_layer(flags))
-    layers.append(_set_layer(sets))
-    return _validate(layers)
+    return _validate(_with_format_layer(layers, [_flag_layer(flags), _set_layer(sets)], chosen_from=len(files)))
 
 
 def _data_layer(data: Mapping, source: str, below: Sequence[Layer]) -> Layer:
     """A data folder's `[data]` settings; its longest example (data.max_seq_len) also raises the
     model's context (model.max_seq_len) to hold it, and never lowers a longer one set below."""
-    values: dict = {"data": dict(data)}
+    values: dict = {"data": {k: v for k, v in data.items() if k != "max_seq_len"}}
     if "max_seq_len" in data:
-        merged = _merged(below)
-        for table, model in (("data", DataConfig), ("model", ModelConfig)):
-            current = merged.get(table, {}).get("max_seq_len", model.model_fields["max_seq_len"].default)
-            try:
-                current = int(current)  # the environment's values are still text here
-            except (TypeError, ValueError):
-                continue  # not a number: validation names the layer that set it
-            values.setdefault(table, {})["max_seq_len"] = max(data["max_seq_len"], current)
+        values = deep_merge(values, _context_values(data["max_seq_len"], below))
     return Layer(source, values)
+
+
+def _context_values(width: int, below: Sequence[Layer]) -> dict:
+    """data.max_seq_len and model.max_seq_len raised to at least `width` (never lowered), over `below`."""
+    merged, values = _merged(below), {}
+    for table, model in (("data", DataConfig), ("model", ModelConfig)):
+        current = merged.get(table, {}).get("max_seq_len", model.model_fields["max_seq_len"].default)
+        try:
+            current = int(current)  # the environment's values are still text here
+        except (TypeError, ValueError):
+            current = width  # not a number: validation names the layer that set it
+        if width > current:
+            values[table] = {"max_seq_len": width}
+    return values
+
+
+def _with_format_layer(layers: list[Layer], upper: list[Layer], chosen_from: int) -> list[Layer]:
+    """`layers` + the settings a config file chose for its own format, adjusted to the format the whole
+    stack asks for + `upper` (flags, --set: they still win).
+
+    A file's context (max_seq_len) and its problem mixes fit the format it was written for; a layer from
+    `chosen_from` on (environment, data folder, flags, --set) that changes the format (`--set
+    data.use_steps=true`, `--set data.task=mul` over configs/default.toml) would otherwise meet a context
+    too short for its longest example, or a mix its task has no use for. So the generated stream's longest
+    example raises both contexts (never lowers them), and a mix set only below `chosen_from` is dropped
+    where the task has none. Values given from `chosen_from` on are kept as given, and errors name them."""
+    stack = layers + upper
+    task = _merged(stack).get("data", {}).get("task", DataConfig.model_fields["task"].default)
+    chosen = stack[chosen_from:]
+    values: dict = {}
+    if task not in MIX_TASKS:
+        values["data"] = {mix: 0.0 for mix in MIXES if not any(layer.has(("data", mix)) for layer in chosen)}
+    derived = Layer("the settings derived from the format", values)
+    width = _generated_width(stack + [derived])
+    if width is not None:
+        context = _context_values(width, layers + [derived])
+        for table in ("data", "model"):
+            if table in context and not any(layer.has((table, "max_seq_len")) for layer in chosen):
+                values.setdefault(table, {}).update(context[table])
+    return layers + [derived] + upper
+
+
+def _generated_width(layers: Sequence[Layer]) -> int | None:
+    """The longest example the generated training stream of these layers' config writes, or None when the
+    config is not valid (validation then names the problem)."""
+    try:
+        config = Config.model_validate(_merged(layers))
+    except ValidationError:
+        return None
+    if config.data.train_path:  # a training file (a resumed --data run): its folder's layer set the context
+        return None
+    from mct.data.format import DataFormat
+    from mct.data.stream import sequence_width
+
+    try:
+        data_format = DataFormat.from_config(config.data)
+        return sequence_width(data_format, data_format.tokenizer(), config.data)
+    except MctError:
+        return None
 
 
 def _file_layers(path: str | Path | None, resume: str | Path | None) -> list[Layer]:
@@ -837,7 +892,9 @@ def load_config(path: str | Path | None = None, overrides: Mapping | None = None
     `path` None means no file (the field defaults). For the Python API and tests; the CLI uses
     `resolve_config`, which also knows resumed runs, data folders, flag names and `--set`.
     """
-    layers = _file_layers(path, None) + [_env_layer(environ), Layer("overrides", drop_none(dict(overrides or {})))]
+    files = _file_layers(path, None)
+    layers = _with_format_layer(files + [_env_layer(environ)], [Layer("overrides", drop_none(dict(overrides or {})))],
+                                chosen_from=len(files))
     return _validate(layers)
 
 

@@ -188,6 +188,15 @@ def test_the_summary_says_when_the_target_was_not_reached(tiny, tmp_path, capsys
     assert "best validation 6.83%, target 99.95%; train on with mct train --resume r --max-steps 1000" in shown
     _render_train_summary(result, target=None)  # no target: nothing to say
     assert "not reached" not in capsys.readouterr().err
+    from mct.data.format import slow_format_fix
+
+    _render_train_summary(result, target=0.9995, fix=slow_format_fix("mul", use_steps=False))
+    shown = " ".join(capsys.readouterr().err.replace("│", " ").split())
+    assert "--resume" not in shown and "train with steps, --set data.use_steps=true, or configs/mul3.toml" in shown
+    _render_train_summary(result, target=0.9995, fix=slow_format_fix("mod", use_steps=False))
+    shown = " ".join(capsys.readouterr().err.replace("│", " ").split())
+    assert "--max-steps 1000 or train configs/mod113.toml" in shown
+    assert slow_format_fix("mul", use_steps=True) is None and slow_format_fix("add", use_steps=False) is None
 
 
 def test_data_folder_without_manifest_is_refused(tmp_path, capsys):

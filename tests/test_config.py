@@ -74,6 +74,29 @@ def test_set_none_is_the_choice_named_none_where_a_key_has_one():
     assert parse_set("model.absolute_positions=null") == (("model", "absolute_positions"), None)
 
 
+def test_a_format_changed_over_a_config_file_gets_a_context_and_mixes_that_fit_it(tmp_path):
+    default = CONFIGS_DIR / "default.toml"  # 3-digit addition: context 16, chain_mix 0.1
+    steps = resolve_config(default, sets=["data.use_steps=true"], environ={})
+    assert steps.data.max_seq_len == steps.model.max_seq_len == 41  # "999+999=" and its steps
+    mul = resolve_config(default, sets=["data.task=mul", "data.use_steps=true"], environ={})
+    assert mul.data.chain_mix == 0 and mul.data.max_seq_len == mul.model.max_seq_len == 47
+    plain = resolve_config(default, environ={})  # the file's own format: as written
+    assert (plain.data.max_seq_len, plain.model.max_seq_len, plain.data.chain_mix) == (16, 16, 0.1)
+    wide = write(tmp_path, "[model]\nmax_seq_len = 64\n[data]\nmax_seq_len = 16\nuse_steps = true")
+    config = load_config(wide, environ={})  # raised to the longest example, never lowered
+    assert (config.data.max_seq_len, config.model.max_seq_len) == (41, 64)
+    # what the user gives is kept as given, and errors name it
+    kept = resolve_config(default, sets=["data.use_steps=true", "data.max_seq_len=20", "model.max_seq_len=20"],
+                          environ={})
+    assert (kept.data.max_seq_len, kept.model.max_seq_len) == (20, 20)
+    from_env = resolve_config(default, sets=["data.use_steps=true"], environ={"MCT_DATA__MAX_SEQ_LEN": "16"})
+    assert (from_env.data.max_seq_len, from_env.model.max_seq_len) == (16, 41)
+    with pytest.raises(ConfigError, match="chain_mix applies to add and sub.*--set data.chain_mix"):
+        resolve_config(default, sets=["data.task=mul", "data.chain_mix=0.1"], environ={})
+    with pytest.raises(ConfigError, match="chain_mix applies to add and sub.*MCT_DATA__CHAIN_MIX"):
+        resolve_config(default, sets=["data.task=mul"], environ={"MCT_DATA__CHAIN_MIX": "0.1"})
+
+
 def test_a_data_folder_raises_the_context_to_its_longest_example_and_never_lowers_it(tmp_path):
     data = {"task": "add", "use_steps": True, "max_seq_len": 41}
     config = resolve_config(None, data=data, environ={})  # field defaults: 512, kept

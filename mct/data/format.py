@@ -59,6 +59,17 @@ def longer_numbers_fix(task: str) -> str:
     return _LONGER_NUMBERS.get(task, "train with a larger data.max_digits")
 
 
+def slow_format_fix(task: str, use_steps: bool) -> str | None:
+    """What to train instead when a run of this format stopped short of its target and more steps would
+    not be the answer (measured in docs/recipes.md); None where training on is."""
+    if task == "mul" and not use_steps:
+        return ("a direct multiplication answer did not learn in mct's measurements (29.55% after 3,000 steps): "
+                "train with steps, --set data.use_steps=true, or configs/mul3.toml")
+    if task == "mod":
+        return "or train configs/mod113.toml (one token per residue; 100% in about 2,000 steps)"
+    return None
+
+
 MAX_OPERAND_DIGITS = 4000  # Python converts at most 4,300 digits of text to int by default
 
 

@@ -60,6 +60,11 @@ KNOBS: list[tuple[str, tuple[str, ...]]] = [
     ("steps (mask_answer)", STEPS + ("--set", "data.step_masking_mode=mask_answer")),
     ("sub", ("--set", "data.task=sub")),
     ("sub, unpadded", ("--set", "data.task=sub", "--set", "data.pad_operands=false")),
+    # formats changed without touching the context or the mixes: the config follows the format (docs/configs.md)
+    ("operands of 1-5 digits", ("--set", "data.max_digits=5")),
+    ("operands of 1-10 digits", ("--set", "data.max_digits=10")),
+    ("sub with steps", ("--set", "data.task=sub", "--set", "data.use_steps=true")),
+    ("mul with steps", ("--set", "data.task=mul", "--set", "data.use_steps=true")),
 ]
 
 

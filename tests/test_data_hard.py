@@ -51,10 +51,17 @@ def test_the_hard_split_holdsstopping_chains_of_every_inner_length():
             assert any(a < b and trace(a, b)[3] >= 2 for a, b in problems)
 
 
-def test_zero_minus_zero_and_unpadded_zero_plus_zero_are_left_to_training():
+def test_zero_minus_zero_and_zero_plus_zero_not_padded_to_a_width_are_left_to_training():
     # the one problem that shows a first operand 0 need not give a negative answer, and, unpadded, the one
     # sum written "0"; padded, 0 + 0 looks like any other sum and stays a test of generalisation
     assert (0, 0) not in hard_problems("sub", 1, 3) and (0, 0) not in hard_problems("sub", 1, 3, padded=False)
     assert (0, 0) not in hard_problems("add", 1, 3, padded=False) and (0, 0) in hard_problems("add", 1, 3)
     assert (0, 9) in hard_problems("sub", 1, 3) and (0, 999) in hard_problems("add", 1, 3, padded=False)
     assert (0, 0) in hard_problems("mul", 1, 3, padded=False)  # 0 x b is 0 for every b
+    # padded to the longer operand, 0 + 0 is still written "0+0=": left to training like the unpadded one
+    from mct.config import load_config
+    from mct.data.generate import hard_split
+
+    longer = load_config(None, overrides={"data": {"pad_to_longer": True, "max_digits": 3}}, environ={}).data
+    fixed = load_config(None, overrides={"data": {"pad_operands": True, "max_digits": 3}}, environ={}).data
+    assert (0, 0) not in hard_split(longer) and (0, 0) in hard_split(fixed) and (0, 999) in hard_split(longer)

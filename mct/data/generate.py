@@ -57,7 +57,7 @@ def hard_split(data_config) -> list[tuple[int, int]]:
     """The hard problems of the data config (see mct/data/hard.py): written as hard.jsonl, never trained on."""
     return hard_problems(data_config.task, data_config.min_digits, data_config.max_digits,
                          data_config.modulus if data_config.task == "mod" else None, data_config.seed,
-                         padded=data_config.pad_operands or data_config.pad_to_longer)
+                         padded=data_config.pad_operands)  # pad_to_longer writes 0 + 0 as "0+0=" too
 
 
 def _without(pairs: tuple[list, list], excluded: set) -> tuple[list, list]:

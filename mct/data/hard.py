@@ -6,7 +6,7 @@ chains (99..9 + 1, x + (10^L - x), 10^L - 1 written as 100..0 - 1), chains that 
 (248 + 252: the ones' carry runs through a column summing to 9 and ends in the hundreds; 542 - 248 and
 248 - 542 for a borrow), boundaries (0 - 99..9, 99..9 + 99..9, 50..0 + 50..0), equal operands, zeros, powers of ten, and
 negative results. Deterministic: the same range gives the same list. 0 - 0, and 0 + 0 where operands
-are not zero-padded, are left to training (see `hard_problems`).
+are not zero-padded to a fixed width, are left to training (see `hard_problems`).
 """
 
 from __future__ import annotations
@@ -77,7 +77,8 @@ def stopping_chains(task: str, length: int, through: int, count: int, rng: rando
 def hard_problems(task: str, min_digits: int, max_digits: int, modulus: int | None = None,
                   seed: int = 0, padded: bool = True) -> list[tuple[int, int]]:
     """The hard problems of `task` with operands of min_digits..max_digits digits, in a fixed order.
-    `padded`: whether the format zero-pads operands (unpadded, 0 + 0 is left to training: see below)."""
+    `padded`: whether the format zero-pads operands to a fixed width (otherwise 0 + 0 is left to training:
+    see below)."""
     rng = random.Random(f"mct-hard:{task}:{min_digits}:{max_digits}:{seed}")
     if task == "mod":
         top = modulus - 1
@@ -118,8 +119,9 @@ def hard_problems(task: str, min_digits: int, max_digits: int, modulus: int | No
         # 0 - 0 stays in training: it is the only problem with a first operand 0 whose answer is not
         # negative, so without it the data say "0 - b is negative" without exception, and a model that
         # learns exactly that answers -0 (sub3, seed 0, 2026-11-28). Unpadded, 0 + 0 is the only sum
-        # written "0", and a model that never saw it answered 10 (train_with_steps.toml, 2026-11-28);
-        # padded (000+000=#0000) it looks like every other sum, and models get it right unseen.
+        # written "0", and a model that never saw it answered 10 (train_with_steps.toml, 2026-11-28; so did
+        # a 632-parameter configs/add-tiny.toml with pairs padded to the longer operand, `0+0=` -> `#01`);
+        # padded to a fixed width (000+000=#0000) it looks like every other sum, and models get it right unseen.
         pairs = [pair for pair in pairs if pair != (0, 0)]
     in_range = [(a, b) for a, b in pairs
                 if min_digits <= len(str(a)) <= max_digits and min_digits <= len(str(b)) <= max_digits]

@@ -105,3 +105,27 @@ def test_the_632_parameter_add_tiny_recipe_adds_at_any_length(tmp_path):
     at = {n: length.accuracy(ckpt.model, ckpt.tokenizer, fmt, length.uniform_problems(n, 200, 0), "cpu")
           for n in (20, 40)}
     assert at[20] >= 0.9 and at[40] >= 0.8, at
+
+
+def test_the_4000_parameter_sub_tiny_recipe_subtracts_at_any_length(tmp_path):
+    """configs/sub-tiny.toml shortened to 2,000 steps, seed 0 (negative results in ten's complement, sign last):
+    its two layers must learn 1-10 digit subtraction and carry it to 20 and 40 digits."""
+    from benchmark_script import load_benchmark
+
+    length = load_benchmark("length")
+
+    from mct.checkpoint import load_checkpoint
+    from mct.data.format import DataFormat
+
+    config = load_config(CONFIGS[0].parent / "sub-tiny.toml", environ={}, overrides={
+        "data": {"n_val": 200, "n_test": 500},
+        "train": {"max_steps": 2000, "eval_every": 2000, "eval_samples": 200, "device": "cpu", "seed": 0,
+                  "save_every": 2000}})
+    result = train(config, tmp_path / "run")
+    assert result.unique_parameters == 4000
+    assert result.test["exact_match"] >= 0.98 and result.test["hard"]["exact_match"] >= 0.98
+    ckpt = load_checkpoint(result.best_checkpoint, device="cpu")
+    fmt = DataFormat.from_dict(ckpt.data_format)
+    at = {n: length.accuracy(ckpt.model, ckpt.tokenizer, fmt, length.uniform_problems(n, 200, 0), "cpu")
+          for n in (20, 40)}
+    assert at[20] >= 0.9 and at[40] >= 0.8, at

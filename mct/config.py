@@ -166,15 +166,14 @@ class ModelConfig(_Section):
         if self.shared_qkv_down and not self.projection_rank("qkv"):
             raise _cross_field(("shared_qkv_down", "rank"),
                                "shared_qkv_down needs a low-rank query/key/value projection: set rank or qkv_rank > 0")
-        orthogonal = self.place_codes == "orthogonal" and self.absolute_positions in ("abacus", "coupled") \
-            and not self.use_rope
+        orthogonal = self.place_codes == "orthogonal" and self.place_values
         if orthogonal and self.pos_rank:
             raise _cross_field(("place_codes", "pos_rank"), "orthogonal place codes are a full table: set pos_rank = 0")
         if orthogonal and self.max_place + 1 > self.d_model:
             raise _cross_field(("place_codes", "max_place", "d_model"),
                                f"orthogonal place codes need max_place + 1 ({self.max_place + 1}) <= d_model "
                                f"({self.d_model}): one orthogonal vector per id")
-        if self.place_codes == "relative" and (self.use_rope or self.absolute_positions not in ("abacus", "coupled")):
+        if self.place_codes == "relative" and not self.place_values:
             raise _cross_field(("place_codes", "absolute_positions", "use_rope"),
                                "place_codes = 'relative' biases attention by place-id differences: it needs "
                                "absolute_positions = 'abacus' or 'coupled' and use_rope = false")
@@ -189,6 +188,11 @@ class ModelConfig(_Section):
                                "pos_rank factorises the learned position table: it needs use_rope = false and "
                                "absolute_positions learned, abacus or coupled")
         return self
+
+    @property
+    def place_values(self) -> bool:
+        """Position ids are place values (abacus or coupled, without RoPE): they carry over to longer numbers."""
+        return not self.use_rope and self.absolute_positions in ("abacus", "coupled")
 
     @property
     def relative_places(self) -> bool:
@@ -390,7 +394,7 @@ class Config(_Section):
 
     @model_validator(mode="after")
     def _check_place_positions(self):
-        if self.model.absolute_positions in ("abacus", "coupled") and not self.model.use_rope:
+        if self.model.place_values:
             if self.data.residue_tokens:
                 raise ValueError(f"model.absolute_positions = {self.model.absolute_positions!r} numbers the places "
                                  "of digits, and data.residue_tokens writes none: use learned positions or RoPE")

@@ -506,8 +506,7 @@ class CompactTransformer(HookedRootModule):
         self.hook_embed = HookPoint()
         self.learned_positions = not config.use_rope and config.absolute_positions == "learned"
         # abacus / coupled: learned embeddings of place-value ids computed from the tokens (data.format.place_ids)
-        self.place_positions = None if config.use_rope or config.absolute_positions in ("learned", "none") \
-            else config.absolute_positions
+        self.place_positions = config.absolute_positions if config.place_values else None
         self.relative_places = config.relative_places  # place ids as an attention bias, not an embedding
         self.embedded_positions = bool(self.learned_positions or (self.place_positions and not self.relative_places))
         if self.embedded_positions:

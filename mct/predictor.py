@@ -243,7 +243,7 @@ class Predictor:
         model, data = getattr(self.config, "model", None), getattr(self.config, "data", None)
         if model is None or data is None or self.data_format.task == "mod":
             return None
-        if not model.use_rope and model.absolute_positions in ("abacus", "coupled"):
+        if model.place_values:
             return None  # place values: longer numbers are what they are for
         longest = max(len(str(n)) for n in self.data_format.operands_from_prompt(prompt))
         if longest <= data.max_digits:

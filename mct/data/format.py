@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import asdict, dataclass, field, replace
+from typing import NamedTuple
 
 from mct.data import tasks
 from mct.errors import MctError
@@ -59,14 +60,22 @@ def longer_numbers_fix(task: str) -> str:
     return _LONGER_NUMBERS.get(task, "train with a larger data.max_digits")
 
 
-def slow_format_fix(task: str, use_steps: bool) -> str | None:
-    """What to train instead when a run of this format stopped short of its target and more steps would
-    not be the answer (measured in docs/recipes.md); None where training on is."""
+class FormatFix(NamedTuple):
+    """A recipe for a run of this format that stopped short of its target: `instead` when more steps would
+    not help (the text replaces "train on"), else an alternative said after it."""
+
+    text: str
+    instead: bool
+
+
+def slow_format_fix(task: str, use_steps: bool) -> FormatFix | None:
+    """What to train when a run of this format stopped short of its target (measured in docs/recipes.md);
+    None where training on is the whole answer."""
     if task == "mul" and not use_steps:
-        return ("a direct multiplication answer did not learn in mct's measurements (29.55% after 3,000 steps): "
-                "train with steps, --set data.use_steps=true, or configs/mul3.toml")
+        return FormatFix("a direct multiplication answer did not learn in mct's measurements (29.55% after 3,000 "
+                         "steps): train with steps, --set data.use_steps=true, or configs/mul3.toml", instead=True)
     if task == "mod":
-        return "or train configs/mod113.toml (one token per residue; 100% in about 2,000 steps)"
+        return FormatFix("or train configs/mod113.toml (one token per residue; 100% in about 2,000 steps)", instead=False)
     return None
 
 

@@ -36,6 +36,7 @@ import torch
 
 from mct.errors import MctError
 from mct.fileio import atomic_path
+from mct.generation import eval_mode
 
 __all__ = ["export_transformer_lens", "tl_config", "tl_state_dict", "to_hooked_transformer"]
 
@@ -67,7 +68,7 @@ def check_exportable(model) -> None:
         if field not in _KNOWN_FIELDS and getattr(config, field) != info.default:
             raise MctError(f"export to TransformerLens does not support model.{field} = {getattr(config, field)!r} "
                            "yet (only its default)")
-    if config.ffn_type != "gelu" and config.norm_type == "rmsnorm":
+    if config.d_ff and config.ffn_type != "gelu" and config.norm_type == "rmsnorm":
         for index, block in enumerate(model.blocks):
             if block.mlp.b_gate.abs().max() > 0 or block.mlp.b_in.abs().max() > 0:
                 raise MctError(f"TransformerLens's gated MLP has no gate/up bias, and an RMSNorm model gives no "
@@ -86,6 +87,8 @@ def tl_config(model) -> dict:
         "positional_embedding_type": "rotary" if config.use_rope else "standard",
         "default_prepend_bos": False, "init_weights": False,
     }
+    if not config.d_ff:  # attention-only blocks: no ln2, no MLP (TransformerLens's attn_only)
+        cfg.update(attn_only=True, d_mlp=None)
     if config.use_rope:
         cfg.update(rotary_dim=config.head_dim, rotary_base=config.rope_base, rotary_adjacent_pairs=False)
     return cfg
@@ -127,10 +130,12 @@ def tl_state_dict(model) -> dict[str, torch.Tensor]:
     for index, block in enumerate(model.blocks):
         p = f"blocks.{index}"
         norm(f"{p}.ln1", block.ln1)
-        norm(f"{p}.ln2", block.ln2)
         for name in ("W_Q", "W_K", "W_V", "W_O", "b_Q", "b_K", "b_V", "b_O"):
             sd[f"{p}.attn.{name}"] = getattr(block.attn, name)
         mlp = block.mlp
+        if mlp is None:
+            continue
+        norm(f"{p}.ln2", block.ln2)
         sd[f"{p}.mlp.W_out"], sd[f"{p}.mlp.b_out"] = mlp.W_out, mlp.b_out
         if not mlp.gated:
             sd[f"{p}.mlp.W_in"], sd[f"{p}.mlp.b_in"] = mlp.W_in, mlp.b_in
@@ -186,12 +191,8 @@ def export_transformer_lens(model, path: str | Path, check_ids: torch.Tensor | N
     tl_model = to_hooked_transformer(model, device="cpu")
     difference = None
     if check_ids is not None:
-        was_training = model.training
-        model.eval()
-        try:
+        with eval_mode(model):
             expected, _, _ = model(check_ids)
-        finally:
-            model.train(was_training)
         difference = float((tl_model(check_ids.cpu()).float() - expected.float().cpu()).abs().max())
         if difference > 1e-4:
             raise MctError(f"the TransformerLens model's logits differ from mct's by {difference:.3g} (> 1e-4)")

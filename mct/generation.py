@@ -19,6 +19,7 @@ that is scored. `decoding_plan` says, for one prompt, what is supplied and what 
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
@@ -130,6 +131,24 @@ def sample(logits: torch.Tensor, temperature: float, top_k: int | None) -> torch
 
 
 @torch.no_grad()
+@contextlib.contextmanager
+def eval_mode(model):
+    """`model.eval()` inside the block; after it, every submodule's own mode back as it was (a part the caller
+    had put in eval mode inside a training model stays in eval mode)."""
+    modes = [(module, module.training) for module in model.modules()]
+    model.eval()
+    try:
+        yield model
+    finally:
+        for module, training in modes:
+            module.training = training
+
+
+def _check_prompt(input_ids: torch.Tensor) -> None:
+    if input_ids.ndim != 2 or input_ids.shape[1] == 0:
+        raise MctError(f"prompts must be [batch, tokens] with at least one token, got shape {tuple(input_ids.shape)}")
+
+
 def generate_next_token(model, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
                         temperature: float = 1.0, top_k: int | None = None, return_logits: bool = False):
     """One decoding step without cache (no_grad; mode unchanged, call `model.eval()` first).
@@ -137,6 +156,7 @@ def generate_next_token(model, input_ids: torch.Tensor, attention_mask: torch.Te
     input_ids [B, T]; attention_mask [B, T] bool or None. The next token follows each row's last real
     token (left or right padding both work). Returns next_token [B, 1], and with return_logits also the
     raw logits [B, V] it was chosen from, on the device of `input_ids`."""
+    _check_prompt(input_ids)
     logits, _, _ = model(input_ids, attention_mask)  # [B, T, V] on the model's device
     if attention_mask is None:
         last = logits[:, -1]
@@ -161,6 +181,7 @@ def generate(model, input_ids: torch.Tensor, max_new_tokens: int, attention_mask
     use_cache: reuse the keys/values of earlier positions (the same tokens as recomputing everything, much
     faster for long answers). return_logits: also return the raw logits [B, n, V] each token was chosen from.
     """
+    _check_prompt(input_ids)
     B, T = input_ids.shape
     if max_new_tokens < 0:
         raise MctError(f"max_new_tokens must be >= 0, got {max_new_tokens}")
@@ -320,9 +341,7 @@ def decode_batched(model, tokenizer, prompts: Sequence[str], max_new_tokens: int
     encoded = [encode_prompt(tokenizer, p, max_seq_len) for p in prompts]
     order = sorted(range(len(encoded)), key=lambda i: len(encoded[i]))
     completions: list[str] = [""] * len(encoded)
-    was_training = model.training
-    model.eval()
-    try:
+    with eval_mode(model):
         for start in range(0, len(order), batch_size):
             chunk = order[start:start + batch_size]
             width = max(len(encoded[i]) for i in chunk)
@@ -342,6 +361,4 @@ def decode_batched(model, tokenizer, prompts: Sequence[str], max_new_tokens: int
                 completions[i] = decode_completion(tokenizer, generated[row][:budgets[i]])
             if progress is not None:
                 progress(min(start + batch_size, len(order)), len(order))
-    finally:
-        model.train(was_training)
     return completions

@@ -2,6 +2,7 @@
 `ActivationCache` that `run_with_cache` returns.
 
     def zero_head_1(z, hook):                      # z [B, T, H, Dh]; hook.name = "blocks.0.attn.hook_z"
+        z = z.clone()                              # edit a copy: autograd needs the original
         z[:, :, 1] = 0.0
         return z                                   # a returned tensor replaces the activation
     logits = model.run_with_hooks(ids, fwd_hooks=[("blocks.0.attn.hook_z", zero_head_1)])
@@ -483,7 +484,9 @@ class ActivationCache(Mapping):
                 continue
             parts.append(self["resid_pre", index])
             labels.append(f"{index}_pre")
-            if (incl_mid and index < layer) or (mlp_input and index == layer):
+            if mlp_input and index == layer:
+                self._require_mlp(layer, "mlp_input")
+            if ((incl_mid and index < layer) or (mlp_input and index == layer)) and self._has_mlp(index):
                 parts.append(self["resid_mid", index])
                 labels.append(f"{index}_mid")
         stack = torch.stack([_apply_slice(p, pos_slice, -2) for p in parts])
@@ -511,17 +514,31 @@ class ActivationCache(Mapping):
             if mode != "mlp":
                 parts.append(self["attn_out", index])
                 labels.append(f"{index}_attn_out")
-            if mode != "attn":
+            if mode != "attn" and self._has_mlp(index):
                 parts.append(self["mlp_out", index])
                 labels.append(f"{index}_mlp_out")
+        if mlp_input:
+            self._require_mlp(layer, "mlp_input")
         if mlp_input and mode != "mlp":
             parts.append(self["attn_out", layer])
             labels.append(f"{layer}_attn_out")
+        if not parts:
+            raise MctError(f"nothing wrote the residual stream at layer {layer} in mode {mode!r}"
+                           + (" (the model is attention-only, d_ff = 0)" if mode == "mlp" else ""))
         stack = torch.stack([_apply_slice(p, pos_slice, -2) for p in parts])
         if apply_ln:
             stack = self.apply_ln_to_stack(stack, layer, mlp_input=mlp_input, pos_slice=pos_slice,
                                            has_batch_dim=self.has_batch_dim)
         return (stack, labels) if return_labels else stack
+
+    def _has_mlp(self, layer: int) -> bool:
+        """Whether block `layer` has an MLP (attention-only blocks, d_ff = 0, have no resid_mid or mlp_out)."""
+        blocks = None if self.model is None else self.model.blocks
+        return blocks is None or layer >= len(blocks) or blocks[layer].mlp is not None
+
+    def _require_mlp(self, layer: int, option: str) -> None:
+        if not self._has_mlp(layer):
+            raise MctError(f"{option}: layer {layer} has no MLP (the model is attention-only, d_ff = 0)")
 
     def compute_head_results(self) -> None:
         """Add `blocks.{l}.attn.hook_result` [B, T, H, D] (each head's write to the residual stream, without

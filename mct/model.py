@@ -45,7 +45,7 @@ from pydantic import ValidationError
 from mct import generation
 from mct.config import Config, ModelConfig
 from mct.errors import MctError
-from mct.generation import KVCache, to_device
+from mct.generation import KVCache, eval_mode, to_device
 from mct.hooks import ActivationCache, HookedRootModule, HookPoint
 
 __all__ = ["ActivationCache", "CompactTransformer", "HookPoint", "LowRankProjection", "Projection", "apply_rope",
@@ -500,6 +500,9 @@ class CompactTransformer(HookedRootModule):
     def __init__(self, config: ModelConfig):
         super().__init__()
         self.config = config
+        # the sequence index of the first token of the current forward pass: the cached tokens' count while
+        # decoding with a KV cache, else 0 (hooks whose effect depends on the position read it)
+        self.token_offset = 0
         d = config.d_model
         self.embed = (LowRankEmbedding(config.vocab_size, d, config.embed_rank) if config.embed_rank
                       else nn.Embedding(config.vocab_size, d))
@@ -691,6 +694,8 @@ class CompactTransformer(HookedRootModule):
                            f"got {tuple(position_ids.shape)}")
         if self.place_positions and position_ids is None:
             position_ids = self.place_ids(input_ids, cache)
+        if cache is not None or self.token_offset:  # no store in a training step (compiled or captured)
+            self.token_offset = cache.length if cache is not None else 0
         place_diff = self.place_differences(position_ids, cache) if self.relative_places else None
         position_ids, allowed = self._positions_and_mask(attention_mask, position_ids, B, T, cache)
         if not return_attention_weights:
@@ -742,14 +747,19 @@ class CompactTransformer(HookedRootModule):
     b_K = property(lambda self: self._stacked("attn", "b_K"), doc="[L, H, Dh]")
     b_V = property(lambda self: self._stacked("attn", "b_V"), doc="[L, H, Dh]")
     b_O = property(lambda self: self._stacked("attn", "b_O"), doc="[L, D]")
-    W_in = property(lambda self: self._stacked("mlp", "W_in"), doc="[L, D, F]")
-    b_in = property(lambda self: self._stacked("mlp", "b_in"), doc="[L, F]")
-    W_gate = property(lambda self: self._stacked("mlp", "W_gate") if self.blocks[0].mlp.gated else None,
-                      doc="[L, D, F], None unless the FFN is gated")
-    b_gate = property(lambda self: self._stacked("mlp", "b_gate") if self.blocks[0].mlp.gated else None,
-                      doc="[L, F], None unless the FFN is gated")
-    W_out = property(lambda self: self._stacked("mlp", "W_out"), doc="[L, F, D]")
-    b_out = property(lambda self: self._stacked("mlp", "b_out"), doc="[L, D]")
+    # MLP weights: None for an attention-only model (d_ff = 0), which has no MLP
+    W_in = property(lambda self: self._stacked_mlp("W_in"), doc="[L, D, F]")
+    b_in = property(lambda self: self._stacked_mlp("b_in"), doc="[L, F]")
+    W_gate = property(lambda self: self._stacked_mlp("W_gate", gated=True), doc="[L, D, F], None unless the FFN is gated")
+    b_gate = property(lambda self: self._stacked_mlp("b_gate", gated=True), doc="[L, F], None unless the FFN is gated")
+    W_out = property(lambda self: self._stacked_mlp("W_out"), doc="[L, F, D]")
+    b_out = property(lambda self: self._stacked_mlp("b_out"), doc="[L, D]")
+
+    def _stacked_mlp(self, name: str, gated: bool = False) -> torch.Tensor | None:
+        mlp = self.blocks[0].mlp
+        if mlp is None or (gated and not mlp.gated):
+            return None
+        return self._stacked("mlp", name)
 
     def tokens_to_residual_directions(self, tokens) -> torch.Tensor:
         """The unembedding column of each token id: an id -> [D], ids [...] -> [..., D] (`W_U[:, tokens]`)."""
@@ -762,13 +772,8 @@ class CompactTransformer(HookedRootModule):
         """Eval mode + no_grad + attention weights (`return_attention_weights`), restoring the previous mode.
 
         Returns (logits [B, T, V], attention_weights: list per layer of [B, H, T, T]), on the model's device."""
-        was_training = self.training
-        self.eval()
-        try:
-            with torch.no_grad():
-                logits, _, weights = self(input_ids, attention_mask, return_attention_weights=True)
-        finally:
-            self.train(was_training)
+        with eval_mode(self), torch.no_grad():
+            logits, _, weights = self(input_ids, attention_mask, return_attention_weights=True)
         return logits, weights
 
     # ---- generation (mct.generation) ------------------------------------------------------------

@@ -24,6 +24,7 @@ from mct.generation import (
     decoding_mode,
     decoding_plan,
     encode_prompt,
+    eval_mode,
     max_new_tokens_for,
     model_device,
     written_steps,
@@ -261,8 +262,9 @@ class Predictor:
         ids = self.encode(inputs[0])
         budget = max(0, min(budget if isinstance(budget, int) else budget[0], self.max_seq_len - len(ids)))
         input_ids = torch.tensor([ids], dtype=torch.long)
-        tokens, logits = self.model.generate(input_ids, budget, temperature=temperature, top_k=top_k,
-                                             eos_token_id=self.tokenizer.eos_id, return_logits=True)
+        with eval_mode(self.model):  # as `complete` decodes
+            tokens, logits = self.model.generate(input_ids, budget, temperature=temperature, top_k=top_k,
+                                                 eos_token_id=self.tokenizer.eos_id, return_logits=True)
         top_n = max(1, min(top_n, self.tokenizer.vocab_size))
         choices: list[TokenChoice] = []
         for token_id, step_logits in zip(tokens[0, len(ids):].tolist(), logits[0]):  # step_logits [V]

@@ -99,6 +99,24 @@ def test_mean_ablation_puts_the_reference_mean_at_every_position(model, pair):
     assert torch.equal(z[:, :, [0, 2, 3]], plain["z", 0][:, :, [0, 2, 3]])
 
 
+def test_per_position_means_follow_the_token_index_while_decoding_with_a_cache(model):
+    # each new token of a cached decode is at index cache.length, not 0: the same hooks must give the
+    # logits of decoding without a cache (which reruns the whole sequence)
+    from mct.analysis.interventions import head_ablation_hooks
+    reference = torch.randint(0, VOCAB, (6, 12), generator=torch.Generator().manual_seed(3))
+    _, cache = model.run_with_cache(reference, names_filter="blocks.0.attn.hook_z")
+    means = {0: cache["z", 0].mean(0) * 20}  # [T, H, Dh], scaled so a misplaced mean shows
+    prompts = reference[:2, :5]
+    with model.hooks(fwd_hooks=head_ablation_hooks(model, [(0, 1)], means)):
+        _, cached = model.generate(prompts, 7, return_logits=True)
+        _, uncached = model.generate(prompts, 7, use_cache=False, return_logits=True)
+        with pytest.raises(MctError, match="holds 12 positions"):
+            model(torch.zeros(1, 13, dtype=torch.long))
+    torch.testing.assert_close(cached, uncached, rtol=0, atol=1e-4)
+    model(prompts)  # a forward pass without a cache starts at index 0 again
+    assert model.token_offset == 0
+
+
 def test_mean_ablation_over_the_same_one_token_input_changes_nothing(model):
     # mean over positions averages different activations, so only a one-position input is its own mean
     ids = torch.tensor([[7]])

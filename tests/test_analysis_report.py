@@ -247,7 +247,7 @@ def test_mct_export_refuses_other_targets_and_existing_files(tiny_trained_checkp
 
 @pytest.mark.parametrize("fields", [
     dict(task="sub"), dict(task="mul", max_seq_len=32), dict(task="add", answer_order="plain"),
-    dict(task="add", use_steps=True, max_seq_len=64),
+    dict(task="add", use_steps=True, max_seq_len=64), dict(task="add", d_ff=0),
 ])
 def test_every_task_and_format_gets_a_report(fields, tmp_path):
     from tiny_checkpoint import make_checkpoint
@@ -257,6 +257,14 @@ def test_every_task_and_format_gets_a_report(fields, tmp_path):
     assert len(report["digits"]) == places and len(report["attention_share"][0]) == places
     assert report["probes"] is None or [c["column"] for c in report["probes"]["columns"]] == list(range(1, places))
     assert (tmp_path / "out" / "index.html").is_file()
+
+
+def test_an_attention_only_mod_model_gets_a_report_without_the_neuron_spectrum(tmp_path):
+    from tiny_checkpoint import make_checkpoint
+
+    report = analyze(make_checkpoint(tmp_path / "model.pt", task="mod", d_ff=0, pad_operands=True), tmp_path / "out",
+                     problems=60)
+    assert "attention-only" in report["mod"]["skipped"] and (tmp_path / "out" / "index.html").is_file()
 
 
 @pytest.fixture(scope="module")

@@ -40,6 +40,8 @@ def test_masks_for_each_step_masking_mode_on_hand_checked_examples():
     assert batch["labels"][1].tolist() == [-100] * 4 + ids("#81<eos>") + [-100] * 8
     steps_only = collate_fn([with_steps], step_masking_mode="mask_answer")["labels"][0].tolist()
     assert steps_only == [-100] * 4 + ids("1+2+0=03|") + [-100] * 3
+    with pytest.raises(MctError, match="scores the steps, and these examples have none"):
+        collate_fn([plain], step_masking_mode="mask_answer")  # nothing to score: a loss of 0 would learn nothing
     everything = collate_fn([with_steps, plain], step_masking_mode="none")["labels"]
     assert everything[0].tolist() == seq
     assert everything[1].tolist() == ids("9+9=#81<eos>") + [-100] * 8

@@ -73,6 +73,16 @@ def test_hooked_transformer_has_the_same_logits_and_activations(positions, norm_
         assert (ours - theirs).abs().max() < 1e-4, name
 
 
+@pytest.mark.parametrize("norm_type", ["layernorm", "rmsnorm"])
+def test_an_attention_only_model_exports_as_attn_only(norm_type):
+    model = random_model(norm_type=norm_type, ffn_type="swiglu", d_ff=0)
+    ids = torch.randint(0, V, (4, 20), generator=torch.Generator().manual_seed(1))
+    tl_model = to_hooked_transformer(model)
+    assert tl_model.cfg.attn_only and not hasattr(tl_model.blocks[0], "mlp")
+    with torch.no_grad():
+        assert (model(ids)[0] - tl_model(ids)).abs().max() < 1e-4
+
+
 def test_gated_layernorm_biases_are_folded_into_the_exported_weights():
     model = random_model(ffn_type="geglu")
     tl_model = to_hooked_transformer(model)

@@ -158,6 +158,14 @@ def test_generate_returns_the_logits_each_token_was_chosen_from():
         grown, grown_mask = torch.cat([grown, token], 1), torch.cat([grown_mask, torch.ones(2, 1, dtype=torch.bool)], 1)
 
 
+def test_an_empty_prompt_is_refused_in_one_line():
+    model = tiny()
+    empty = torch.zeros(2, 0, dtype=torch.long)
+    for call in (lambda: model.generate(empty, 3), lambda: model.generate_next_token(empty)):
+        with pytest.raises(MctError, match="at least one token"):
+            call()
+
+
 def test_sampling_refuses_a_negative_temperature_and_top_k_below_one():
     logits = torch.randn(2, V)
     assert torch.equal(sample(logits, 0.0, None)[:, 0], logits.argmax(-1))

@@ -220,6 +220,21 @@ def test_decompose_resid_and_accumulated_resid_rebuild_the_residual_stream(posit
     assert torch.allclose(lens[-1] @ model.W_U, logits, atol=1e-4)
 
 
+def test_an_attention_only_model_decomposes_its_residual_stream_without_mlps():
+    model, ids = tiny(d_ff=0), ids_batch()
+    _, cache = model.run_with_cache(ids)
+    parts, labels = cache.decompose_resid(return_labels=True)
+    assert labels[-2:] == ["0_attn_out", "1_attn_out"] and not any("mlp" in label for label in labels)
+    assert torch.allclose(parts.sum(0), cache["resid_post", -1], atol=1e-5)
+    _, labels = cache.accumulated_resid(incl_mid=True, return_labels=True)
+    assert labels == ["0_pre", "1_pre", "final_post"]
+    assert model.W_in is None and model.W_out is None and model.b_in is None and model.W_gate is None
+    with pytest.raises(MctError, match="attention-only"):
+        cache.decompose_resid(mode="mlp", incl_embeds=False)
+    with pytest.raises(MctError, match="layer 1 has no MLP"):
+        cache.decompose_resid(layer=1, mlp_input=True)
+
+
 def test_head_results_sum_to_the_attention_output():
     model, ids = tiny(), ids_batch()
     _, cache = model.run_with_cache(ids)

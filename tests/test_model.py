@@ -374,6 +374,11 @@ def test_forward_analysis_uses_eval_and_no_grad_and_restores_the_mode():
     assert torch.allclose(logits, model(ids, mask)[0])
     model.forward_analysis(ids)
     assert not model.training
+    model.train()
+    model.blocks[0].eval()  # a part the caller froze stays frozen: each module's own mode comes back
+    model.forward_analysis(ids)
+    assert model.training and not model.blocks[0].training and not model.blocks[0].attn.training
+    assert model.blocks[1].training
 
 
 # ---- generation --------------------------------------------------------------------------------

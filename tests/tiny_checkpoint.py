@@ -8,11 +8,11 @@ from mct.config import Config, DataConfig, ModelConfig
 
 
 def tiny_config(task="add", answer_order="reversed", use_steps=False, max_seq_len=24, num_layers=2,
-                num_heads=2, step_masking_mode="mask_steps", pad_operands=False) -> Config:
+                num_heads=2, step_masking_mode="mask_steps", pad_operands=False, d_ff=32) -> Config:
     from mct.tokenizer import Tokenizer
 
     model = ModelConfig(vocab_size=len(Tokenizer()), d_model=16, num_layers=num_layers, num_heads=num_heads,
-                        d_ff=32, max_seq_len=max_seq_len)
+                        d_ff=d_ff, max_seq_len=max_seq_len)
     data = DataConfig(task=task, answer_order=answer_order, use_steps=use_steps, max_seq_len=max_seq_len,
                       max_digits=3, step_masking_mode=step_masking_mode, pad_operands=pad_operands)
     return Config(model=model, data=data)

@@ -220,10 +220,10 @@ def direct_logit_attribution(model, problems: ProblemSet, answer_ids: list[int],
         rows = slice(start, start + batch_size)
         _, cache = model.run_with_cache(problems.input_ids[rows], problems.attention_mask[rows], no_grad=True)
         heads, head_labels = cache.stack_head_results(return_labels=True)  # [L*H, b, T, D]
-        mlps = torch.stack([cache["mlp_out", i] for i in range(L)])
+        mlps = [cache["mlp_out", i] for i in range(L) if model.blocks[i].mlp is not None]
         embeds = cache["embed"] + (cache["pos_embed"] if "hook_pos_embed" in cache else 0)
         biases = sum(model.blocks[i].attn.b_O for i in range(L)).expand_as(embeds)
-        stack = torch.cat([heads, mlps, embeds[None], biases[None]])
+        stack = torch.cat([heads, *(m[None] for m in mlps), embeds[None], biases[None]])
         scaled = cache.apply_ln_to_stack(stack)  # [C, b, T, D]
         positions = problems.answer_positions[rows].to(model.device)  # [b, K]
         present = positions >= 0
@@ -237,5 +237,5 @@ def direct_logit_attribution(model, problems: ProblemSet, answer_ids: list[int],
         part = (attribution * present).sum(1).cpu()  # [C, K]
         total = part if total is None else total + part
         count += present.sum(0).cpu()
-        labels = head_labels + [f"L{i} MLP" for i in range(L)] + ["embeddings", "biases"]
+        labels = head_labels + [f"L{i} MLP" for i in range(L) if model.blocks[i].mlp is not None] + ["embeddings", "biases"]
     return total / count.clamp(min=1), labels

@@ -75,8 +75,9 @@ def ablate_heads(model, heads: Sequence[tuple[int, int]], mode: str = "zero",
 def head_ablation_hooks(model, heads: Sequence[tuple[int, int]], means: dict | None = None) -> list[tuple]:
     """The hooks (for `model.hooks` / `run_with_hooks`) that replace the output z of each (layer, head) at
     `blocks.{layer}.attn.hook_z`: with zeros, or with `means[layer][head]`, where `means[layer]` is
-    [H, Dh] (one mean for every position) or [T, H, Dh] (a mean per position; an input may be shorter).
-    MctError for a layer or head out of range."""
+    [H, Dh] (one mean for every position) or [T, H, Dh] (a mean per sequence index: an input may be
+    shorter, and while decoding with a KV cache each new token gets the mean of its own index,
+    `model.token_offset` on). MctError for a layer or head out of range, or an input longer than T."""
     by_layer: dict[int, list[int]] = {}
     for layer, head in heads:
         if not 0 <= layer < len(model.blocks):
@@ -92,7 +93,12 @@ def head_ablation_hooks(model, heads: Sequence[tuple[int, int]], means: dict | N
                 z[:, :, head_list] = 0.0
             else:
                 mean = means[layer].to(z.device, z.dtype)
-                z[:, :, head_list] = mean[..., head_list, :] if mean.ndim == 2 else mean[:z.shape[1], head_list]
+                if mean.ndim == 3:
+                    start, stop = model.token_offset, model.token_offset + z.shape[1]
+                    if stop > len(mean):
+                        raise MctError(f"means[{layer}] holds {len(mean)} positions; the input reaches position {stop}")
+                    mean = mean[start:stop]
+                z[:, :, head_list] = mean[..., head_list, :]
             return z
         return hook
 

@@ -173,6 +173,8 @@ def analyze(checkpoint_path: str | Path, out_dir: str | Path | None = None, prob
 
 def _mod_section(checkpoint, checkpoint_path, fmt, tokenizer, checkpoints, max_checkpoints, device, progress) -> dict:
     model, data = checkpoint.model, checkpoint.config.data
+    if not model.config.d_ff:
+        return {"skipped": "the Fourier analysis reads the MLP neurons, and this model is attention-only (d_ff = 0)"}
     try:
         grid = fourier.mod_grid(fmt, tokenizer, data.modulus, model.config.max_seq_len)
     except MctError as error:  # a format whose answer tokens move (unpadded digits)

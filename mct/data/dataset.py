@@ -186,6 +186,9 @@ def collate_fn(examples: list[Example], pad_id: int = 0, step_masking_mode: str 
     if not kept:
         raise MctError(f"all {len(examples)} examples of the batch are longer than max_seq_len={max_seq_len}; "
                        "raise data.max_seq_len (and model.max_seq_len) or use shorter problems")
+    if step_masking_mode == "mask_answer" and not any(ROLE_STEP in e.roles for e in kept):
+        raise MctError("step_masking_mode 'mask_answer' scores the steps, and these examples have none: "
+                       "use 'mask_steps' or 'none', or data with steps (data.use_steps = true)")
     import torch  # here, so that `mct gen` does not pay for importing torch
 
     width = max(len(e.input_ids) for e in kept)

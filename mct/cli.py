@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
+import os
 import sys
 from pathlib import Path
 from typing import Annotated, Optional
@@ -16,14 +18,16 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from mct.config import default_config_path, field_help
+from mct.config import MAX_SEED, default_config_path, field_help
 from mct.errors import ConfigError, MctError
+from mct.fileio import check_writable
 
 try:  # typer >= 0.2x vendors click; older typer depends on it
     from typer._click.exceptions import UsageError as _UsageError
 except ImportError:  # pragma: no cover
     from click.exceptions import UsageError as _UsageError
 
+# help texts are rich markup: a literal '[' is written '\\[' ('mct\\[tl]'), or rich would take '[tl]' for a style
 app = typer.Typer(
     name="mct",
     help="Math-Compact Transformer toolkit: generate arithmetic data, train compact transformers, "
@@ -35,6 +39,38 @@ app = typer.Typer(
 # emoji=False: `cuda:x` is a device, not an emoji. User text (paths, prompts, messages) is escaped
 # before it meets rich markup, so `[/red]` or `[model]` print as written.
 err_console = Console(stderr=True, emoji=False)
+
+MAX_ANALYZE_PROBLEMS = 100_000  # every measurement runs over them: more only costs minutes
+
+
+FIGURE_SUFFIXES = (".png", ".svg", ".pdf")
+
+
+def _check_output_file(out: Path, option: str, force: bool, inputs: tuple[Path, ...] = (),
+                       suffixes: tuple[str, ...] = ()) -> None:
+    """Before any work: `out` has a suffix its writer knows, is no file the command reads (--force or
+    not), exists only with --force, and can be written."""
+    if suffixes and out.suffix.lower() not in suffixes:
+        raise MctError(f"{option} {out}: use a {', '.join(suffixes[:-1])} or {suffixes[-1]} file name")
+    for source in inputs:
+        if out.exists() and source.exists() and os.path.samefile(out, source):
+            raise MctError(f"{option} {out} is a file this command reads; choose another file")
+    if out.exists() and not force:
+        raise MctError(f"{option} {out} already exists; pass --force to overwrite it or choose another file")
+    check_writable(out, f"{option} file")
+
+
+def _named_folder(value: Path | None) -> Path | None:
+    if value is not None and value == Path(""):  # '' arrives as '.': both would write into the current folder
+        raise typer.BadParameter("empty or '.', the current folder; name a folder")
+    return value
+
+
+def _finite(value: float | None) -> float | None:
+    if value is not None and not math.isfinite(value):
+        raise typer.BadParameter(f"{value} is not a finite number")
+    return value
+
 
 SET_HELP = ("Set any config key, as table.key=value (repeatable), e.g. --set train.lr=3e-3 "
             "--set data.ood_digits=[4,6]; keys and defaults: docs/configs.md.")
@@ -92,9 +128,9 @@ def gen(
     train_fraction: Annotated[Optional[float], typer.Option("--train-fraction", help=_help("data.train_fraction"))] = None,
     ood_digits: Annotated[Optional[str], typer.Option("--ood-digits", help=_help("data.ood_digits", "Written C-D or C D, e.g. 11-40: an extra test_ood.jsonl."))] = None,
     seed: Annotated[Optional[int], typer.Option("--seed", help=_help("data.seed", "The same arguments and seed give byte-identical files."))] = None,
-    out: Annotated[Optional[Path], typer.Option("--out", "--output-dir", "-o", help="Output folder (default data/TASK).")] = None,
+    out: Annotated[Optional[Path], typer.Option("--out", "--output-dir", "-o", callback=_named_folder, help="Output folder (default data/TASK).")] = None,
     force: Annotated[bool, typer.Option("--force", help="Overwrite a data set already in the folder.")] = False,
-    config: Annotated[Optional[Path], typer.Option("--config", help="TOML config whose [data] table gives defaults; flags win.")] = None,
+    config: Annotated[Optional[Path], typer.Option("--config", help="TOML config whose \\[data] table gives defaults; flags win.")] = None,
     set_: Annotated[Optional[list[str]], typer.Option("--set", help=SET_HELP)] = None,
     json_out: Annotated[bool, typer.Option("--json", help="Print the manifest as JSON on stdout.")] = False,
 ) -> None:
@@ -109,12 +145,20 @@ def gen(
     """
     from mct.config import resolve_config
     from mct.data.generate import write_dataset
-    from mct.fileio import check_writable
 
     given = [flag for flag, value in (("--instances", instances), ("--val", val), ("--test", test)) if value is not None]
     if task == "mod" and given:
         raise MctError(f"the mod task splits every P*P pair by --train-fraction (the rest is halved into val and "
                        f"test), so {', '.join(given)} cannot be set; drop {'it' if len(given) == 1 else 'them'}")
+    # flags that shape only the other tasks' data (or only mod's) would be ignored: say so instead
+    digit_flags = {"--steps/--no-steps": steps, "--ood-digits": ood_digits,
+                   "--pad-to-longer/--no-pad-to-longer": pad_to_longer, "--complement/--no-complement": complement}
+    mod_flags = {"--modulus": modulus, "--residue-tokens/--no-residue-tokens": residue_tokens,
+                 "--train-fraction": train_fraction}
+    unused = [flag for flag, value in (digit_flags if task == "mod" else mod_flags).items() if value is not None]
+    if unused:
+        raise MctError(f"{', '.join(unused)} {'does' if len(unused) == 1 else 'do'} not apply to the {task} task; "
+                       f"drop {'it' if len(unused) == 1 else 'them'}")
     ood = None
     if ood_longest is not None:  # `--ood-digits 11 40`: click reads the 40 as a second argument
         if ood_digits is None or not ood_digits.strip().isdigit():
@@ -175,7 +219,7 @@ def train(
     precision: Annotated[Optional[str], typer.Option(help=_train_help("train.precision"))] = None,
     compile: Annotated[Optional[bool], typer.Option("--compile/--no-compile", help=_train_help("train.compile"))] = None,
     set_: Annotated[Optional[list[str]], typer.Option("--set", help=SET_HELP)] = None,
-    out: Annotated[Optional[Path], typer.Option("--out", "--output-dir", help="Run folder (default: train.out_dir, else a new folder under runs/).")] = None,
+    out: Annotated[Optional[Path], typer.Option("--out", "--output-dir", callback=_named_folder, help="Run folder (default: train.out_dir, else a new folder under runs/).")] = None,
     data: Annotated[Optional[Path], typer.Option(help="Train on a folder written by `mct gen` (its splits and format).")] = None,
     no_verify: Annotated[bool, typer.Option("--no-verify", help="With --data: skip the check of each split against manifest.json's sha256.")] = False,
     resume: Annotated[Optional[Path], typer.Option(help="Continue the run in this folder from its last.pt (its config, under env and flags).")] = None,
@@ -201,13 +245,19 @@ def train(
     from mct.config import default_config_path, resolve_config
     from mct.data.format import slow_format_fix
     from mct.data.generate import data_config_from_folder
-    from mct.fileio import check_writable, folder_lock
+    from mct.fileio import folder_lock
     from mct.train import stop_on_interrupt, torch_threads, train as run_training
     from mct.train.distributed import is_main_process
     from mct.train.run_folder import new_run_dir
 
     if resume is not None and out is not None and out != resume:
         raise MctError("--resume DIR continues DIR; do not also give a different --out")
+    if seeds is not None:
+        if resume is not None:
+            raise MctError("--seeds starts new runs; resume one of them with --resume OUT/seed-N")
+        if seed is not None:
+            raise MctError("--seeds gives each run its seed; drop --seed")
+        seed_list = parse_seeds(seeds)
     flags = _flags(TRAIN_FLAGS, device=device, ffn=ffn, d_model=d_model, layers=layers, heads=heads, d_ff=d_ff,
                    lr=lr, batch_size=batch_size, max_steps=max_steps, seed=seed, precision=precision,
                    compile=compile)
@@ -215,6 +265,8 @@ def train(
     cfg = resolve_config(config if (config is not None or resume is not None) else default_config_path(),
                          resume=resume, data=folder, data_source=f"data folder {data}", flags=flags,
                          sets=set_ or ())
+    if folder is not None:
+        _check_folder_kept(cfg.data, folder, data)
     main_process = is_main_process()
     run_dir = resume or out or cfg.train.out_dir or new_run_dir(cfg.data.task)
     if main_process:
@@ -225,9 +277,7 @@ def train(
     from mct.cli_progress import TrainProgress
 
     if seeds is not None:
-        if resume is not None:
-            raise MctError("--seeds starts new runs; resume one of them with --resume OUT/seed-N")
-        _train_seeds(cfg, run_dir, parse_seeds(seeds), force, json_out)
+        _train_seeds(cfg, run_dir, seed_list, force, json_out)
         return
     with (folder_lock(run_dir) if main_process else contextlib.nullcontext()), \
             TrainProgress(err_console, enabled=main_process) as progress, stop_on_interrupt() as stop, \
@@ -241,6 +291,18 @@ def train(
     _render_train_summary(result, cfg.train.target_accuracy, slow_format_fix(cfg.data.task, cfg.data.use_steps))
     if result.stopped == "interrupted":
         raise typer.Exit(130)
+
+
+# what a data folder's files are: a flag or --set that changed one would train on data the folder does not hold
+FOLDER_KEYS = ("task", "answer_order", "use_steps", "pad_operands", "pad_to_longer", "sub_complement",
+               "residue_tokens", "modulus", "min_digits", "max_digits", "train_path", "val_path", "test_path")
+
+
+def _check_folder_kept(data_config, folder: dict, data: Path) -> None:
+    for key in FOLDER_KEYS:
+        if key in folder and str(getattr(data_config, key)) != str(folder[key]):
+            raise MctError(f"data.{key} = {getattr(data_config, key)!r} contradicts the data folder {data} "
+                           f"({key} = {folder[key]!r}); drop that setting, or write a folder with it (mct gen)")
 
 
 def _train_seeds(cfg, run_dir: Path, seeds: list[int], force: bool, json_out: bool) -> None:
@@ -271,14 +333,19 @@ def _train_seeds(cfg, run_dir: Path, seeds: list[int], force: bool, json_out: bo
 def parse_seeds(text: str) -> list[int]:
     """'0-7' -> [0..7], '0,3,5' -> [0, 3, 5]; MctError otherwise."""
     seeds: list[int] = []
+    wrong = MctError(f"--seeds {text!r}: give 1 to 1000 distinct seeds from 0 to {MAX_SEED}, e.g. 0-7")
     try:
         for part in text.split(","):
-            low, _, high = part.strip().partition("-")
-            seeds += list(range(int(low), int(high) + 1)) if high else [int(low)]
+            low_text, dash, high_text = part.strip().partition("-")
+            low = int(low_text)
+            high = int(high_text) if dash else low
+            if not 0 <= low <= high <= MAX_SEED or len(seeds) + high - low >= 1000:
+                raise wrong  # checked before the range is built: '0-99999999999' must not fill the memory
+            seeds += range(low, high + 1)
     except ValueError:
         raise MctError(f"--seeds {text!r} is not a list of seeds; write 0-7 or 0,3,5") from None
-    if not seeds or len(seeds) > 1000 or len(set(seeds)) != len(seeds) or min(seeds) < 0:
-        raise MctError(f"--seeds {text!r}: give 1 to 1000 distinct seeds >= 0, e.g. 0-7")
+    if not seeds or len(set(seeds)) != len(seeds):
+        raise wrong
     return seeds
 
 
@@ -329,7 +396,7 @@ def _render_train_summary(result, target: float | None = None, fix: FormatFix | 
 def eval_(
     checkpoint: Annotated[Path, typer.Argument(help="Checkpoint (.pt) written by `mct train`.")],
     data: Annotated[Path, typer.Argument(help="A JSONL file of records (prompt, answer), or a data folder from `mct gen`.")],
-    split: Annotated[str, typer.Option(help="Split to read from a data folder: test, val, test_ood or hard.")] = "test",
+    split: Annotated[Optional[str], typer.Option(help="Split to read from a data folder: test (the default), val, test_ood or hard.")] = None,
     batch_size: Annotated[int, typer.Option(min=1, help="Problems decoded together.")] = 256,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:N or mps.")] = "auto",
     limit: Annotated[Optional[int], typer.Option(min=1, help="Evaluate only the first N records.")] = None,
@@ -352,23 +419,19 @@ def eval_(
     """
     from mct.data.dataset import read_records
     from mct.evaluate import evaluate_records
-    from mct.fileio import atomic_write_text, check_writable
+    from mct.fileio import atomic_write_text
     from mct.predictor import Predictor
     from mct.tokenizer import Tokenizer
 
-    if errors is not None and errors.exists() and not force:
-        raise MctError(f"--errors {errors} already exists; pass --force to overwrite it or choose another file")
-    if errors is not None:
-        check_writable(errors, "--errors file")
-    if plot is not None:
-        if plot.exists() and not force:
-            raise MctError(f"--plot {plot} already exists; pass --force to overwrite it or choose another file")
-        check_writable(plot, "--plot file")
     path = _eval_data_path(data, split)
+    if errors is not None:
+        _check_output_file(errors, "--errors", force, (path, checkpoint))
+    if plot is not None:
+        _check_output_file(plot, "--plot", force, (path, checkpoint), FIGURE_SUFFIXES)
     predictor = Predictor.from_checkpoint(checkpoint, device=device)
     # records in any format (a residue model reads "060+060=" as "60+60="): check the characters here, the
     # model's own tokens when each prompt is rendered in its format
-    records = read_records(path, tokenizer=Tokenizer())
+    records = read_records(path, tokenizer=Tokenizer(), data_format=predictor.data_format)
     if not records:
         raise MctError(f"{path} holds no records; pass a JSONL file with one {{\"prompt\", \"answer\"}} object a line")
     from mct.cli_progress import CountProgress
@@ -402,11 +465,17 @@ def eval_(
 EVAL_SPLITS = ("test", "val", "test_ood", "hard")
 
 
-def _eval_data_path(data: Path, split: str) -> Path:
+def _eval_data_path(data: Path, split: str | None) -> Path:
+    if data.is_file() and split is not None:
+        raise MctError(f"--split chooses a file in a data folder, and {data} is a file; drop --split or pass the folder")
+    split = "test" if split is None else split
     if split not in EVAL_SPLITS:
         raise MctError(f"--split {split!r} is not one of {', '.join(EVAL_SPLITS)}")
     if data.is_dir():
-        path = data / f"{split}.jsonl"
+        from mct.data.generate import MANIFEST, read_manifest, split_file
+
+        listed = read_manifest(data).get("files", {}) if (data / MANIFEST).is_file() else {}
+        path = split_file(data, split, listed[split]) if split in listed else data / f"{split}.jsonl"
         if not path.is_file():
             found = ", ".join(sorted(p.stem for p in data.glob("*.jsonl"))) or "none"
             raise MctError(f"data folder {data} has no {split}.jsonl (splits there: {found}); "
@@ -485,10 +554,10 @@ def _render_eval(result: dict) -> None:
 def generate(
     checkpoint: Annotated[Path, typer.Argument(help="Checkpoint (.pt) written by `mct train`.")],
     prompts: Annotated[list[str], typer.Argument(help="One or more problems, e.g. 12+34= (a missing '=' is added).")],
-    temperature: Annotated[Optional[float], typer.Option(min=0.0, help="0 = greedy (default: the checkpoint's [generate] temperature).")] = None,
+    temperature: Annotated[Optional[float], typer.Option(min=0.0, callback=_finite, help="0 = greedy (default: the checkpoint's \\[generate] temperature).")] = None,
     top_k: Annotated[Optional[int], typer.Option(min=1, help="Sample among the k most likely tokens.")] = None,
     max_new_tokens: Annotated[Optional[int], typer.Option(min=1, help="Tokens to generate at most (default: until <eos> or the context is full).")] = None,
-    seed: Annotated[Optional[int], typer.Option(help="Seed for sampling (temperature > 0).")] = None,
+    seed: Annotated[Optional[int], typer.Option(min=0, max=MAX_SEED, help="Seed for sampling (temperature > 0).")] = None,
     explain: Annotated[bool, typer.Option("--explain", help="Show the top candidates and their probabilities for every generated token.")] = False,
     top: Annotated[int, typer.Option(min=1, help="Candidates shown per token with --explain.")] = 5,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:N or mps.")] = "auto",
@@ -577,7 +646,7 @@ def attn(
     force: Annotated[bool, typer.Option("--force", help="Overwrite an existing --out file.")] = False,
     max_new_tokens: Annotated[Optional[int], typer.Option(min=1, help="Tokens the model may generate (default: until <eos>).")] = None,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:N or mps.")] = "auto",
-    json_out: Annotated[bool, typer.Option("--json", help="Print tokens and weights [layer][head][query][key] as JSON on stdout.")] = False,
+    json_out: Annotated[bool, typer.Option("--json", help="Print tokens and weights \\[layer]\\[head]\\[query]\\[key] as JSON on stdout.")] = False,
 ) -> None:
     """Show a prompt's attention patterns, one heatmap per head.
 
@@ -590,13 +659,7 @@ def attn(
     from mct.predictor import Predictor
 
     if out is not None:
-        if out.suffix.lower() not in (".png", ".svg", ".pdf"):
-            raise MctError(f"--out {out}: use a .png, .svg or .pdf file name")
-        if out.exists() and not force:
-            raise MctError(f"--out {out} already exists; pass --force to overwrite it or choose another file")
-        from mct.fileio import check_writable
-
-        check_writable(out, "--out file")
+        _check_output_file(out, "--out", force, (checkpoint,), FIGURE_SUFFIXES)
     predictor = Predictor.from_checkpoint(checkpoint, device=device)
     maps = predictor.attention(predictor.normalize_prompt(prompt), max_new_tokens=max_new_tokens)
     layers, heads = select_heads(maps.num_layers, maps.num_heads, layer, head)
@@ -782,7 +845,7 @@ def export(
 
     OUT holds {"cfg": HookedTransformerConfig arguments, "state_dict"} (tensors and plain data). The export
     is checked: the HookedTransformer's logits on a batch of the model's own problems must equal mct's
-    within 1e-4. Needs the tl extra: pip install 'mct[tl]'.
+    within 1e-4. Needs the tl extra: pip install 'mct\\[tl]'.
 
     Example: mct export runs/demo/best.pt --to transformer-lens runs/demo/demo_tl.pt
     """
@@ -793,8 +856,7 @@ def export(
 
     if to.strip().lower().replace("_", "-") not in ("transformer-lens", "transformerlens", "tl"):
         raise MctError(f"--to {to}: the only export target is transformer-lens")
-    if out.exists() and not force:
-        raise MctError(f"{out} already exists; pass --force to overwrite it or choose another file")
+    _check_output_file(out, "OUT", force, (checkpoint,))
     loaded = load_checkpoint(checkpoint, device="cpu")
     fmt = DataFormat.from_dict(loaded.data_format)
     problems = problem_set(fmt, loaded.tokenizer, sample_operands(fmt, loaded.config.data, 64),
@@ -811,9 +873,9 @@ def export(
 @app.command()
 def analyze(
     checkpoint: Annotated[Path, typer.Argument(help="Checkpoint (.pt) written by `mct train`.")],
-    out: Annotated[Path, typer.Option("--out", "-o", help="Report folder: report.json, PNG figures, index.html.")],
-    problems: Annotated[int, typer.Option(min=20, help="Problems of the model's task to analyse.")] = 512,
-    seed: Annotated[int, typer.Option(help="Seed of the problem sample and the control heads.")] = 0,
+    out: Annotated[Path, typer.Option("--out", "-o", callback=_named_folder, help="Report folder: report.json, PNG figures, index.html.")],
+    problems: Annotated[int, typer.Option(min=20, max=MAX_ANALYZE_PROBLEMS, help="Problems of the model's task to analyse.")] = 512,
+    seed: Annotated[int, typer.Option(min=0, max=MAX_SEED, help="Seed of the problem sample and the control heads.")] = 0,
     checkpoints: Annotated[Optional[list[Path]], typer.Option("--checkpoints", help="mod: the run's checkpoints (files or folders; default: the .pt files beside CKPT and in its checkpoints/ folder).")] = None,
     max_checkpoints: Annotated[int, typer.Option(min=2, help="mod: at most this many checkpoints on the progress curve.")] = 40,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:N or mps.")] = "cpu",
@@ -832,6 +894,7 @@ def analyze(
     from mct.analysis.report import analyze as run_analysis, existing_report
     from mct.device import resolve_device
 
+    check_writable(out, "--out", folder=True)  # before the work, not after it
     existing = existing_report(out)
     if existing and not force:
         raise MctError(f"{out} already holds a report ({', '.join(existing)}); pass --force to overwrite it")

@@ -15,6 +15,7 @@ from typing import Sequence
 
 import torch
 
+from mct.data.dataset import canonical_answer, check_answers
 from mct.errors import MctError
 from mct.generation import (
     Progress,
@@ -150,7 +151,7 @@ def score_completions(data_format, records: Sequence, completions: Sequence[str]
         else:
             parsed = data_format.parse_completion(completion)
             steps, malformed = parsed.steps, parsed.malformed
-            expected = str(record.answer)
+            expected = canonical_answer(str(record.answer)) or str(record.answer)  # "046" is 46
             got = parsed.answer if malformed is None else None
             hit = got is not None and got == expected
             steps_ok = writes_steps and list(steps) == expected_steps
@@ -240,7 +241,8 @@ def check_task(data_format, records: Sequence) -> None:
             if operator is not None and operator != data_format.operator:
                 other = OPERATOR_TASKS[operator]
         if other is not None and other != task:
-            raise MctError(f"record {number} ({record.prompt!r}) is a {other} problem but the model was "
+            article = "an" if other[0] in "aeiou" else "a"
+            raise MctError(f"record {number} ({record.prompt!r}) is {article} {other} problem but the model was "
                            f"trained on {task}; evaluate it on {task} problems")
 
 
@@ -252,8 +254,9 @@ def evaluate_records(model, tokenizer, data_format, records: Sequence, batch_siz
     `step_masking_mode` is the model's training (`config.data.step_masking_mode`): under mask_steps the
     reference steps are supplied after each prompt and the answer is decoded; under mask_answer the steps
     are decoded and scored. `limit` keeps the first N records; `device` (None = where the model is) moves
-    the model there. MctError when a record is a problem of another task. `progress(done, total)` is
-    called after each batch.
+    the model there. MctError when a record is a problem of another task or its answer is not the
+    problem's value in the model's task (checked before decoding). `progress(done, total)` is called
+    after each batch.
     """
     if limit is not None:
         if limit < 1:
@@ -262,6 +265,7 @@ def evaluate_records(model, tokenizer, data_format, records: Sequence, batch_siz
     if not records:
         raise MctError("there are no records to evaluate; check the data file")
     check_task(data_format, records)
+    check_answers(records, data_format)  # '+' records without meta.task are add or mod: known only here
     if device is not None:
         model.to(torch.device(device))
     prompts = [data_format.model_prompt(r.prompt) for r in records]

@@ -249,3 +249,22 @@ def test_eval_plot_draws_exact_match_by_operand_length(ckpt, data_file, tmp_path
     assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     code, _, err = run(["eval", str(ckpt), str(data_file), "--plot", str(plot)], capsys)
     assert_one_line_error(code, err, "already exists", "--force")
+
+
+@pytest.mark.parametrize("text,needle", [
+    ('{"prompt": "12+34=", "answer": "99"}', "w.jsonl:1: answer 99 is not 12+34 (46)"),
+    ("[" * 100_000 + "]" * 100_000, "w.jsonl:1: not valid JSON (nested too deeply"),
+])
+def test_eval_refuses_a_bad_record_in_one_line_naming_file_and_line(ckpt, tmp_path, capsys, text, needle):
+    bad = tmp_path / "w.jsonl"
+    bad.write_text(text + "\n")
+    assert_one_line_error(*run(["eval", ckpt, bad], capsys)[::2], needle)
+
+
+def test_eval_reads_a_file_with_a_byte_order_mark_and_answers_with_leading_zeros(ckpt, tmp_path, capsys):
+    path = tmp_path / "bom.jsonl"
+    path.write_bytes(b'\xef\xbb\xbf' + json.dumps({"prompt": "12+34=", "answer": "046"}).encode() + b"\n")
+    code, out, err = run(["eval", ckpt, path, "--json", "--errors", tmp_path / "e.jsonl"], capsys)
+    assert code == 0, err
+    assert json.loads(out)["n"] == 1
+    assert all(json.loads(line)["expected"] == "46" for line in (tmp_path / "e.jsonl").read_text().splitlines())

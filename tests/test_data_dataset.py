@@ -447,3 +447,61 @@ def test_carry_mix_is_refused_for_tasks_without_carries():
 
     with pytest.raises(ValidationError, match="carry_mix"):
         DataConfig(task="mul", carry_mix=0.2)
+
+
+# ---- answers are checked against the problem -----------------------------------------------------------
+
+@pytest.mark.parametrize("line,data_format,message", [
+    ('{"prompt": "12-34=", "answer": "22"}', None, r"w\.jsonl:2: answer 22 is not 12-34 \(-22\)"),
+    ('{"prompt": "12*34=", "answer": "99"}', None, r"w\.jsonl:2: answer 99 is not 12\*34 \(408\)"),
+    ('{"prompt": "12+34=", "answer": "99", "meta": {"task": "add"}}', None, r"w\.jsonl:2: answer 99 is not 12\+34 \(46\)"),
+    ('{"prompt": "100+50=", "answer": "150", "meta": {"task": "mod", "modulus": 113}}', None,
+     r"w\.jsonl:2: answer 150 is not 100\+50 mod 113 \(37\)"),
+    ('{"prompt": "12+34=", "answer": "99"}', DataFormat(task="add"), r"w\.jsonl:2: answer 99 is not 12\+34 \(46\)"),
+    ('{"prompt": "012+034=", "answer": "046 "}', DataFormat(task="mod", modulus=7), r"answer 46 is not 012\+034 mod 7 \(4\)"),
+])
+def test_an_answer_that_is_not_the_problems_value_is_refused_naming_file_and_line(tmp_path, line, data_format, message):
+    path = write_lines(tmp_path / "w.jsonl", ['{"prompt": "1+2=", "answer": "3"}', line])
+    with pytest.raises(MctError, match=message):
+        read_records(path, TOK, data_format=data_format)
+
+
+def test_answers_written_differently_are_read_as_their_number(tmp_path):
+    lines = ['{"prompt": "12+34=", "answer": "046", "meta": {"task": "add"}}', '{"prompt": "12+34=", "answer": "+46"}',
+             '{"prompt": "12+34=", "answer": " 46 "}', '{"prompt": "12-34=", "answer": "-022"}',
+             '{"prompt": "5-5=", "answer": "-0"}', '{"prompt": "5*5=", "answer": 25}']
+    records = read_records(write_lines(tmp_path / "d.jsonl", lines), TOK)
+    assert [r.answer for r in records] == ["46", "46", "46", "-22", "0", "25"]
+    assert records[3].source == f"{tmp_path / 'd.jsonl'}:4"
+
+
+@pytest.mark.parametrize("answer", ['"4x6"', '"4_6"', '""', '"4 6"', '"٤٦"'])
+def test_an_answer_that_is_not_a_whole_number_is_refused(tmp_path, answer):
+    path = write_lines(tmp_path / "n.jsonl", [f'{{"prompt": "12+34=", "answer": {answer}}}'])
+    with pytest.raises(MctError, match=r"n\.jsonl:1: answer .* is not a whole number"):
+        read_records(path)
+
+
+def test_a_plus_problem_without_a_task_is_checked_against_the_models_format(tmp_path):
+    # "100+50=" is add (150) or mod (37 for P = 113): without meta.task the model's format decides
+    path = write_lines(tmp_path / "m.jsonl", ['{"prompt": "100+50=", "answer": "37"}'])
+    assert read_records(path)[0].answer == "37"
+    assert read_records(path, data_format=DataFormat(task="mod", modulus=113))[0].answer == "37"
+    with pytest.raises(MctError, match=r"m\.jsonl:1: answer 37 is not 100\+50 \(150\)"):
+        read_records(path, data_format=DataFormat(task="add"))
+
+
+@pytest.mark.parametrize("text,message", [
+    ("[" * 100_000 + "]" * 100_000, "nested too deeply"),
+    ('{"prompt": "1+1=", "answer": ' + "1" * 5000 + "}", "a number too long"),
+])
+def test_a_json_line_python_cannot_read_is_one_error(tmp_path, text, message):
+    path = write_lines(tmp_path / "deep.jsonl", [text])
+    with pytest.raises(MctError, match=rf"deep\.jsonl:1: not valid JSON \({message}"):
+        read_records(path)
+
+
+def test_a_byte_order_mark_is_skipped(tmp_path):
+    path = tmp_path / "bom.jsonl"
+    path.write_bytes(b'\xef\xbb\xbf{"prompt": "12+34=", "answer": "46"}\n\xef\xbb\xbf{"prompt": "1+1=", "answer": "2"}\n')
+    assert [r.prompt for r in read_records(path, TOK)] == ["12+34=", "1+1="]

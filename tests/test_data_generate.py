@@ -246,3 +246,63 @@ def test_ten_digit_operands_sample_without_overflow():
     for record in val + test:
         a, b = record.prompt[:-1].split("+")
         assert len(a) == len(b) == 10 and int(record.answer) == int(a) + int(b)
+
+
+# ---- a data folder is checked against its manifest ----------------------------------------------------
+
+@pytest.fixture
+def folder(tmp_path):
+    write_dataset(small(max_digits=2, n_train=100, n_val=10, n_test=10), tmp_path / "d")
+    return tmp_path / "d"
+
+
+def edit_manifest(folder, change):
+    path = folder / "manifest.json"
+    manifest = json.loads(path.read_text())
+    change(manifest)
+    path.write_text(json.dumps(manifest))
+
+
+@pytest.mark.parametrize("change,message", [
+    (lambda m: m.pop("sha256"), "has no sha256 of the train split"),
+    (lambda m: m["sha256"].update(val=None), "has no sha256 of the val split"),
+    (lambda m: m.pop("counts"), "has no record count of the train split"),
+    (lambda m: m["counts"].update(train=5), "train.jsonl holds 100 records but .*manifest.json says 5"),
+    (lambda m: m["files"].update(test="nothere.jsonl"), "nothere.jsonl is listed in .* but does not exist"),
+])
+def test_a_split_the_manifest_cannot_vouch_for_is_refused(folder, change, message):
+    from mct.data.generate import data_config_from_folder
+
+    edit_manifest(folder, change)
+    with pytest.raises(MctError, match=message):
+        data_config_from_folder(folder)
+    data_config_from_folder(folder.parent / "d", verify=False)  # a hand-written folder: skip the check
+
+
+@pytest.mark.parametrize("name", ["/etc/passwd", "../outside.jsonl", "sub/../../outside.jsonl", "link.jsonl", ".", 7])
+def test_a_split_outside_the_data_folder_is_refused_also_without_verify(folder, name):
+    from mct.data.generate import data_config_from_folder
+
+    (folder.parent / "outside.jsonl").write_text((folder / "train.jsonl").read_text())
+    (folder / "link.jsonl").symlink_to(folder.parent / "outside.jsonl")
+    edit_manifest(folder, lambda m: (m["files"].update(train=name), m["sha256"].update(train=None)))
+    for verify in (True, False):
+        with pytest.raises(MctError, match="as the train split, which is not a file in"):
+            data_config_from_folder(folder, verify=verify)
+
+
+def test_a_manifest_with_a_byte_order_mark_reads(folder):
+    from mct.data.generate import data_config_from_folder
+
+    path = folder / "manifest.json"
+    path.write_bytes(b"\xef\xbb\xbf" + path.read_bytes())
+    assert data_config_from_folder(folder)["train_path"] == str(folder / "train.jsonl")
+
+
+@pytest.mark.parametrize("modulus,empty", [(2, "the train, val and test splits empty"), (3, "the train split empty")])
+def test_a_modulus_too_small_for_every_split_is_refused_before_writing(tmp_path, modulus, empty):
+    with pytest.raises(MctError, match=f"mod {modulus} leaves {empty} .*use a larger data.modulus"):
+        write_dataset(small(task="mod", modulus=modulus), tmp_path / "m")
+    assert not (tmp_path / "m" / "manifest.json").exists()
+    counts = write_dataset(small(task="mod", modulus=4), tmp_path / "m4")["counts"]
+    assert min(counts[name] for name in ("train", "val", "test")) > 0

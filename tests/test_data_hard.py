@@ -65,3 +65,8 @@ def test_zero_minus_zero_and_zero_plus_zero_not_padded_to_a_width_are_left_to_tr
     longer = load_config(None, overrides={"data": {"pad_to_longer": True, "max_digits": 3}}, environ={}).data
     fixed = load_config(None, overrides={"data": {"pad_operands": True, "max_digits": 3}}, environ={}).data
     assert (0, 0) not in hard_split(longer) and (0, 0) in hard_split(fixed) and (0, 999) in hard_split(longer)
+
+
+def test_mod_hard_problems_are_pairs_of_residues():
+    for modulus in (2, 3, 113):
+        assert all(a < modulus and b < modulus for a, b in hard_problems("mod", 1, 3, modulus))

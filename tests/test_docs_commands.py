@@ -194,7 +194,7 @@ def prepare(name: str, ctx, checkpoint: Path) -> None:
     shutil.copy(checkpoint, target)
     if name == "eval":
         data = Path(ctx.params["data"])
-        path = data if data.suffix == ".jsonl" else data / f"{ctx.params['split']}.jsonl"
+        path = data if data.suffix == ".jsonl" else data / f"{ctx.params['split'] or 'test'}.jsonl"
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text("".join(json.dumps(record) + "\n" for record in EVAL_RECORDS))
 

@@ -237,3 +237,17 @@ def test_records_of_another_task_are_refused_in_one_line(record, other):
     tokenizer, data_format = Tokenizer(), fmt()
     with pytest.raises(MctError, match=f"record 2 .* is a {other} problem but the model was trained on add"):
         evaluate_records(OracleModel(tokenizer, data_format), tokenizer, data_format, [ADD[0], record])
+
+
+def test_evaluate_records_refuses_a_wrong_answer_before_decoding():
+    # "+" records without meta.task are add or mod: the model's format decides, before any decoding
+    records = [rec("12+34=", "46"), Record("100+50=", "150", source="ext.jsonl:2")]
+    with pytest.raises(MctError, match=r"^ext\.jsonl:2: answer 150 is not 100\+50 mod 113 \(37\)"):
+        evaluate_records(None, Tokenizer(), fmt(task="mod", modulus=113), records)
+    with pytest.raises(MctError, match=r"^record 1: answer 46 is not 12\+34 mod 7 \(4\)"):
+        evaluate_records(None, Tokenizer(), fmt(task="mod", modulus=7), records)
+
+
+def test_an_answer_with_leading_zeros_scores_as_its_number():
+    report = score_completions(fmt(), [rec("12+34=", "046"), rec("1+1=", "+2")], ["#64<eos>", "#2<eos>"])
+    assert report.correct == 2 and report.errors == []

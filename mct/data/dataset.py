@@ -11,9 +11,11 @@ the batch path of the format) and from files through `collate_fn`.
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from mct.data.tasks import OPERATOR, TASKS, solve
 from mct.errors import MctError
 from mct.tokenizer import ANSWER_MARK
 
@@ -31,6 +33,7 @@ class Record:
     target: str | None = None
     steps: list[str] = field(default_factory=list)
     meta: dict = field(default_factory=dict)
+    source: str | None = field(default=None, compare=False, repr=False)  # "FILE:LINE" it was read from
 
     def to_dict(self) -> dict:
         return {"prompt": self.prompt, "answer": self.answer, "target": self.target,
@@ -38,6 +41,65 @@ class Record:
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict())
+
+
+_PROBLEM = re.compile(r"([0-9]+)([+*-])([0-9]+)=", re.ASCII)
+_WHOLE_NUMBER = re.compile(r"\s*([+-]?)([0-9]+)\s*", re.ASCII)
+_CHECKED_DIGITS = 4000  # longer operands are refused when the prompt is read (format.MAX_OPERAND_DIGITS)
+
+
+def canonical_answer(answer: str) -> str | None:
+    """The answer as `str(int)` writes it ("046", "+46", " 46 " -> "46"; "-0" -> "0"); None when it is not
+    a whole number."""
+    match = _WHOLE_NUMBER.fullmatch(answer)
+    if match is None:
+        return None
+    digits = match.group(2).lstrip("0") or "0"
+    return "-" + digits if match.group(1) == "-" and digits != "0" else digits
+
+
+def _task_of(meta: dict, operator: str, data_format) -> tuple[str, int | None] | None:
+    """(task, modulus) a record's answer is checked against: the model's format when given, else the
+    record's meta.task, else its operator; None when that cannot be told ('+' is add or mod)."""
+    meta_task = meta.get("task") if isinstance(meta.get("task"), str) else None
+    if data_format is not None:
+        if OPERATOR.get(data_format.task) != operator or meta_task not in (None, data_format.task):
+            return None  # a problem of another task: `mct.evaluate.check_task` names it
+        return data_format.task, data_format.modulus
+    if meta_task in TASKS and OPERATOR[meta_task] == operator:
+        modulus = meta.get("modulus")
+        if meta_task != "mod":
+            return meta_task, None
+        return ("mod", modulus) if isinstance(modulus, int) and not isinstance(modulus, bool) and modulus >= 2 else None
+    return {"-": ("sub", None), "*": ("mul", None)}.get(operator)
+
+
+def check_answer(record: Record, where: str, data_format=None) -> None:
+    """MctError when the record's answer is not the true value of its problem (see `_task_of` for which
+    problem); a prompt that is not `a OP b=` is left to the reader of the prompt."""
+    problem = _PROBLEM.fullmatch(record.prompt.strip())
+    if problem is None or max(len(problem.group(1)), len(problem.group(3))) > _CHECKED_DIGITS:
+        return
+    a, operator, b = problem.groups()
+    task = _task_of(getattr(record, "meta", None) or {}, operator, data_format)
+    if task is None:
+        return
+    try:
+        true = solve(task[0], int(a), int(b), task[1])
+    except ValueError:  # a product too long for str(int): nothing a model reads, left unchecked
+        return
+    answer = str(record.answer).strip()
+    if answer != true and canonical_answer(answer) != true:
+        mod = f" mod {task[1]}" if task[0] == "mod" else ""
+        raise MctError(f"{where}: answer {answer} is not {a}{operator}{b}{mod} ({true}); "
+                       "fix the answer or remove the line")
+
+
+def check_answers(records, data_format) -> None:
+    """`check_answer` of every record against the model's format, naming each by the file and line it was
+    read from (else by its number)."""
+    for number, record in enumerate(records, start=1):
+        check_answer(record, getattr(record, "source", None) or f"record {number}", data_format)
 
 
 def _read_line(data, where: str, require_target: bool) -> Record:
@@ -52,6 +114,9 @@ def _read_line(data, where: str, require_target: bool) -> Record:
         answer = str(answer)
     if not isinstance(prompt, str) or not isinstance(answer, str):
         raise MctError(f"{where}: 'prompt' and 'answer' must be strings")
+    number = canonical_answer(answer)
+    if number is None:
+        raise MctError(f"{where}: answer {answer!r} is not a whole number; write the problem's value, e.g. \"46\"")
     if target is not None and not isinstance(target, str):
         raise MctError(f"{where}: 'target' must be a string")
     if target is not None and ANSWER_MARK not in target:
@@ -62,12 +127,37 @@ def _read_line(data, where: str, require_target: bool) -> Record:
     meta = data.get("meta") or {}
     if not isinstance(meta, dict):
         raise MctError(f"{where}: 'meta' must be an object")
-    return Record(prompt, answer, target, steps, meta)
+    return Record(prompt, number, target, steps, meta, source=where)
 
 
-def read_records(path: str | Path, tokenizer=None, require_target: bool = False) -> list[Record]:
-    """Records of a JSONL file (blank lines skipped). Errors name the file and line number: a line that
-    is not JSON, a missing field, or (with `tokenizer`) a character outside its vocabulary."""
+def _parse_json(raw: bytes, path: Path, number: int):
+    """The JSON value of one line (None for a blank line); a byte-order mark before it is skipped."""
+    where = f"{path}:{number}"
+    try:
+        line = raw.decode("utf-8").removeprefix("\ufeff")  # Windows editors start a UTF-8 file with one
+    except UnicodeDecodeError:
+        raise MctError(f"{where} (line {number}) is not UTF-8 text; data files are JSONL written by `mct gen` (was a "
+                       "checkpoint or another binary file given as data?)") from None
+    if not line.strip():
+        return None
+    try:
+        return json.loads(line)
+    except json.JSONDecodeError as exc:
+        raise MctError(f"{where}: not valid JSON ({exc.msg} at column {exc.colno})") from None
+    except RecursionError:
+        raise MctError(f"{where}: not valid JSON (nested too deeply for a record)") from None
+    except ValueError:  # a number of more than 4,300 digits
+        raise MctError(f"{where}: not valid JSON (a number too long to read; write answers as strings)") from None
+
+
+def read_records(path: str | Path, tokenizer=None, require_target: bool = False, data_format=None) -> list[Record]:
+    """Records of a JSONL file (blank lines and a byte-order mark skipped). Errors name the file and line
+    number: a line that is not JSON, a missing field, (with `tokenizer`) a character outside its
+    vocabulary, or an answer that is not the problem's value. Answers are read as numbers ("046" is 46).
+
+    An answer is checked against the task of `data_format` (a model's format) when given, else of the
+    record's meta.task (and meta.modulus), else of its operator; a '+' problem without either could be
+    add or mod and is checked by `mct.evaluate.evaluate_records` against the model's format."""
     path = Path(path)
     if not path.is_file():
         raise MctError(f"data file {path} does not exist; create it with `mct gen` or fix the path")
@@ -75,17 +165,9 @@ def read_records(path: str | Path, tokenizer=None, require_target: bool = False)
     with path.open("rb") as handle:
         for number, raw in enumerate(handle, start=1):
             where = f"{path}:{number}"
-            try:
-                line = raw.decode("utf-8")
-            except UnicodeDecodeError:
-                raise MctError(f"{where} (line {number}) is not UTF-8 text; data files are JSONL written by "
-                               "`mct gen` (was a checkpoint or another binary file given as data?)") from None
-            if not line.strip():
+            data = _parse_json(raw, path, number)
+            if data is None:
                 continue
-            try:
-                data = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise MctError(f"{where}: not valid JSON ({exc.msg} at column {exc.colno})") from None
             record = _read_line(data, where, require_target)
             if tokenizer is not None:
                 for name in ("prompt", "target"):
@@ -96,6 +178,7 @@ def read_records(path: str | Path, tokenizer=None, require_target: bool = False)
                         tokenizer.encode(text)
                     except MctError as exc:
                         raise MctError(f"{where}: {name}: {exc}") from None
+            check_answer(record, where, data_format)
             records.append(record)
     if not records:
         raise MctError(f"data file {path} holds no records")

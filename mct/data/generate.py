@@ -89,8 +89,24 @@ def plan_splits(data_config) -> dict[str, tuple[list, list]]:
     check_memory(data_config)
     hard = hard_split(data_config)
     splits = _draw_splits(data_config, set(hard))
+    _check_not_empty(data_config, splits, len(hard))
     splits["hard"] = ([a for a, _ in hard], [b for _, b in hard])
     return {name: splits[name] for name in SPLITS if name in splits}
+
+
+def _check_not_empty(data_config, splits: dict, n_hard: int) -> None:
+    """Refuse a plan that leaves train, val or test without a problem (the mod task with a tiny modulus),
+    which would only fail later, when training reads the folder."""
+    empty = [name for name in ("train", "val", "test") if not splits[name][0]]
+    if not empty:
+        return
+    what = f"{', '.join(empty[:-1])} and {empty[-1]} splits" if len(empty) > 1 else f"{empty[0]} split"
+    if data_config.task != "mod":  # pragma: no cover - n_train, n_val and n_test are at least 1
+        raise MctError(f"the plan leaves the {what} empty; ask for more problems "
+                       "(data.n_train, data.n_val, data.n_test)")
+    p = data_config.modulus
+    raise MctError(f"mod {p} leaves the {what} empty ({p * p} pairs, {n_hard} of them in the hard split, "
+                   f"train_fraction {data_config.train_fraction}); use a larger data.modulus")
 
 
 def _draw_splits(data_config, hard: set) -> dict[str, tuple[list, list]]:
@@ -300,9 +316,12 @@ def read_manifest(out_dir: str | Path) -> dict:
     if not path.is_file():
         raise MctError(f"{path} does not exist; is {out_dir} a folder written by `mct gen`?")
     try:
-        manifest = json.loads(path.read_text(encoding="utf-8"))
+        manifest = json.loads(path.read_text(encoding="utf-8-sig"))
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise MctError(f"{path} is not valid JSON text ({getattr(exc, 'msg', exc)}); regenerate the data set") from None
+    except (RecursionError, ValueError):
+        raise MctError(f"{path} is not valid JSON text (nested too deeply or a number too long); "
+                       "regenerate the data set") from None
     if not (isinstance(manifest, dict) and isinstance(manifest.get("task"), str)
             and isinstance(manifest.get("files", {}), dict) and isinstance(manifest.get("format", {}), dict)):
         raise MctError(f"{path} is not an mct data set manifest (it needs task, format and files); regenerate "
@@ -310,21 +329,55 @@ def read_manifest(out_dir: str | Path) -> dict:
     return manifest
 
 
+def split_file(out_dir: Path, split: str, name) -> Path:
+    """The file of a split the manifest lists: a name inside the data folder (MctError for an absolute
+    path, '..', or a link that leads out of it)."""
+    folder = Path(out_dir)
+    path = folder / name if isinstance(name, str) and name.strip() else None
+    if path is None or not path.resolve().is_relative_to(folder.resolve()) or path.resolve() == folder.resolve():
+        raise MctError(f"{folder / MANIFEST} lists {name!r} as the {split} split, which is not a file in {folder}; "
+                       f"a data set's files are in its folder (\"{split}.jsonl\"): regenerate it with `mct gen`")
+    return path
+
+
+def _digest_and_count(path: Path) -> tuple[str, int]:
+    """(sha256 of the file, its records: the lines that are not blank)."""
+    digest, records = hashlib.sha256(), 0
+    with path.open("rb") as handle:
+        for line in handle:
+            digest.update(line)
+            records += bool(line.strip())
+    return digest.hexdigest(), records
+
+
+def _recorded(manifest: dict, key: str, split: str, kind: type):
+    """The manifest's `key[split]` when it is of `kind` (a bool is no count), else None."""
+    table = manifest.get(key)
+    value = table.get(split) if isinstance(table, dict) else None
+    return value if isinstance(value, kind) and not isinstance(value, bool) else None
+
+
 def verify_files(out_dir: Path, manifest: dict) -> None:
-    """Check each split file against the sha256 the manifest recorded: an edited or truncated split is an
-    MctError naming the file (regenerate it, or skip the check)."""
+    """Check each split file the manifest lists against the sha256 and the record count it recorded: a
+    missing, edited or truncated split, or one without both, is an MctError naming the file (regenerate
+    the data set, or skip the check). `mct gen` records both for every file it writes."""
+    where = Path(out_dir) / MANIFEST
+    skip = "regenerate the data set with `mct gen`, or skip the check with verify=False"
     for split, name in manifest.get("files", {}).items():
-        expected = manifest.get("sha256", {}).get(split)
-        path = out_dir / name
-        if expected is None or not path.is_file():
-            continue
-        digest = hashlib.sha256()
-        with path.open("rb") as handle:
-            for block in iter(lambda: handle.read(1 << 20), b""):
-                digest.update(block)
-        if digest.hexdigest() != expected:
-            raise MctError(f"{path} does not match the sha256 in {out_dir / MANIFEST} (edited after `mct gen`?); "
+        path = split_file(out_dir, split, name)
+        expected, count = _recorded(manifest, "sha256", split, str), _recorded(manifest, "counts", split, int)
+        if expected is None or count is None:
+            missing = "sha256" if expected is None else "record count"
+            raise MctError(f"{where} has no {missing} of the {split} split, so {path} cannot be checked; {skip}")
+        if not path.is_file():
+            raise MctError(f"{path} is listed in {where} but does not exist; regenerate the data set with `mct gen`")
+        digest, records = _digest_and_count(path)
+        if digest != expected:
+            raise MctError(f"{path} does not match the sha256 in {where} (edited after `mct gen`?); "
                            "regenerate the data set, or skip the check with verify=False")
+        if records != count:
+            raise MctError(f"{path} holds {records:,} records but {where} says {count:,} (the manifest was "
+                           f"edited?); {skip}")
 
 
 def _longest_example(data_format: DataFormat, min_digits: int, max_digits: int) -> int:
@@ -340,7 +393,8 @@ def _longest_example(data_format: DataFormat, min_digits: int, max_digits: int) 
 def data_config_from_folder(out_dir: str | Path, verify: bool = True) -> dict:
     """`[data]` settings that train on a folder written by `mct gen`: its split files, its format and the
     length of its longest example (max_seq_len; `resolve_config` makes the model's context at least that
-    long). With `verify`, every split must match the sha256 its manifest recorded."""
+    long). Every split must be a file in the folder; with `verify`, it must match the sha256 and the record
+    count its manifest recorded."""
     out_dir = Path(out_dir)
     manifest = read_manifest(out_dir)
     if verify:
@@ -372,5 +426,5 @@ def data_config_from_folder(out_dir: str | Path, verify: bool = True) -> dict:
     settings["max_seq_len"] = _longest_example(fmt, manifest["min_digits"], manifest["max_digits"])
     for split in ("train", "val", "test"):
         if split in files:
-            settings[f"{split}_path"] = str(out_dir / files[split])
+            settings[f"{split}_path"] = str(split_file(out_dir, split, files[split]))
     return settings

@@ -85,7 +85,7 @@ def hard_problems(task: str, min_digits: int, max_digits: int, modulus: int | No
         pairs = [(0, 0), (top, top), (top, 1), (1, top), (top, 0), (0, top)]
         pairs += [(x, modulus - x) for x in (1, 2, modulus // 2, top)]  # wraps to exactly 0
         pairs += [(x, x) for x in (1, modulus // 2, top)]
-        return _unique(pairs)
+        return _unique([(a, b) for a, b in pairs if a < modulus and b < modulus])  # (2, P-2) is no pair for P = 2
     lengths = range(min_digits, max_digits + 1)
     pairs: list[tuple[int, int]] = []
     for la in lengths:

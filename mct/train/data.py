@@ -14,13 +14,16 @@ from mct.errors import MctError
 
 def heldout_records(config, data_format: DataFormat) -> tuple[list, list]:
     """Validation and test records: from the configured files, or sampled (disjoint) from the task."""
+    def read(path):  # answers checked against this format's task before training, not at its end
+        return read_records(path, data_format=data_format)
+
     if config.data.val_path is not None and config.data.test_path is not None:
-        return read_records(config.data.val_path), read_records(config.data.test_path)
+        return read(config.data.val_path), read(config.data.test_path)
     val, test = sample_heldout(config.data, config.data.n_val, config.data.n_test, config.data.seed)
     if config.data.val_path is not None:
-        val = read_records(config.data.val_path)
+        val = read(config.data.val_path)
     if config.data.test_path is not None:
-        test = read_records(config.data.test_path)
+        test = read(config.data.test_path)
     return val, test
 
 
@@ -34,7 +37,7 @@ def file_tensors(config, tokenizer, data_format: DataFormat, exclude: set):
     batches as in the generated stream: a file written by `mct gen` holds each problem once, so its
     1-digit pairs are a thousandth of it."""
     path = config.data.train_path
-    records = read_records(path, tokenizer, require_target=True)
+    records = read_records(path, tokenizer, require_target=True, data_format=data_format)
     operands = [data_format.operands_from_prompt(r.prompt) for r in records]
     kept = [(r, ab) for r, ab in zip(records, operands) if ab not in exclude]
     if not kept:

@@ -234,6 +234,9 @@ class _Run:
             if not saved.train_state:
                 raise MctError(f"{self.folder / 'last.pt'} holds no training state (is it a copy of best.pt?); "
                                "it cannot be resumed: start a new run")
+            if int(saved.train_state["step"]) > config.train.max_steps:
+                raise MctError(f"{self.folder / 'last.pt'} is at step {int(saved.train_state['step'])}, past "
+                               f"train.max_steps = {config.train.max_steps}: give more steps to train on")
         seed_everything(config.train.seed)
         model = create_model(config.model).to(device)
         if saved is not None:

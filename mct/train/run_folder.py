@@ -51,9 +51,13 @@ class RunFolder:
             return
         if resume:
             if not (self.path / "last.pt").is_file():
-                raise MctError(f"run folder {self.path} has no last.pt to resume from")
+                raise MctError(f"run folder {self.path} has no last.pt to resume from (the run saved no checkpoint); "
+                               "start it again with force=True")
             return
         existing = [name for name in RUN_FILES if (self.path / name).exists()]
+        if existing and not force and "last.pt" not in existing:
+            raise MctError(f"{self.path} holds the files of a run that saved no checkpoint ({', '.join(existing)}); "
+                           "pass force=True to start over, or another run_dir")
         if existing and not force:
             raise MctError(
                 f"{self.path} already holds a run ({', '.join(existing)}); pass resume=True to continue it, "

@@ -349,7 +349,7 @@ def parse_seeds(text: str) -> list[int]:
     return seeds
 
 
-def _render_train_summary(result, target: float | None = None, fix: FormatFix | None = None) -> None:  # noqa: F821 (mct.data.format)
+def _render_train_summary(result, target: float | None = None, fix: str | None = None) -> None:
     from rich.table import Table
 
     table = Table(title="mct train", show_header=False)
@@ -366,8 +366,8 @@ def _render_train_summary(result, target: float | None = None, fix: FormatFix | 
     if result.stopped == "max_steps" and target is not None and result.target_step is None and best is not None \
             and best < target:  # say how to go on rather than leave a half-trained model looking finished
         train_on = f"train on with mct train --resume {result.run_dir} --max-steps {2 * result.steps}"
-        if fix is not None:  # a format more steps would not teach (mul without steps), or that has a recipe
-            train_on = fix.text if fix.instead else f"{train_on} {fix.text}"
+        if fix is not None:  # a format that learns slowly (mul without steps) or has a recipe (mod)
+            train_on = f"{train_on} {fix}"
         table.add_row("target", escape(f"not reached: best validation {best:.2%}, target {target:.2%}; {train_on}"))
     table.add_row("wall time", f"{result.wall_s:.1f} s on {result.device} ({result.precision}, "
                   f"{result.world_size} process{'es' if result.world_size > 1 else ''})")

@@ -192,7 +192,8 @@ def test_the_summary_says_when_the_target_was_not_reached(tiny, tmp_path, capsys
 
     _render_train_summary(result, target=0.9995, fix=slow_format_fix("mul", use_steps=False))
     shown = " ".join(capsys.readouterr().err.replace("│", " ").split())
-    assert "--resume" not in shown and "train with steps, --set data.use_steps=true, or configs/mul3.toml" in shown
+    assert "--max-steps 1000 or train with steps, --set data.use_steps=true or configs/mul3.toml" in shown
+    assert "configs/mul3-direct.toml" in shown
     _render_train_summary(result, target=0.9995, fix=slow_format_fix("mod", use_steps=False))
     shown = " ".join(capsys.readouterr().err.replace("│", " ").split())
     assert "--max-steps 1000 or train configs/mod113.toml" in shown

@@ -277,6 +277,8 @@ def train(
     from mct.cli_progress import TrainProgress
 
     if seeds is not None:
+        if (Path(run_dir) / "last.pt").exists():  # OUT/seed-N would nest inside a run folder
+            raise MctError(f"{run_dir} holds a run; --seeds writes OUT/seed-N for each seed: choose another --out")
         _train_seeds(cfg, run_dir, seed_list, force, json_out)
         return
     with (folder_lock(run_dir) if main_process else contextlib.nullcontext()), \

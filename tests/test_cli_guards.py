@@ -109,6 +109,14 @@ def test_a_run_that_saved_no_checkpoint_points_to_force(tmp_path, capsys):
         RunFolder(run).prepare(resume=False, force=False)
 
 
+def test_seeds_do_not_nest_inside_a_run_folder(tmp_path, capsys):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "last.pt").write_bytes(b"")
+    refused(["train", "--seeds", "0-1", "--out", str(run)], capsys, "holds a run; --seeds writes OUT/seed-N")
+    assert sorted(p.name for p in run.iterdir()) == ["last.pt"]
+
+
 def test_a_resume_with_fewer_steps_than_the_run_took_is_refused(tmp_path, capsys):
     run = tmp_path / "run"
     small = ["--set", "data.n_val=40", "--set", "data.n_test=40", "--set", "train.eval_samples=40"]

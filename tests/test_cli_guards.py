@@ -42,6 +42,7 @@ def test_seed_lists_out_of_range_are_refused_before_any_list_is_built(text):
 def test_train_refuses_a_seed_beside_seeds_an_empty_out_and_an_empty_out_dir(capsys, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     refused(["train", "--seeds", "0-1", "--seed", "5"], capsys, "drop --seed")
+    refused(["train", "--set", "train.max_steps=true"], capsys, "true is a true/false value; give a number")
     refused(["train", "--out", ""], capsys, "the current folder")
     monkeypatch.setenv("MCT_TRAIN__OUT_DIR", "")
     refused(["train", "--max-steps", "2"], capsys, "MCT_TRAIN__OUT_DIR", "empty path")

@@ -15,6 +15,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from mct.data.format import PROMPT, strip_zeros
 from mct.data.tasks import OPERATOR, TASKS, solve
 from mct.errors import MctError
 from mct.tokenizer import ANSWER_MARK
@@ -43,8 +44,7 @@ class Record:
         return json.dumps(self.to_dict())
 
 
-_PROBLEM = re.compile(r"([0-9]+)([+*-])([0-9]+)=", re.ASCII)
-_WHOLE_NUMBER = re.compile(r"\s*([+-]?)([0-9]+)\s*", re.ASCII)
+_WHOLE_NUMBER = re.compile(r"\s*([+-]?[0-9]+)\s*", re.ASCII)
 _CHECKED_DIGITS = 4000  # longer operands are refused when the prompt is read (format.MAX_OPERAND_DIGITS)
 
 
@@ -54,8 +54,8 @@ def canonical_answer(answer: str) -> str | None:
     match = _WHOLE_NUMBER.fullmatch(answer)
     if match is None:
         return None
-    digits = match.group(2).lstrip("0") or "0"
-    return "-" + digits if match.group(1) == "-" and digits != "0" else digits
+    number = strip_zeros(match.group(1))
+    return "0" if number == "-0" else number
 
 
 def _task_of(meta: dict, operator: str, data_format) -> tuple[str, int | None] | None:
@@ -77,7 +77,7 @@ def _task_of(meta: dict, operator: str, data_format) -> tuple[str, int | None] |
 def check_answer(record: Record, where: str, data_format=None) -> None:
     """MctError when the record's answer is not the true value of its problem (see `_task_of` for which
     problem); a prompt that is not `a OP b=` is left to the reader of the prompt."""
-    problem = _PROBLEM.fullmatch(record.prompt.strip())
+    problem = PROMPT.match(record.prompt.strip())
     if problem is None or max(len(problem.group(1)), len(problem.group(3))) > _CHECKED_DIGITS:
         return
     a, operator, b = problem.groups()

@@ -45,7 +45,7 @@ from mct.errors import MctError
 from mct.tokenizer import ANSWER_MARK, EOS, PAD, STEP_SEP, Tokenizer
 
 ANSWER_ORDERS = ("reversed", "plain")
-_PROMPT = re.compile(r"^(\d+)([+\-*])(\d+)=$")
+PROMPT = re.compile(r"^(\d+)([+\-*])(\d+)=$")  # a OP b=, digits as written
 _NUMBER = re.compile(r"^[-+]?\d+$")
 _COMPLEMENT = re.compile(r"^\d+[-+]$")  # sub_complement: digits, then the sign
 _LONGER_NUMBERS = {  # what a user who asks a model for numbers longer than it reads can train instead
@@ -305,7 +305,7 @@ class DataFormat:
     # --- text -> problems ------------------------------------------------------------------------
     def operands_from_prompt(self, prompt: str) -> tuple[int, int]:
         """(a, b) of a prompt such as "12+34="; MctError when it is not a problem of this task."""
-        match = _PROMPT.match(prompt.strip())
+        match = PROMPT.match(prompt.strip())
         if match is not None and max(len(match.group(1)), len(match.group(3))) > MAX_OPERAND_DIGITS:
             raise MctError(f"prompt has an operand of {max(len(match.group(1)), len(match.group(3))):,} digits; "
                            f"mct reads operands of at most {MAX_OPERAND_DIGITS:,} digits")

@@ -95,16 +95,13 @@ def plan_splits(data_config) -> dict[str, tuple[list, list]]:
 
 
 def _check_not_empty(data_config, splits: dict, n_hard: int) -> None:
-    """Refuse a plan that leaves train, val or test without a problem (the mod task with a tiny modulus),
+    """Refuse a plan that leaves train, val or test without a problem (only the mod task with a tiny modulus),
     which would only fail later, when training reads the folder."""
     empty = [name for name in ("train", "val", "test") if not splits[name][0]]
     if not empty:
         return
     what = f"{', '.join(empty[:-1])} and {empty[-1]} splits" if len(empty) > 1 else f"{empty[0]} split"
-    if data_config.task != "mod":  # pragma: no cover - n_train, n_val and n_test are at least 1
-        raise MctError(f"the plan leaves the {what} empty; ask for more problems "
-                       "(data.n_train, data.n_val, data.n_test)")
-    p = data_config.modulus
+    p = data_config.modulus  # only mod can: the other tasks' n_train, n_val and n_test are at least 1
     raise MctError(f"mod {p} leaves the {what} empty ({p * p} pairs, {n_hard} of them in the hard split, "
                    f"train_fraction {data_config.train_fraction}); use a larger data.modulus")
 

@@ -556,7 +556,7 @@ def _render_eval(result: dict) -> None:
 def generate(
     checkpoint: Annotated[Path, typer.Argument(help="Checkpoint (.pt) written by `mct train`.")],
     prompts: Annotated[list[str], typer.Argument(help="One or more problems, e.g. 12+34= (a missing '=' is added).")],
-    temperature: Annotated[Optional[float], typer.Option(min=0.0, callback=_finite, help="0 = greedy (default: the checkpoint's \\[generate] temperature).")] = None,
+    temperature: Annotated[Optional[float], typer.Option(min=0.0, callback=_finite, help="0 = greedy (default: MCT_GENERATE__TEMPERATURE, else the checkpoint's \\[generate] temperature).")] = None,
     top_k: Annotated[Optional[int], typer.Option(min=1, help="Sample among the k most likely tokens.")] = None,
     max_new_tokens: Annotated[Optional[int], typer.Option(min=1, help="Tokens to generate at most (default: until <eos> or the context is full).")] = None,
     seed: Annotated[Optional[int], typer.Option(min=0, max=MAX_SEED, help="Seed for sampling (temperature > 0).")] = None,
@@ -574,14 +574,13 @@ def generate(
     from mct.device import seed_everything
     from mct.predictor import Predictor
 
+    from mct.config import resolve_generate
+
     predictor = Predictor.from_checkpoint(checkpoint, device=device)
-    gen_config = getattr(predictor.config, "generate", None)
-    if temperature is None:
-        temperature = gen_config.temperature if gen_config is not None else 0.0
-    if top_k is None and gen_config is not None:
-        top_k = gen_config.top_k
-    if max_new_tokens is None and gen_config is not None:
-        max_new_tokens = gen_config.max_new_tokens
+    settings = resolve_generate(getattr(predictor.config, "generate", None), {
+        "generate.temperature": (temperature, "--temperature"), "generate.top_k": (top_k, "--top-k"),
+        "generate.max_new_tokens": (max_new_tokens, "--max-new-tokens")})
+    temperature, top_k, max_new_tokens = settings.temperature, settings.top_k, settings.max_new_tokens
     prompt_list = [predictor.normalize_prompt(p) for p in prompts]
     for prompt in prompt_list:
         predictor.encode(prompt)  # vocabulary and length errors before any work
@@ -685,7 +684,7 @@ def _gib(n: int) -> str:
 
 @app.command()
 def doctor(
-    device: Annotated[str, typer.Option(help="Device to check and size for: auto, cpu, cuda, cuda:N, mps.")] = "auto",
+    device: Annotated[Optional[str], typer.Option(help="Device to check and size for: auto, cpu, cuda, cuda:N, mps (default: the config's train.device, so MCT_TRAIN__DEVICE too).")] = None,
     config: Annotated[Optional[Path], typer.Option(help="Config whose model is sized (default: configs/default.toml).")] = None,
     set_: Annotated[Optional[list[str]], typer.Option("--set", help=SET_HELP)] = None,
     json_out: Annotated[bool, typer.Option("--json", help="Print the report as JSON on stdout.")] = False,
@@ -704,13 +703,15 @@ def doctor(
     from mct.doctor import collect_report
 
     cfg = resolve_config(config if config is not None else default_config_path(), sets=set_ or ())
+    named = "--device" if device is not None else "train.device"
+    device = device if device is not None else cfg.train.device
     wants_cuda = device.strip().lower().startswith("cuda")
     if wants_cuda and not torch.cuda.is_available():
         report = collect_report(cfg, "cpu")
         report["requested_device"] = device
         report["ok"] = False
         _render_doctor(report, json_out)
-        err_console.print(f"[bold red]error:[/] --device {escape(device)}: CUDA is not usable: "
+        err_console.print(f"[bold red]error:[/] {named} {escape(device)}: CUDA is not usable: "
                           f"{escape(report['cuda_reason'])}",
                           highlight=False, soft_wrap=True)
         raise typer.Exit(1)

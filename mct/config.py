@@ -288,7 +288,7 @@ class DataConfig(_Section):
         0.0, ge=0.0, le=1.0, description="add/sub: share of training problems given a carry (borrow) chain "
         "inside the number: a carrying column and 1 or more columns above it that pass the carry on (add digits "
         "summing to 9, sub equal digits), as in 248+252, where the ones' carry ends in the hundreds")
-    length_weights: Literal["equal", "size"] = Field(
+    length_weights: Literal["equal", "sqrt", "size"] = Field(
         "equal", description="training batches (generated or from a file): every operand-length pair an equal share "
         "(equal), or a share in proportion to its number of problems (size: uniform over the whole problem space; "
         "a file: each record once per epoch)")
@@ -828,6 +828,17 @@ def resolve_config(path: str | Path | None = None, *, resume: str | Path | None 
     if data is not None:
         layers.append(_data_layer(data, data_source, layers))
     return _validate(_with_format_layer(layers, [_flag_layer(flags), _set_layer(sets)], chosen_from=len(files)))
+
+
+def resolve_generate(saved: "GenConfig | None", flags: Mapping[str, tuple[Any, str]] | None = None,
+                     environ: Mapping[str, str] | None = None) -> "GenConfig":
+    """Decoding settings of `mct generate`, layer over layer (later wins): the defaults, the checkpoint's
+    own `[generate]` table (`saved`), the `MCT_GENERATE__*` environment, then `flags`
+    (`{"generate.temperature": (value, "--temperature")}`)."""
+    env = _env_layer(environ)
+    layers = [Layer("the checkpoint's [generate] table", {"generate": saved.model_dump()} if saved else {}),
+              Layer(env.label, {"generate": env.values.get("generate", {})}, env.spelled), _flag_layer(flags)]
+    return _validate(layers).generate
 
 
 def _data_layer(data: Mapping, source: str, below: Sequence[Layer]) -> Layer:

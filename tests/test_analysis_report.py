@@ -18,6 +18,7 @@ from mct.analysis.report import analyze, render_html
 from mct.checkpoint import load_checkpoint
 from mct.cli import main
 from mct.data.format import DataFormat
+from mct.errors import MctError
 
 sys.path.insert(0, str(Path(__file__).parent))
 from analysis_runs import train_mod_run  # noqa: E402
@@ -174,6 +175,17 @@ def test_mod_report_draws_the_progress_over_the_runs_checkpoints(mod_run, tmp_pa
     only_best = analyze(mod_run, tmp_path / "one", problems=100, checkpoints=[mod_run])
     assert len(only_best["mod"]["progress"]) == 1
     assert any("keep checkpoints" in line for line in only_best["findings"])
+
+
+def test_checkpoints_of_another_run_are_named_and_a_wrong_path_refused(mod_run, tiny_trained_checkpoint, tmp_path):
+    report = analyze(mod_run, None, problems=50, checkpoints=[mod_run, tiny_trained_checkpoint])
+    assert report["mod"]["skipped_checkpoints"] == [f"{tiny_trained_checkpoint}: not a step of this run"]
+    assert any("1 checkpoint file left out of the curve" in line and str(tiny_trained_checkpoint) in line
+               for line in report["findings"])
+    with pytest.raises(MctError, match="no such file or folder"):
+        analyze(mod_run, None, problems=50, checkpoints=[tmp_path / "typo"])
+    with pytest.raises(MctError, match="trained on the add task: leave --checkpoints out"):
+        analyze(tiny_trained_checkpoint, None, problems=50, checkpoints=[mod_run])
 
 
 def _chromium() -> str | None:

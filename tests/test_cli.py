@@ -73,3 +73,14 @@ def test_doctor_cuda_without_cuda_exits_1_and_says_why(capsys):
     code, _, err = run_main(["doctor", "--device", "cuda"], capsys)
     assert code == 1
     assert "CUDA is not usable" in err and "CPU-only" in err
+
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+def test_doctor_checks_the_configs_device_when_no_flag_is_given(capsys, monkeypatch):
+    monkeypatch.setenv("MCT_TRAIN__DEVICE", "cuda")
+    code, _, err = run_main(["doctor"], capsys)
+    assert code == 1 and "train.device cuda: CUDA is not usable" in err
+    monkeypatch.setenv("MCT_TRAIN__DEVICE", "cpu")
+    code, out, _ = run_main(["doctor", "--json"], capsys)
+    assert code == 0 and json.loads(out)["ok"]

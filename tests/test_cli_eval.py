@@ -171,6 +171,18 @@ def test_generate_sampling_with_a_seed_repeats(ckpt, capsys):
     assert first == second
 
 
+def test_generate_reads_its_settings_from_the_environment_under_the_flags(ckpt, capsys, monkeypatch):
+    monkeypatch.setenv("MCT_GENERATE__TEMPERATURE", "1.5")
+    monkeypatch.setenv("MCT_GENERATE__TOP_K", "2")
+    data = json.loads(run(["generate", ckpt, "12+34=", "--json"], capsys)[1])
+    assert (data["temperature"], data["top_k"]) == (1.5, 2)
+    data = json.loads(run(["generate", ckpt, "12+34=", "--json", "--temperature", "0"], capsys)[1])
+    assert (data["temperature"], data["top_k"]) == (0.0, 2)
+    monkeypatch.setenv("MCT_GENERATE__TOP_K", "0")
+    code, out, err = run(["generate", ckpt, "12+34="], capsys)
+    assert code == 2 and out == "" and "MCT_GENERATE__TOP_K (generate.top_k)" in err
+
+
 # ---- mct attn ---------------------------------------------------------------------------------
 
 

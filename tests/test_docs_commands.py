@@ -202,7 +202,7 @@ def prepare(name: str, ctx, checkpoint: Path) -> None:
 def expected_exit_code(name: str, ctx, command: DocCommand) -> int:
     if command.expects_error:
         return 2
-    if name == "doctor" and ctx is not None and ctx.params["device"].startswith("cuda") \
+    if name == "doctor" and ctx is not None and (ctx.params["device"] or "").startswith("cuda") \
             and not torch.cuda.is_available():
         return 1
     return 0

@@ -77,11 +77,11 @@ def _progress_curve(checkpoint, paths: list[Path], grid, spectrum, train_rows, d
         try:
             other = load_checkpoint(path, device=device)
         except MctError as exc:
-            skipped.append(f"{path.name}: {exc}")
+            skipped.append(f"{path}: {exc}")
             continue
         if other.step is None or other.config.model != checkpoint.config.model or \
                 other.data_format != checkpoint.data_format:
-            skipped.append(f"{path.name}: not a step of this run")
+            skipped.append(f"{path}: not a step of this run")
             continue
         by_step.setdefault(other.step, path)
     steps = sorted(by_step)
@@ -115,6 +115,13 @@ def analyze(checkpoint_path: str | Path, out_dir: str | Path | None = None, prob
     checkpoint = load_checkpoint(checkpoint_path, device=device)
     model, tokenizer, config = checkpoint.model.eval(), checkpoint.tokenizer, checkpoint.config
     fmt = DataFormat.from_dict(checkpoint.data_format)
+    if checkpoints:  # a mistyped path or a non-mod run would otherwise be ignored without a word
+        if fmt.task != "mod":
+            raise MctError(f"--checkpoints draws the mod task's progress curve; {checkpoint_path} was trained on "
+                           f"the {fmt.task} task: leave --checkpoints out")
+        missing = [str(place) for place in checkpoints if not Path(place).exists()]
+        if missing:
+            raise MctError(f"--checkpoints {missing[0]}: no such file or folder")
     if config.data.step_masking_mode == "mask_answer":
         raise MctError("this model was trained on the steps only (step_masking_mode 'mask_answer'): it does not "
                        "write the answer that mct analyze studies")
@@ -252,6 +259,10 @@ def findings(report: dict) -> list[str]:
         else:
             lines.append(f"Only {len(curve)} saved checkpoint of this run was found: keep checkpoints along the "
                          "way (RUN/checkpoints/*.pt) to draw the grokking curve.")
+        skipped = mod["skipped_checkpoints"]
+        if skipped:
+            lines.append(f"{len(skipped)} checkpoint file{'s' if len(skipped) > 1 else ''} left out of the curve: "
+                         + "; ".join(skipped[:3]) + ("; ..." if len(skipped) > 3 else "") + ".")
     return lines
 
 

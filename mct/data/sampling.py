@@ -465,8 +465,8 @@ def stream_weights(task: str, min_digits: int, max_digits: int, total: int, carr
     # A stream draws with replacement, so a small space need not be capped at its size: every length
     # pair gets an equal share (as the held-out sets do), or its size's share, split over its carry
     # counts as `mct gen` would.
-    if length_weights == "size":
-        sizes = [sum(b.size for b in group) for group in buckets]
+    if length_weights in ("size", "sqrt"):
+        sizes = [sum(b.size for b in group) ** (1.0 if length_weights == "size" else 0.5) for group in buckets]
         pair_shares = [size / sum(sizes) for size in sizes]
     else:
         pair_shares = [1 / len(buckets)] * len(buckets)

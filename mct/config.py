@@ -291,7 +291,7 @@ class DataConfig(_Section):
     length_weights: Literal["equal", "sqrt", "size"] = Field(
         "equal", description="training batches (generated or from a file): every operand-length pair an equal share "
         "(equal), or a share in proportion to its number of problems (size: uniform over the whole problem space; "
-        "a file: each record once per epoch)")
+        "a file: each record once per epoch), or to its square root (sqrt: between the two)")
     curriculum_steps: int = Field(
         0, ge=0, le=10**9, description="length curriculum: the longest training operand grows from min_digits to "
         "max_digits over these steps (0 = every length from the start)")

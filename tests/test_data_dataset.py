@@ -245,10 +245,11 @@ def test_mod_trains_on_its_training_pairs_each_epoch_in_full():
         assert prompts == {fmt.prompt(p) for p in train_pairs} and len(train_pairs) == 84
 
 
-@pytest.mark.parametrize("length_weights", ["equal", "size"])
+@pytest.mark.parametrize("length_weights", ["equal", "sqrt", "size"])
 def test_a_training_file_gives_each_operand_length_pair_its_share(tmp_path, length_weights):
     # mct gen writes each problem once: 1-digit pairs are a sliver of the file; "equal" draws them as often as
-    # any other pair (as the generated stream does), "size" reads each record once per epoch
+    # any other pair (as the generated stream does), "size" reads each record once per epoch, "sqrt" gives a
+    # pair a share by the square root of its records
     from collections import Counter
 
     from mct.config import Config
@@ -272,6 +273,10 @@ def test_a_training_file_gives_each_operand_length_pair_its_share(tmp_path, leng
     assert len(seen) == len(records)  # every record is drawn in an epoch
     if length_weights == "size":
         assert drawn == in_file and epoch == data.size == len(records)
+    elif length_weights == "sqrt":
+        assert set(drawn) == set(in_file) and all(drawn[pair] >= in_file[pair] for pair in in_file)
+        for pair in in_file:  # shares by the square root of the pair's records, to rounding
+            assert drawn[pair] / drawn[(2, 2)] == pytest.approx((in_file[pair] / in_file[(2, 2)]) ** 0.5, abs=0.01)
     else:
         assert in_file[(1, 1)] < in_file[(2, 2)] // 10
         assert set(drawn.values()) == {epoch // 4} and set(drawn) == set(in_file)
@@ -304,13 +309,14 @@ def test_carry_mix_adds_long_carry_chains_deterministically():
     assert chains(mixed) == chains(mixed)  # deterministic for a seed
 
 
-@pytest.mark.parametrize("weights, expected", [("equal", 0.25), ("size", 0.81)])
+@pytest.mark.parametrize("weights, expected", [("equal", 0.25), ("sqrt", 90 / 160), ("size", 0.81)])
 def test_length_weights_set_the_share_of_each_operand_length_pair(weights, expected):
     cfg = DataConfig(task="mul", min_digits=1, max_digits=2, pad_operands=True, length_weights=weights)
     ids, _ = GeneratedBatches(cfg, DataFormat.from_config(cfg), TOK, 4000, "cpu", seed=0).next_batch()
     both_two_digits = [min(DataFormat("mul").operands_from_prompt(t[: t.index("=") + 1])) >= 10
                        for t in _decoded_rows(ids)]
-    assert abs(sum(both_two_digits) / len(both_two_digits) - expected) < 0.03  # 8,100 of the 10,000 products
+    # 8,100 of the 10,000 products; by square roots 90 of 10 + 30 + 30 + 90
+    assert abs(sum(both_two_digits) / len(both_two_digits) - expected) < 0.03
 
 
 def test_length_curriculum_grows_the_longest_operand():

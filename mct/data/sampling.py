@@ -454,7 +454,8 @@ def stream_weights(task: str, min_digits: int, max_digits: int, total: int, carr
     pair (the 100 one-digit additions are drawn as often as any other pair), split within a pair over its
     carry counts like the quotas `mct gen` gives a data set of `total` problems (`allocate`).
     `length_weights="size"` gives each pair a share in proportion to its number of problems instead
-    (multiplication: the 2x2-digit products are 81% of the 1-2 digit problems, and the hardest).
+    (multiplication: the 2x2-digit products are 81% of the 1-2 digit problems, and the hardest), and
+    "sqrt" one in proportion to its square root (between the two: 3x3-digit products get 49% of 1-3 digits)
 
     `carry_mix` moves that share of the probability to the bucket of each length pair where every column
     carries (the longest chains); `longest` keeps only operands of at most that many digits (a length

@@ -203,16 +203,21 @@ class PoolBatches:
     `input_ids` / `labels` [M, T] are moved to the device once. A batch may span two epochs."""
 
     def __init__(self, input_ids: torch.Tensor, labels: torch.Tensor, batch_size: int, device, seed: int = 0,
-                 groups: torch.Tensor | None = None):
+                 groups: torch.Tensor | None = None, group_power: float = 0.0):
         self.ids, self.labels = input_ids.to(device), labels.to(device)
         self.scored_from = first_scored(self.labels)
-        # groups [M] (e.g. operand-length pairs): each group fills an equal share of every epoch, its rows
-        # drawn round after round in fresh orders (a pair of 71 problems beside one of 24,000 still gets its
-        # ninth of the batches, as in the generated stream)
+        # groups [M] (e.g. operand-length pairs): each group fills a share of every epoch in proportion to
+        # (its rows) ** group_power, its rows drawn round after round in fresh orders. Power 0: equal shares (a
+        # pair of 71 problems beside one of 24,000 still gets its ninth of the batches, as in the generated
+        # stream); 0.5: data.length_weights = "sqrt". Every row is drawn at least once an epoch.
         self.members = None if groups is None else [torch.nonzero(groups == g)[:, 0] for g in torch.unique(groups)]
-        largest = 0 if self.members is None else max(len(m) for m in self.members)
         self.size = self.ids.shape[0]  # problems held
-        self.epoch_size = self.size if self.members is None else largest * len(self.members)  # drawn per epoch
+        self.shares = None
+        if self.members is not None:
+            weights = [len(m) ** group_power for m in self.members]
+            scale = max(len(m) / w for m, w in zip(self.members, weights))  # the group that needs the most
+            self.shares = [max(len(m), round(w * scale)) for m, w in zip(self.members, weights)]
+        self.epoch_size = self.size if self.shares is None else sum(self.shares)  # drawn per epoch
         self.width = self.ids.shape[1]
         self.batch_size = batch_size
         self.device = torch.device(device)
@@ -224,9 +229,8 @@ class PoolBatches:
         generator = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
         if self.members is None:
             return torch.randperm(self.size, generator=generator).to(self.device)
-        share = self.epoch_size // len(self.members)
         rows = [torch.cat([m[torch.randperm(len(m), generator=generator)]
-                           for _ in range(-(-share // len(m)))])[:share] for m in self.members]
+                           for _ in range(-(-share // len(m)))])[:share] for m, share in zip(self.members, self.shares)]
         everything = torch.cat(rows)
         return everything[torch.randperm(len(everything), generator=generator)].to(self.device)
 

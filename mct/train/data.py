@@ -32,10 +32,10 @@ def file_tensors(config, tokenizer, data_format: DataFormat, exclude: set):
     (text path).
 
     Problems in `exclude` are dropped (never train on a held-out problem), and so are examples longer than
-    data.max_seq_len; `dropped` counts the latter. Under data.length_weights = "equal" (add, sub, mul),
-    `groups` numbers each problem's operand-length pair, so that every pair gets an equal share of the
-    batches as in the generated stream: a file written by `mct gen` holds each problem once, so its
-    1-digit pairs are a thousandth of it."""
+    data.max_seq_len; `dropped` counts the latter. Under data.length_weights = "equal" or "sqrt" (add, sub,
+    mul), `groups` numbers each problem's operand-length pair, so that every pair gets an equal share of the
+    batches as in the generated stream (or one by the square root of its records): a file written by
+    `mct gen` holds each problem once, so its 1-digit pairs are a thousandth of it."""
     path = config.data.train_path
     records = read_records(path, tokenizer, require_target=True, data_format=data_format)
     operands = [data_format.operands_from_prompt(r.prompt) for r in records]
@@ -46,7 +46,7 @@ def file_tensors(config, tokenizer, data_format: DataFormat, exclude: set):
     batch = collate_fn(examples, pad_id=tokenizer.pad_id, step_masking_mode=config.data.step_masking_mode,
                        max_seq_len=config.data.max_seq_len)
     groups = None
-    if config.data.length_weights == "equal" and data_format.task != "mod":
+    if config.data.length_weights != "size" and data_format.task != "mod":
         pairs = [(len(str(a)), len(str(b))) for (_, (a, b)), e in zip(kept, examples)
                  if len(e.input_ids) <= config.data.max_seq_len]
         number = {pair: i for i, pair in enumerate(sorted(set(pairs)))}
@@ -60,7 +60,8 @@ def training_batches(config, tokenizer, data_format: DataFormat, exclude: set, d
     batch_size, seed = config.train.batch_size // config.train.grad_accum_steps, config.train.seed
     if config.data.train_path is not None:
         ids, labels, groups, dropped = file_tensors(config, tokenizer, data_format, exclude)
-        return PoolBatches(ids, labels, batch_size, device, seed, groups=groups), dropped
+        return PoolBatches(ids, labels, batch_size, device, seed, groups=groups,
+                           group_power=0.5 if config.data.length_weights == "sqrt" else 0.0), dropped
     if data_format.task == "mod":
         train_pairs, _, _ = mod_partition(config.data.modulus, config.data.train_fraction, config.data.seed)
         pairs = [p for p in train_pairs if p not in exclude]

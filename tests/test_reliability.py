@@ -103,6 +103,26 @@ def test_an_edited_split_is_refused_naming_the_file(tmp_path):
         data_config_from_folder(folder)
 
 
+@pytest.mark.parametrize("existed", [False, True])
+def test_an_interrupted_gen_leaves_no_folder_it_made_and_no_partial_file(tmp_path, existed):
+    from mct.data.generate import write_dataset
+
+    folder = tmp_path / "d"
+    if existed:
+        folder.mkdir()
+        (folder / "notes.txt").write_text("mine")
+
+    def interrupt(done, total):
+        if done:  # after the first chunk of the first split is on disk
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        write_dataset(DataConfig(max_digits=3, n_train=20_000, n_val=10, n_test=10), folder, progress=interrupt)
+    assert folder.exists() == existed
+    if existed:
+        assert [p.name for p in folder.iterdir()] == ["notes.txt"]
+
+
 def test_gen_refuses_a_data_set_too_big_for_memory_before_allocating(tmp_path, monkeypatch):
     from mct.data import generate, sampling
 

@@ -257,31 +257,42 @@ def write_dataset(data_config, out_dir: str | Path, force: bool = False, progres
     fmt = DataFormat.from_config(data_config)
     splits = plan_splits(data_config)
     total = sum(len(a) for a, _ in splits.values())
-    done = 0
     if progress is not None:
         progress(0, total)
-    lines = _line_formatter(fmt)
-    files, hashes, counts = {}, {}, {}
-    with ExitStack() as stack:
-        manifest_tmp = stack.enter_context(atomic_path(out_dir / MANIFEST))  # renamed last
-        for name, (a_list, b_list) in splits.items():
-            filename = f"{name}.jsonl"
-            tmp = stack.enter_context(atomic_path(out_dir / filename))
-            digest = hashlib.sha256()
-            with open(tmp, "wb") as handle:
-                for start in range(0, len(a_list), CHUNK):
-                    data = lines(a_list[start:start + CHUNK], b_list[start:start + CHUNK]).encode("ascii")
-                    handle.write(data)
-                    digest.update(data)
-                    done += min(CHUNK, len(a_list) - start)
-                    if progress is not None:
-                        progress(done, total)
-            files[name], hashes[name], counts[name] = filename, digest.hexdigest(), len(a_list)
-        manifest = _manifest(data_config, fmt, files, counts, hashes)
-        manifest_tmp.write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
+    created = not out_dir.exists()
+    try:
+        with ExitStack() as stack:
+            manifest_tmp = stack.enter_context(atomic_path(out_dir / MANIFEST))  # renamed last
+            files, hashes, counts = _write_splits(stack, out_dir, splits, _line_formatter(fmt), progress, total)
+            manifest = _manifest(data_config, fmt, files, counts, hashes)
+            manifest_tmp.write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
+    except BaseException:  # Ctrl-C too: a folder this call made and left empty goes again
+        if created and out_dir.is_dir() and not any(out_dir.iterdir()):
+            out_dir.rmdir()
+        raise
     if "test_ood" not in splits and (out_dir / "test_ood.jsonl").exists():
         (out_dir / "test_ood.jsonl").unlink()  # a stale OOD split of the data set this one replaced
     return manifest
+
+
+def _write_splits(stack: ExitStack, out_dir: Path, splits: dict, lines, progress, total: int):
+    """Each split to a temporary file that `stack` renames on success: (files, sha256s, counts) by split."""
+    files, hashes, counts = {}, {}, {}
+    done = 0
+    for name, (a_list, b_list) in splits.items():
+        filename = f"{name}.jsonl"
+        tmp = stack.enter_context(atomic_path(out_dir / filename))
+        digest = hashlib.sha256()
+        with open(tmp, "wb") as handle:
+            for start in range(0, len(a_list), CHUNK):
+                data = lines(a_list[start:start + CHUNK], b_list[start:start + CHUNK]).encode("ascii")
+                handle.write(data)
+                digest.update(data)
+                done += min(CHUNK, len(a_list) - start)
+                if progress is not None:
+                    progress(done, total)
+        files[name], hashes[name], counts[name] = filename, digest.hexdigest(), len(a_list)
+    return files, hashes, counts
 
 
 def _manifest(data_config, fmt: DataFormat, files: dict, counts: dict, hashes: dict) -> dict:

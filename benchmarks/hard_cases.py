@@ -7,6 +7,8 @@
 Sets, over the checkpoint's own operand range (`data.min_digits`..`data.max_digits`):
 - `all problems` (--exhaustive, at most 3 digits): every pair a, b;
 - `random`: operand lengths uniform, then each operand uniform at its length (`random.Random(--seed)`);
+- `uniform`: each operand uniform over the whole range (where the longest operands are most of the problems:
+  81% of 1-3 digit pairs are 3 x 3, which a split balanced over lengths holds far less often);
 - `stopping chains L/k` (add and sub): `--chains` problems of L-digit operands whose carry (borrow)
   starts in one column, is passed on by the k columns above it and ends inside the number (248+252), as the
   hard split draws them (`mct.data.hard`); sub also with the operands swapped (a negative answer);
@@ -53,6 +55,8 @@ def problem_sets(task: str, low: int, high: int, samples: int, chains: int, exha
         sets["all problems"] = [(a, b) for a in numbers for b in numbers]
     sets["random"] = [(_number(rng, rng.randint(low, high)), _number(rng, rng.randint(low, high)))
                       for _ in range(samples)]
+    first = length_range(low)[0]
+    sets["uniform"] = [(rng.randint(first, 10**high - 1), rng.randint(first, 10**high - 1)) for _ in range(samples)]
     if task in ("add", "sub"):
         for length in range(max(low, 3), high + 1):
             for through in range(1, length - 1):

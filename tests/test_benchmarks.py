@@ -41,9 +41,9 @@ def test_hard_cases_prints_one_row_per_set_with_its_count(tmp_path):
     import json
 
     rows = {row["set"]: row for row in json.loads(proc.stdout)["rows"]}
-    assert rows["random"]["n"] == 40
+    assert rows["random"]["n"] == rows["uniform"]["n"] == 40
     assert rows["stopping chains 3/1"]["n"] == 8  # four chains, each also swapped (a negative answer)
-    assert set(rows) == {"random", "stopping chains 3/1", "full chains 1", "full chains 2", "near ties 2",
+    assert set(rows) == {"random", "uniform", "stopping chains 3/1", "full chains 1", "full chains 2", "near ties 2",
                          "near ties 3"}
     assert all(0 <= row["wrong"] <= row["n"] for row in rows.values())
 
@@ -70,7 +70,10 @@ def test_hard_cases_multiplication_sets_hold_edge_factors_and_inner_zeros():
 
     hard_cases = load_benchmark("hard_cases")
     sets = hard_cases.problem_sets("mul", 1, 3, samples=0, chains=20, exhaustive=False, seed=1)
-    assert set(sets) == {"edge factors", "inner zeros"}  # --samples 0: no random set
+    assert set(sets) == {"edge factors", "inner zeros"}  # --samples 0: no random or uniform set
+    uniform = hard_cases.problem_sets("mul", 1, 3, samples=4000, chains=0, exhaustive=False, seed=1)["uniform"]
+    assert all(0 <= x <= 999 for pair in uniform for x in pair)
+    assert 0.77 < sum(a >= 100 and b >= 100 for a, b in uniform) / len(uniform) < 0.85  # 81% are 3 x 3
     edges = sets["edge factors"]
     for edge in (0, 1, 10, 100, 9, 99, 999):
         assert sum(a == edge for a, _ in edges) >= 20 and sum(b == edge for _, b in edges) >= 20

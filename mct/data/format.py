@@ -64,8 +64,8 @@ def slow_format_fix(task: str, use_steps: bool) -> str | None:
     docs/recipes.md), said after "train on with ..."; None where training on is the whole answer."""
     if task == "mul" and not use_steps:
         return ("or train with steps, --set data.use_steps=true or configs/mul3.toml (minutes): a direct "
-                "multiplication answer learns slowly (configs/mul3-direct.toml, 600k parameters: 99.00% of "
-                "1-3 digit problems after 20,000 steps, 18 minutes on 2 CPU threads)")
+                "multiplication answer learns slowly (configs/mul3-direct.toml, 600k parameters: 100% of its "
+                "1-3 digit test split after 22,000 steps, 33 minutes on 1 CPU thread)")
     if task == "mod":
         return "or train configs/mod113.toml (one token per residue; 100% in about 2,000 steps)"
     return None

@@ -571,10 +571,9 @@ def generate(
 
     Example: mct generate runs/add/best.pt 12+34= 999+1= --explain
     """
+    from mct.config import resolve_generate
     from mct.device import seed_everything
     from mct.predictor import Predictor
-
-    from mct.config import resolve_generate
 
     predictor = Predictor.from_checkpoint(checkpoint, device=device)
     settings = resolve_generate(getattr(predictor.config, "generate", None), {

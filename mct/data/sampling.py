@@ -448,6 +448,10 @@ def mod_partition(modulus: int, train_fraction: float, seed: int) -> tuple[list,
     return pairs[:n_train], rest[:half], rest[half:]
 
 
+# data.length_weights: each operand-length pair's share of training draws goes as (its problems) ** power
+LENGTH_WEIGHT_POWERS = {"equal": 0.0, "sqrt": 0.5, "size": 1.0}
+
+
 def stream_weights(task: str, min_digits: int, max_digits: int, total: int, carry_mix: float = 0.0,
                    longest: int | None = None, length_weights: str = "equal") -> tuple[list[Bucket], np.ndarray]:
     """The buckets of the training stream and the probability of each: an equal share per operand-length
@@ -455,7 +459,7 @@ def stream_weights(task: str, min_digits: int, max_digits: int, total: int, carr
     carry counts like the quotas `mct gen` gives a data set of `total` problems (`allocate`).
     `length_weights="size"` gives each pair a share in proportion to its number of problems instead
     (multiplication: the 2x2-digit products are 81% of the 1-2 digit problems, and the hardest), and
-    "sqrt" one in proportion to its square root (between the two: 3x3-digit products get 49% of 1-3 digits)
+    "sqrt" one in proportion to its square root (between the two: 3x3-digit products get 49% of 1-3 digits).
 
     `carry_mix` moves that share of the probability to the bucket of each length pair where every column
     carries (the longest chains); `longest` keeps only operands of at most that many digits (a length
@@ -466,11 +470,8 @@ def stream_weights(task: str, min_digits: int, max_digits: int, total: int, carr
     # A stream draws with replacement, so a small space need not be capped at its size: every length
     # pair gets an equal share (as the held-out sets do), or its size's share, split over its carry
     # counts as `mct gen` would.
-    if length_weights in ("size", "sqrt"):
-        sizes = [sum(b.size for b in group) ** (1.0 if length_weights == "size" else 0.5) for group in buckets]
-        pair_shares = [size / sum(sizes) for size in sizes]
-    else:
-        pair_shares = [1 / len(buckets)] * len(buckets)
+    sizes = [sum(b.size for b in group) ** LENGTH_WEIGHT_POWERS[length_weights] for group in buckets]
+    pair_shares = [size / sum(sizes) for size in sizes]
     flat, weights = [], []
     for group, qs, pair_share in zip(buckets, quotas, pair_shares):
         kept = [(b, q) for b, q in zip(group, qs) if q > 0]

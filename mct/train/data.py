@@ -7,7 +7,7 @@ import torch
 from mct.data.dataset import collate_fn, encode_example, read_records
 from mct.data.format import DataFormat
 from mct.data.generate import sample_heldout
-from mct.data.sampling import mod_partition
+from mct.data.sampling import LENGTH_WEIGHT_POWERS, mod_partition
 from mct.data.stream import GeneratedBatches, PoolBatches, render_problems
 from mct.errors import MctError
 
@@ -61,7 +61,7 @@ def training_batches(config, tokenizer, data_format: DataFormat, exclude: set, d
     if config.data.train_path is not None:
         ids, labels, groups, dropped = file_tensors(config, tokenizer, data_format, exclude)
         return PoolBatches(ids, labels, batch_size, device, seed, groups=groups,
-                           group_power=0.5 if config.data.length_weights == "sqrt" else 0.0), dropped
+                           group_power=LENGTH_WEIGHT_POWERS[config.data.length_weights]), dropped
     if data_format.task == "mod":
         train_pairs, _, _ = mod_partition(config.data.modulus, config.data.train_fraction, config.data.seed)
         pairs = [p for p in train_pairs if p not in exclude]

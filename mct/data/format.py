@@ -65,7 +65,7 @@ def slow_format_fix(task: str, use_steps: bool) -> str | None:
     if task == "mul" and not use_steps:
         return ("or train with steps, --set data.use_steps=true or configs/mul3.toml (minutes): a direct "
                 "multiplication answer learns slowly (configs/mul3-direct.toml, 600k parameters: 100% of its "
-                "1-3 digit test split after 22,000 steps, 33 minutes on 1 CPU thread)")
+                "1-3 digit test split after about 23,000 steps, 20 minutes on 2 CPU threads)")
     if task == "mod":
         return "or train configs/mod113.toml (one token per residue; 100% in about 2,000 steps)"
     return None

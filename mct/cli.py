@@ -295,14 +295,14 @@ def train(
         raise typer.Exit(130)
 
 
-# what a data folder's files are: a flag or --set that changed one would train on data the folder does not hold
-FOLDER_KEYS = ("task", "answer_order", "use_steps", "pad_operands", "pad_to_longer", "sub_complement",
-               "residue_tokens", "modulus", "min_digits", "max_digits", "train_path", "val_path", "test_path")
+# a data folder's settings a run may change (seeds, the unused stream's mixes, a longer context); any other
+# (task, format, digits, split files) changed by a flag or --set would train on data the folder does not hold
+FOLDER_ADJUSTABLE = ("seed", "carry_mix", "tie_mix", "chain_mix", "max_seq_len")
 
 
 def _check_folder_kept(data_config, folder: dict, data: Path) -> None:
-    for key in FOLDER_KEYS:
-        if key in folder and str(getattr(data_config, key)) != str(folder[key]):
+    for key in folder:
+        if key not in FOLDER_ADJUSTABLE and str(getattr(data_config, key)) != str(folder[key]):
             raise MctError(f"data.{key} = {getattr(data_config, key)!r} contradicts the data folder {data} "
                            f"({key} = {folder[key]!r}); drop that setting, or write a folder with it (mct gen)")
 
@@ -432,8 +432,8 @@ def eval_(
         _check_output_file(plot, "--plot", force, (path, checkpoint), FIGURE_SUFFIXES)
     predictor = Predictor.from_checkpoint(checkpoint, device=device)
     # records in any format (a residue model reads "060+060=" as "60+60="): check the characters here, the
-    # model's own tokens when each prompt is rendered in its format
-    records = read_records(path, tokenizer=Tokenizer(), data_format=predictor.data_format)
+    # model's own tokens when each prompt is rendered in its format; evaluate_records checks the answers
+    records = read_records(path, tokenizer=Tokenizer())
     if not records:
         raise MctError(f"{path} holds no records; pass a JSONL file with one {{\"prompt\", \"answer\"}} object a line")
     from mct.cli_progress import CountProgress
@@ -474,10 +474,9 @@ def _eval_data_path(data: Path, split: str | None) -> Path:
     if split not in EVAL_SPLITS:
         raise MctError(f"--split {split!r} is not one of {', '.join(EVAL_SPLITS)}")
     if data.is_dir():
-        from mct.data.generate import MANIFEST, read_manifest, split_file
+        from mct.data.generate import folder_split
 
-        listed = read_manifest(data).get("files", {}) if (data / MANIFEST).is_file() else {}
-        path = split_file(data, split, listed[split]) if split in listed else data / f"{split}.jsonl"
+        path = folder_split(data, split)
         if not path.is_file():
             found = ", ".join(sorted(p.stem for p in data.glob("*.jsonl"))) or "none"
             raise MctError(f"data folder {data} has no {split}.jsonl (splits there: {found}); "

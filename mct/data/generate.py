@@ -348,6 +348,13 @@ def split_file(out_dir: Path, split: str, name) -> Path:
     return path
 
 
+def folder_split(out_dir: str | Path, split: str) -> Path:
+    """The file of `split` in a data folder: as its manifest lists it (inside the folder), else SPLIT.jsonl."""
+    out_dir = Path(out_dir)
+    files = read_manifest(out_dir).get("files", {}) if (out_dir / MANIFEST).is_file() else {}
+    return split_file(out_dir, split, files[split]) if split in files else out_dir / f"{split}.jsonl"
+
+
 def _digest_and_count(path: Path) -> tuple[str, int]:
     """(sha256 of the file, its records: the lines that are not blank)."""
     digest, records = hashlib.sha256(), 0

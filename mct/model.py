@@ -514,6 +514,7 @@ class CompactTransformer(HookedRootModule):
         self.embedded_positions = bool(self.learned_positions or (self.place_positions and not self.relative_places))
         if self.embedded_positions:
             rows = config.max_place + 1 if self.place_positions else config.max_seq_len
+            self.pos_embed_rows = rows
             self.pos_embed = LowRankEmbedding(rows, d, config.pos_rank) if config.pos_rank else nn.Embedding(rows, d)
             self.hook_pos_embed = HookPoint()
         self.rotary = RotaryTables(config.head_dim, config.max_seq_len, config.rope_base) if config.use_rope else None
@@ -615,6 +616,20 @@ class CompactTransformer(HookedRootModule):
         allowed = self.causal_mask[start:start + T, :start + T][None, None] & key_mask[:, None, None, :]
         return position_ids, allowed
 
+    def _check_position_range(self, position_ids: torch.Tensor) -> None:
+        """MctError for a caller's position id the model has no embedding or rotary row for (an index error
+        on the CPU, a device-side assert on CUDA, otherwise). Relative place codes clip differences: any id."""
+        if self.embedded_positions:
+            rows, name = self.pos_embed_rows, "model.max_place + 1" if self.place_positions else "model.max_seq_len"
+        elif self.rotary is not None:
+            rows, name = self.config.max_seq_len, "model.max_seq_len"
+        else:
+            return
+        if position_ids.numel() and not position_ids.is_meta and not torch.compiler.is_compiling():
+            low, high = int(position_ids.min()), int(position_ids.max())
+            if low < 0 or high >= rows:
+                raise MctError(f"position_ids must lie in [0, {rows}) ({name} = {rows}), got {low}..{high}")
+
     def place_ids(self, input_ids: torch.Tensor, cache: KVCache | None = None) -> torch.Tensor:
         """Abacus/coupled position ids [B, T] of input_ids [B, T] (with a cache: of the tokens after the
         cached ones, which the cache remembers). MctError when a number has more places than max_place."""
@@ -668,7 +683,8 @@ class CompactTransformer(HookedRootModule):
                 position_ids: torch.Tensor | None = None, cache: KVCache | None = None, logits_to_keep: int = 0):
         """input_ids [B, T] long; attention_mask [B, T] bool (True = real token) or None (no padding);
         labels [B, T] long aligned with input_ids (-100 = no loss; the model shifts: logits[:, t] predict
-        labels[:, t + 1]); position_ids [B, T] long in [0, max_seq_len) or None (counted from the mask);
+        labels[:, t + 1]); position_ids [B, T] long in [0, max_seq_len) (place ids: [0, max_place]) or None
+        (counted from the mask; place models: from the tokens); in eval mode ids outside are an MctError;
         cache: a `KVCache` for incremental decoding. With a cache, input_ids and attention_mask are the
         tokens after the cached ones, which they also attend to, and the cache grows by T.
         logits_to_keep: K > 0 computes logits for the last K positions only ([B, K, V]); nothing after the
@@ -681,6 +697,8 @@ class CompactTransformer(HookedRootModule):
         a cache, cached + T with one).
         """
         device = self.device
+        if position_ids is not None and not self.training:  # training's ids come from the renderer: no sync there
+            self._check_position_range(position_ids)  # where the caller made them (the CPU, usually): no sync
         input_ids, attention_mask = to_device(input_ids, device), to_device(attention_mask, device)
         labels, position_ids = to_device(labels, device), to_device(position_ids, device)
         B, T = input_ids.shape

@@ -97,6 +97,23 @@ def test_position_ids_of_the_wrong_shape_are_a_user_error():
         model(ids, position_ids=torch.arange(3)[None])
 
 
+@pytest.mark.parametrize("positions", POSITION_OPTIONS[:2], ids=["rope", "learned"])
+@pytest.mark.parametrize("bad", [48, -1])
+def test_position_ids_outside_the_models_tables_are_a_user_error(positions, bad):
+    model = tiny(**positions)  # max_seq_len 48: rows 0..47
+    ids, _ = padded_batch([4], 4)
+    inside = torch.tensor([[0, 1, 2, 47]])
+    assert model(ids, position_ids=inside)[0].shape == (1, 4, V)
+    with pytest.raises(MctError, match=rf"position_ids must lie in \[0, 48\) \(model.max_seq_len = 48\), got"):
+        model(ids, position_ids=torch.tensor([[0, 1, 2, bad]]))
+
+
+def test_any_position_id_reaches_a_model_without_position_tables():
+    model = tiny(**POSITION_OPTIONS[2])  # NoPE: the ids are not read
+    ids, _ = padded_batch([4], 4)
+    assert model(ids, position_ids=torch.tensor([[0, 1, 2, 500]]))[0].shape == (1, 4, V)
+
+
 # ---- inputs on another device ------------------------------------------------------------------
 
 

@@ -124,105 +124,123 @@ def score_completions(data_format, records: Sequence, completions: Sequence[str]
         raise ValueError(f"{len(records)} records but {len(completions)} completions")
     if not records:
         raise MctError("there are no records to evaluate; check the data file")
-    task = data_format.task
-    mode = decoding_mode(data_format, step_masking_mode)
-    steps_only = mode == "mask_answer"
-    writes_steps = bool(getattr(data_format, "use_steps", False)) and mode != "mask_steps"
-
-    correct = 0
-    digit_hits: dict[int, int] = defaultdict(int)
-    digit_total: dict[int, int] = defaultdict(int)
-    by_digits: dict[str, list[int]] = defaultdict(list)
-    by_length: dict[str, list[int]] = defaultdict(list)
-    by_carries: dict[str, list[int]] = defaultdict(list)
-    by_chain: dict[str, list[int]] = defaultdict(list)
-    malformed_reasons: dict[str, int] = defaultdict(int)
-    steps_right = right_after_wrong = wrong_after_right = 0
-    errors: list[dict] = []
-
+    tally = _Tally(data_format, decoding_mode(data_format, step_masking_mode))
     for record, completion in zip(records, completions):
-        operands = data_format.operands_from_prompt(record.prompt)
-        meta = getattr(record, "meta", None) or {}
-        expected_steps = _expected_steps(data_format, operands) if writes_steps else None
-        if steps_only:
-            steps, malformed = written_steps(completion)
-            expected = got = None
-            steps_ok = hit = steps == expected_steps
-        else:
-            parsed = data_format.parse_completion(completion)
-            steps, malformed = parsed.steps, parsed.malformed
-            expected = canonical_answer(str(record.answer)) or str(record.answer)  # "046" is 46
-            got = parsed.answer if malformed is None else None
-            hit = got is not None and got == expected
-            steps_ok = writes_steps and list(steps) == expected_steps
-            # per digit, from the least significant digit of the expected answer
-            expected_digits = _answer_digits(expected)[::-1]
-            got_digits = _answer_digits(got)[::-1] if got is not None else ""
-            for position, digit in enumerate(expected_digits):
-                digit_total[position] += 1
-                digit_hits[position] += position < len(got_digits) and got_digits[position] == digit
-        correct += hit
+        tally.add(record, completion)
+    return tally.report()
 
-        digits = meta.get("digits") if meta else None
+
+@dataclass
+class _Judgement:
+    """One completion judged. `hit`: what is scored is right; `steps_ok`: the written steps are right
+    (False when the model writes none); `expected` / `got`: what an error row shows."""
+
+    hit: bool
+    steps_ok: bool
+    malformed: str | None
+    expected: str | None
+    got: str | None
+
+
+class _Tally:
+    """The counts behind an `EvalReport`, one judged completion at a time (`add`), then `report()`."""
+
+    def __init__(self, data_format, mode: str):
+        self.data_format, self.mode = data_format, mode
+        self.steps_only = mode == "mask_answer"  # the steps are scored, no answer is written
+        self.writes_steps = bool(getattr(data_format, "use_steps", False)) and mode != "mask_steps"
+        self.n = self.correct = 0
+        self.digit_hits: dict[int, int] = defaultdict(int)
+        self.digit_total: dict[int, int] = defaultdict(int)
+        self.groups: dict[str, dict[str, list[int]]] = {
+            name: defaultdict(list) for name in ("by_digits", "by_length", "by_carries", "by_max_carry_chain")}
+        self.malformed_reasons: dict[str, int] = defaultdict(int)
+        self.steps_right = self.right_after_wrong = self.wrong_after_right = 0
+        self.errors: list[dict] = []
+
+    def add(self, record, completion: str) -> None:
+        operands = self.data_format.operands_from_prompt(record.prompt)
+        judged = self._judge(record, completion, operands)
+        self.n += 1
+        self.correct += judged.hit
+        self._group(record, operands, judged.hit)
+        if judged.malformed is not None:
+            self.malformed_reasons[judged.malformed] += 1
+        if self.writes_steps:
+            self.steps_right += judged.steps_ok
+            self.right_after_wrong += judged.hit and not judged.steps_ok
+            self.wrong_after_right += judged.steps_ok and not judged.hit
+        if not judged.hit:
+            self.errors.append({"prompt": record.prompt, "expected": judged.expected,
+                                "got": judged.got if judged.got is not None else completion,
+                                "completion": completion, "malformed": judged.malformed})
+
+    def _judge(self, record, completion: str, operands) -> _Judgement:
+        expected_steps = _expected_steps(self.data_format, operands) if self.writes_steps else None
+        if self.steps_only:
+            steps, malformed = written_steps(completion)
+            hit = steps == expected_steps
+            return _Judgement(hit, hit, malformed, "".join(s + STEP_SEP for s in expected_steps), completion)
+        parsed = self.data_format.parse_completion(completion)
+        expected = canonical_answer(str(record.answer)) or str(record.answer)  # "046" is 46
+        got = parsed.answer if parsed.malformed is None else None
+        self._count_digits(expected, got)
+        steps_ok = self.writes_steps and list(parsed.steps) == expected_steps
+        return _Judgement(got is not None and got == expected, steps_ok, parsed.malformed, expected, got)
+
+    def _count_digits(self, expected: str, got: str | None) -> None:
+        """Per answer digit, counted from the least significant digit of the expected answer."""
+        expected_digits = _answer_digits(expected)[::-1]
+        got_digits = _answer_digits(got)[::-1] if got is not None else ""
+        for position, digit in enumerate(expected_digits):
+            self.digit_total[position] += 1
+            self.digit_hits[position] += position < len(got_digits) and got_digits[position] == digit
+
+    def _group(self, record, operands, hit: bool) -> None:
+        meta = getattr(record, "meta", None) or {}
+        digits = meta.get("digits")
         if not (isinstance(digits, (list, tuple)) and len(digits) == 2):
             digits = [len(str(abs(int(x)))) for x in operands]
-        by_digits[f"{digits[0]},{digits[1]}"].append(hit)
-        by_length[str(max(digits))].append(hit)
-
-        if task in CARRY_TASKS:
+        self.groups["by_digits"][f"{digits[0]},{digits[1]}"].append(hit)
+        self.groups["by_length"][str(max(digits))].append(hit)
+        if self.data_format.task in CARRY_TASKS:
             carries, chain = _meta_int(meta, "carries"), _meta_int(meta, "max_carry_chain")
             if carries is None or chain is None:
-                carries, chain = data_format.carry_stats(operands)
-            by_carries[str(carries)].append(hit)
-            by_chain[str(chain)].append(hit)
+                carries, chain = self.data_format.carry_stats(operands)
+            self.groups["by_carries"][str(carries)].append(hit)
+            self.groups["by_max_carry_chain"][str(chain)].append(hit)
 
-        if malformed is not None:
-            malformed_reasons[malformed] += 1
-
-        if writes_steps:
-            steps_right += steps_ok
-            right_after_wrong += hit and not steps_ok
-            wrong_after_right += steps_ok and not hit
-
-        if not hit:
-            if steps_only:
-                expected, got = "".join(s + STEP_SEP for s in expected_steps), completion
-            errors.append({
-                "prompt": record.prompt, "expected": expected,
-                "got": got if got is not None else completion,
-                "completion": completion, "malformed": malformed,
-            })
-
-    n = len(records)
-    steps = None
-    if writes_steps:
-        steps_wrong = n - steps_right
-        steps = {"steps_correct": steps_right / n, "steps_wrong_count": steps_wrong}
-        if not steps_only:  # the answer is scored too: how the two relate
+    def _steps_summary(self) -> dict | None:
+        if not self.writes_steps:
+            return None
+        steps_wrong = self.n - self.steps_right
+        steps = {"steps_correct": self.steps_right / self.n, "steps_wrong_count": steps_wrong}
+        if not self.steps_only:  # the answer is scored too: how the two relate
             steps.update({
-                "right_answer_after_wrong_steps": right_after_wrong,
-                "right_answer_after_wrong_steps_share": right_after_wrong / steps_wrong if steps_wrong else 0.0,
-                "wrong_answer_after_right_steps": wrong_after_right,
+                "right_answer_after_wrong_steps": self.right_after_wrong,
+                "right_answer_after_wrong_steps_share": self.right_after_wrong / steps_wrong if steps_wrong else 0.0,
+                "wrong_answer_after_right_steps": self.wrong_after_right,
             })
-    return EvalReport(
-        n=n,
-        correct=correct,
-        exact_match=correct / n,
-        per_digit_accuracy={p: digit_hits[p] / digit_total[p] for p in sorted(digit_total)},
-        per_digit_count={p: digit_total[p] for p in sorted(digit_total)},
-        by_digits=_finish_groups(by_digits),
-        by_length=_finish_groups(by_length),
-        by_carries=_finish_groups(by_carries),
-        by_max_carry_chain=_finish_groups(by_chain),
-        steps=steps,
-        malformed={"count": sum(malformed_reasons.values()), "by_reason": dict(sorted(malformed_reasons.items()))},
-        task=task,
-        answer_order=getattr(data_format, "answer_order", ""),
-        errors=errors,
-        step_masking_mode=mode,
-        scored="steps" if steps_only else "answer",
-        steps_supplied=mode == "mask_steps",
-    )
+        return steps
+
+    def report(self) -> EvalReport:
+        return EvalReport(
+            n=self.n,
+            correct=self.correct,
+            exact_match=self.correct / self.n,
+            per_digit_accuracy={p: self.digit_hits[p] / self.digit_total[p] for p in sorted(self.digit_total)},
+            per_digit_count={p: self.digit_total[p] for p in sorted(self.digit_total)},
+            **{name: _finish_groups(groups) for name, groups in self.groups.items()},
+            steps=self._steps_summary(),
+            malformed={"count": sum(self.malformed_reasons.values()),
+                       "by_reason": dict(sorted(self.malformed_reasons.items()))},
+            task=self.data_format.task,
+            answer_order=getattr(self.data_format, "answer_order", ""),
+            errors=self.errors,
+            step_masking_mode=self.mode,
+            scored="steps" if self.steps_only else "answer",
+            steps_supplied=self.mode == "mask_steps",
+        )
 
 
 # ---------------------------------------------------------------------------------------------

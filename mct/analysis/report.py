@@ -300,42 +300,66 @@ def _heatmap(ax, values, rows: list[str], columns: list[str], title: str, cmap="
 
 def write_figures(report: dict, out: Path, share: torch.Tensor, dla: torch.Tensor) -> dict[str, str]:
     """Every figure of the report as PNG in `out`; returns {key: file name}."""
-    import numpy as np
-
+    drawn = {"attention_share": _attention_share_figure(report, share),
+             "ablation": _ablation_figure(report),
+             "causal_check": _causal_check_figure(report),
+             "direct_logit_attribution": _dla_figure(report, dla),
+             "probes": _probes_figure(report),
+             "fourier": _fourier_figure(report),
+             "grokking": _grokking_figure(report)}
     files = {}
-    heads, places = report["heads"], report["places"]
-    tall = max(3.0, 0.22 * len(heads) + 1.2)
+    for key, figure in drawn.items():
+        if figure is not None:  # probes and the mod figures exist for some reports only
+            _save(figure, out / f"{key}.png")
+            files[key] = f"{key}.png"
+    return files
 
-    figure = _figure(3.2 + 0.5 * len(places), tall)
+
+def _tall(rows: list) -> float:
+    """A heatmap's height for `rows` labelled rows."""
+    return max(3.0, 0.22 * len(rows) + 1.2)
+
+
+def _attention_share_figure(report: dict, share: torch.Tensor):
+    heads, places = report["heads"], report["places"]
+    figure = _figure(3.2 + 0.5 * len(places), _tall(heads))
     _heatmap(figure.subplots(), share.flatten(0, 1).numpy(), heads, places,
              "attention to the aligned operand digits", colorbar_label="attention share")
-    _save(figure, out / "attention_share.png")
-    files["attention_share"] = "attention_share.png"
+    return figure
 
-    figure = _figure(2 * (3.2 + 0.5 * len(places)) + 1.5, tall)
+
+def _ablation_figure(report: dict):
+    import numpy as np
+
+    heads, places, ablation = report["heads"], report["places"], report["ablation"]
+    figure = _figure(2 * (3.2 + 0.5 * len(places)) + 1.5, _tall(heads))
     left, middle, right = figure.subplots(1, 3, width_ratios=[3, 3, 1.4])
-    _heatmap(left, report["ablation"]["zero"]["digit_drop"], heads, places, "zero ablation: digit accuracy drop",
+    _heatmap(left, ablation["zero"]["digit_drop"], heads, places, "zero ablation: digit accuracy drop",
              cmap="RdBu_r", center=True)
-    _heatmap(middle, report["ablation"]["mean"]["digit_drop"], heads, places, "mean ablation: digit accuracy drop",
+    _heatmap(middle, ablation["mean"]["digit_drop"], heads, places, "mean ablation: digit accuracy drop",
              cmap="RdBu_r", center=True)
     y = np.arange(len(heads))
-    right.barh(y - 0.2, report["ablation"]["zero"]["exact_match_drop"], height=0.4, label="zero")
-    right.barh(y + 0.2, report["ablation"]["mean"]["exact_match_drop"], height=0.4, label="mean")
+    right.barh(y - 0.2, ablation["zero"]["exact_match_drop"], height=0.4, label="zero")
+    right.barh(y + 0.2, ablation["mean"]["exact_match_drop"], height=0.4, label="mean")
     right.set_yticks(y, labels=heads, fontsize=7)
     right.invert_yaxis()
     right.set_title("exact match drop", fontsize=10)
     right.legend(fontsize=7)
-    _save(figure, out / "ablation.png")
-    files["ablation"] = "ablation.png"
+    return figure
 
+
+def _causal_check_figure(report: dict):
+    import numpy as np
+
+    places, digits = report["places"], report["digits"]
     figure = _figure(max(4.0, 1.3 * len(places) + 1.5), 3.4)
     ax = figure.subplots()
     x = np.arange(len(places))
-    named = [d["named_drop"] for d in report["digits"]]
-    control = [d["control_drop_mean"] for d in report["digits"]]
+    named = [d["named_drop"] for d in digits]
+    control = [d["control_drop_mean"] for d in digits]
     ax.bar(x - 0.2, named, width=0.4, label="named heads, ablated together", color="tab:red")
     ax.bar(x + 0.2, control, width=0.4, label="as many other heads (mean; dots: each set)", color="tab:gray")
-    for i, d in enumerate(report["digits"]):
+    for i, d in enumerate(digits):
         ax.scatter([i + 0.2] * len(d["control_drops"]), d["control_drops"], color="black", s=8, zorder=3)
         ax.annotate(", ".join(head_label(h) for h in d["named_heads"]) or "-", (i - 0.2, named[i]), fontsize=7,
                     ha="center", va="bottom")
@@ -343,70 +367,79 @@ def write_figures(report: dict, out: Path, share: torch.Tensor, dla: torch.Tenso
     ax.set_ylabel("digit accuracy drop (mean ablation)")
     ax.set_title("causal check of the named heads", fontsize=10)
     ax.legend(fontsize=7)
-    _save(figure, out / "causal_check.png")
-    files["causal_check"] = "causal_check.png"
+    return figure
 
-    components = report["direct_logit_attribution"]["components"]
-    figure = _figure(3.2 + 0.5 * len(places), max(3.0, 0.22 * len(components) + 1.2))
+
+def _dla_figure(report: dict, dla: torch.Tensor):
+    components, places = report["direct_logit_attribution"]["components"], report["places"]
+    figure = _figure(3.2 + 0.5 * len(places), _tall(components))
     _heatmap(figure.subplots(), dla.numpy(), components, places, "direct logit attribution to the right digit",
              cmap="RdBu_r", center=True, colorbar_label="logit (right - mean digit)")
-    _save(figure, out / "direct_logit_attribution.png")
-    files["direct_logit_attribution"] = "direct_logit_attribution.png"
+    return figure
+
+
+def _probes_figure(report: dict):
+    import numpy as np
 
     probes = report["probes"]
-    if probes:
-        count = len(probes["columns"])
-        figure = _figure(min(4.5 * count, 18), 0.35 * len(probes["layers"]) + 2.4)
-        axes = np.atleast_1d(figure.subplots(1, count, squeeze=False)[0])
-        accuracy = np.asarray(probes["accuracy"], dtype=float)  # [layers, T, columns], NaN where not probed
-        for i, (ax, row) in enumerate(zip(axes, probes["columns"])):
-            image = ax.imshow(accuracy[:, :, i], aspect="auto", vmin=0.5, vmax=1.0, cmap="viridis")
-            ax.set_xticks(range(len(probes["tokens"])), labels=probes["tokens"], fontsize=7)
-            ax.set_yticks(range(len(probes["layers"])), labels=probes["layers"], fontsize=7)
-            ax.set_title(f"carry into {place_name(row['column'])} (base {_pct(row['baseline'])})", fontsize=9)
-        figure.colorbar(image, ax=list(axes), shrink=0.8, label="held-out accuracy")
-        _save(figure, out / "probes.png")
-        files["probes"] = "probes.png"
+    if not probes:
+        return None
+    count = len(probes["columns"])
+    figure = _figure(min(4.5 * count, 18), 0.35 * len(probes["layers"]) + 2.4)
+    axes = np.atleast_1d(figure.subplots(1, count, squeeze=False)[0])
+    accuracy = np.asarray(probes["accuracy"], dtype=float)  # [layers, T, columns], NaN where not probed
+    for i, (ax, row) in enumerate(zip(axes, probes["columns"])):
+        image = ax.imshow(accuracy[:, :, i], aspect="auto", vmin=0.5, vmax=1.0, cmap="viridis")
+        ax.set_xticks(range(len(probes["tokens"])), labels=probes["tokens"], fontsize=7)
+        ax.set_yticks(range(len(probes["layers"])), labels=probes["layers"], fontsize=7)
+        ax.set_title(f"carry into {place_name(row['column'])} (base {_pct(row['baseline'])})", fontsize=9)
+    figure.colorbar(image, ax=list(axes), shrink=0.8, label="held-out accuracy")
+    return figure
+
+
+def _fourier_figure(report: dict):
+    import numpy as np
 
     mod = report.get("mod")
-    if mod and "spectrum" in mod:
-        spectrum = mod["spectrum"]
-        figure = _figure(9, 3.4)
-        ax = figure.subplots()
-        w = np.arange(1, len(spectrum["neuron_share"]) + 1)
-        ax.bar(w, spectrum["neuron_share"], color="tab:blue", label="neurons")
-        ax.plot(w, spectrum["operand_a_share"], "o-", ms=2, lw=1, color="tab:orange", label="operand a")
-        ax.plot(w, spectrum["operand_b_share"], "o-", ms=2, lw=1, color="tab:green", label="operand b")
-        for key in spectrum["key_frequencies"]:
-            ax.axvline(key, color="tab:red", lw=0.6, ls=":")
-        ax.set_xlabel("frequency w (period P / w)")
-        ax.set_ylabel("share of variance")
-        ax.set_title(f"Fourier spectrum (key frequencies dotted: {spectrum['key_frequencies']})", fontsize=10)
-        ax.legend(fontsize=8)
-        _save(figure, out / "fourier.png")
-        files["fourier"] = "fourier.png"
-        curve = mod["progress"]
-        if curve:
-            figure = _figure(9, 3.6)
-            loss_ax, acc_ax = figure.subplots(1, 2)
-            steps = [p["step"] for p in curve]
-            for key, style in (("train_loss", "-"), ("test_loss", "-"), ("restricted_loss", "--"),
-                               ("excluded_loss", "--")):
-                loss_ax.plot(steps, [max(p[key], 1e-8) for p in curve], style, marker="o", ms=3,
-                             label=key.replace("_", " "))
-            loss_ax.set_yscale("log")
-            loss_ax.set_xlabel("step")
-            loss_ax.set_ylabel("cross-entropy per answer token")
-            loss_ax.legend(fontsize=7)
-            for key in ("train_exact_match", "test_exact_match"):
-                acc_ax.plot(steps, [p[key] for p in curve], marker="o", ms=3, label=key.replace("_", " "))
-            acc_ax.set_ylim(-0.02, 1.02)
-            acc_ax.set_xlabel("step")
-            acc_ax.legend(fontsize=7)
-            figure.suptitle("progress over the run's checkpoints (Nanda et al.)", fontsize=10)
-            _save(figure, out / "grokking.png")
-            files["grokking"] = "grokking.png"
-    return files
+    if not (mod and "spectrum" in mod):
+        return None
+    spectrum = mod["spectrum"]
+    figure = _figure(9, 3.4)
+    ax = figure.subplots()
+    w = np.arange(1, len(spectrum["neuron_share"]) + 1)
+    ax.bar(w, spectrum["neuron_share"], color="tab:blue", label="neurons")
+    ax.plot(w, spectrum["operand_a_share"], "o-", ms=2, lw=1, color="tab:orange", label="operand a")
+    ax.plot(w, spectrum["operand_b_share"], "o-", ms=2, lw=1, color="tab:green", label="operand b")
+    for key in spectrum["key_frequencies"]:
+        ax.axvline(key, color="tab:red", lw=0.6, ls=":")
+    ax.set_xlabel("frequency w (period P / w)")
+    ax.set_ylabel("share of variance")
+    ax.set_title(f"Fourier spectrum (key frequencies dotted: {spectrum['key_frequencies']})", fontsize=10)
+    ax.legend(fontsize=8)
+    return figure
+
+
+def _grokking_figure(report: dict):
+    mod = report.get("mod")
+    curve = mod.get("progress") if mod and "spectrum" in mod else None
+    if not curve:
+        return None
+    figure = _figure(9, 3.6)
+    loss_ax, acc_ax = figure.subplots(1, 2)
+    steps = [p["step"] for p in curve]
+    for key, style in (("train_loss", "-"), ("test_loss", "-"), ("restricted_loss", "--"), ("excluded_loss", "--")):
+        loss_ax.plot(steps, [max(p[key], 1e-8) for p in curve], style, marker="o", ms=3, label=key.replace("_", " "))
+    loss_ax.set_yscale("log")
+    loss_ax.set_xlabel("step")
+    loss_ax.set_ylabel("cross-entropy per answer token")
+    loss_ax.legend(fontsize=7)
+    for key in ("train_exact_match", "test_exact_match"):
+        acc_ax.plot(steps, [p[key] for p in curve], marker="o", ms=3, label=key.replace("_", " "))
+    acc_ax.set_ylim(-0.02, 1.02)
+    acc_ax.set_xlabel("step")
+    acc_ax.legend(fontsize=7)
+    figure.suptitle("progress over the run's checkpoints (Nanda et al.)", fontsize=10)
+    return figure
 
 
 FIGURE_TITLES = {

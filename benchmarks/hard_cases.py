@@ -19,7 +19,10 @@ Sets, over the checkpoint's own operand range (`data.min_digits`..`data.max_digi
 - `edge factors` (mul): every length's 0, 1, 10^k and 9..9 times `--chains` random operands, both ways round
   (`0*507`, `999*46`), and 9..9 times 9..9 at every pair of lengths (the most carries);
 - `inner zeros` (mul): `--chains` pairs of operands with zeros inside (`705*306`: partial products that skip
-  places).
+  places);
+- `near powers of ten` (mul): `--chains` pairs for every pair of lengths (of at least 2 digits), each operand
+  10^L - d with d log-uniform in 1..10^(L-1) (`998*999`, `989*97`, `950*99`): x * 999 is x * 1000 - x, a long
+  borrow through the product's middle digits, and uniform operands almost never start with 99.
 Answers are decoded greedily with `mct.load(...).answer`, exact match on the whole answer.
 """
 
@@ -84,10 +87,18 @@ def problem_sets(task: str, low: int, high: int, samples: int, chains: int, exha
         pairs = [(edge, _number(rng, rng.randint(low, high))) for edge in edges for _ in range(chains)]
         nines = [10**k - 1 for k in range(low, high + 1)]
         sets["edge factors"] = pairs + [(b, a) for a, b in pairs] + [(a, b) for a in nines for b in nines]
+        near = [(_near_power(rng, la), _near_power(rng, lb)) for la in range(max(low, 2), high + 1)
+                for lb in range(max(low, 2), high + 1) for _ in range(chains)]
+        sets["near powers of ten"] = near
         if high >= 3:
             sets["inner zeros"] = [(_inner_zeros(rng, rng.randint(max(low, 3), high)),
                                     _inner_zeros(rng, rng.randint(max(low, 3), high))) for _ in range(chains)]
     return {name: pairs for name, pairs in sets.items() if pairs}  # --samples 0 or --chains 0 leave sets out
+
+
+def _near_power(rng: random.Random, length: int) -> int:
+    """10^length - d, d log-uniform in 1..10^(length - 1): `length` digits, the top ones mostly 9s."""
+    return 10**length - max(1, int(10 ** (rng.random() * (length - 1))))
 
 
 def _inner_zeros(rng: random.Random, length: int) -> int:

@@ -18,7 +18,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from mct.config import MAX_SEED, default_config_path, field_help
+from mct.config import MAX_SEED, MIXES, default_config_path, field_help
 from mct.errors import ConfigError, MctError
 from mct.fileio import check_writable
 
@@ -297,7 +297,7 @@ def train(
 
 # a data folder's settings a run may change (seeds, the unused stream's mixes, a longer context); any other
 # (task, format, digits, split files) changed by a flag or --set would train on data the folder does not hold
-FOLDER_ADJUSTABLE = ("seed", "carry_mix", "tie_mix", "chain_mix", "max_seq_len")
+FOLDER_ADJUSTABLE = ("seed", *MIXES, "max_seq_len")
 
 
 def _check_folder_kept(data_config, folder: dict, data: Path) -> None:

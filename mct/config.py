@@ -222,10 +222,11 @@ class ModelConfig(_Section):
         return self.rank if own is None else own
 
 
-# The problem mixes of the generated stream and the shapes they add; they apply to these tasks only.
-MIXES = {"carry_mix": "carries and borrows", "tie_mix": "carries and signs decided by lower columns",
-         "chain_mix": "carries and borrows passed on"}
-MIX_TASKS = ("add", "sub")
+# The problem mixes of the generated stream: {mix: (the shapes it adds, the tasks it applies to)}.
+MIXES = {"carry_mix": ("carries and borrows", ("add", "sub")),
+         "tie_mix": ("carries and signs decided by lower columns", ("add", "sub")),
+         "chain_mix": ("carries and borrows passed on", ("add", "sub")),
+         "nines_mix": ("factors next to a power of ten", ("mul",))}
 
 
 class DataConfig(_Section):
@@ -288,6 +289,10 @@ class DataConfig(_Section):
         0.0, ge=0.0, le=1.0, description="add/sub: share of training problems given a carry (borrow) chain "
         "inside the number: a carrying column and 1 or more columns above it that pass the carry on (add digits "
         "summing to 9, sub equal digits), as in 248+252, where the ones' carry ends in the hundreds")
+    nines_mix: float = Field(
+        0.0, ge=0.0, le=1.0, description="mul: share of training problems whose top digits (one to all of them) "
+        "become 9s in one operand or both, as in 998*999 and 99*989: factors next to a power of ten, whose "
+        "products (x * 999 = x * 1000 - x) uniform operands almost never show")
     length_weights: Literal["equal", "sqrt", "size"] = Field(
         "equal", description="training batches (generated or from a file): every operand-length pair an equal share "
         "(equal), or a share in proportion to its number of problems (size: uniform over the whole problem space; "
@@ -307,10 +312,10 @@ class DataConfig(_Section):
         if self.step_masking_mode == "mask_answer" and not self.use_steps:
             raise _cross_field(("step_masking_mode", "use_steps"),
                                "step_masking_mode 'mask_answer' trains on the steps only, so it needs use_steps = true")
-        for mix, shapes in MIXES.items():
-            if getattr(self, mix) and self.task not in MIX_TASKS:
-                raise _cross_field((mix, "task"), f"{mix} applies to add and sub ({shapes}), not {self.task}; "
-                                   f"set data.{mix} = 0")
+        for mix, (shapes, tasks) in MIXES.items():
+            if getattr(self, mix) and self.task not in tasks:
+                raise _cross_field((mix, "task"), f"{mix} applies to {' and '.join(tasks)} ({shapes}), not "
+                                   f"{self.task}; set data.{mix} = 0")
         if self.pad_to_longer or self.sub_complement or self.residue_tokens:  # the format's own rules decide
             from mct.data.format import DataFormat
 
@@ -878,8 +883,10 @@ def _with_format_layer(layers: list[Layer], upper: list[Layer], chosen_from: int
     task = _merged(stack).get("data", {}).get("task", DataConfig.model_fields["task"].default)
     chosen = stack[chosen_from:]
     values: dict = {}
-    if task not in MIX_TASKS:
-        values["data"] = {mix: 0.0 for mix in MIXES if not any(layer.has(("data", mix)) for layer in chosen)}
+    dropped = [mix for mix, (_, tasks) in MIXES.items() if task not in tasks
+               and not any(layer.has(("data", mix)) for layer in chosen)]
+    if dropped:
+        values["data"] = {mix: 0.0 for mix in dropped}
     derived = Layer("the settings derived from the format", values)
     width = _generated_width(stack + [derived])
     if width is not None:

@@ -70,7 +70,11 @@ def test_hard_cases_multiplication_sets_hold_edge_factors_and_inner_zeros():
 
     hard_cases = load_benchmark("hard_cases")
     sets = hard_cases.problem_sets("mul", 1, 3, samples=0, chains=20, exhaustive=False, seed=1)
-    assert set(sets) == {"edge factors", "inner zeros"}  # --samples 0: no random or uniform set
+    assert set(sets) == {"edge factors", "inner zeros", "near powers of ten"}  # --samples 0: no random or uniform
+    near = sets["near powers of ten"]  # 20 for each of the pairs of lengths 2-3 x 2-3
+    assert len(near) == 80 and all(len(str(x)) >= 2 and str(x)[0] == "9" for pair in near for x in pair)
+    assert {(len(str(a)), len(str(b))) for a, b in near} == {(2, 2), (2, 3), (3, 2), (3, 3)}
+    assert sum(min(a, b) >= 990 for a, b in near) >= 5  # both factors 99x: 998 * 999
     uniform = hard_cases.problem_sets("mul", 1, 3, samples=4000, chains=0, exhaustive=False, seed=1)["uniform"]
     assert all(0 <= x <= 999 for pair in uniform for x in pair)
     assert 0.77 < sum(a >= 100 and b >= 100 for a, b in uniform) / len(uniform) < 0.85  # 81% are 3 x 3

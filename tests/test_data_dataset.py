@@ -455,6 +455,33 @@ def test_carry_mix_is_refused_for_tasks_without_carries():
         DataConfig(task="mul", carry_mix=0.2)
 
 
+def test_nines_mix_gives_factors_next_to_a_power_of_ten_and_keeps_lengths():
+    def operands(nines_mix):
+        cfg = DataConfig(task="mul", min_digits=1, max_digits=3, pad_operands=True, nines_mix=nines_mix)
+        fmt = DataFormat.from_config(cfg)
+        ids, _ = GeneratedBatches(cfg, fmt, TOK, 3000, "cpu", seed=0).next_batch()
+        return [fmt.operands_from_prompt(t[: t.index("=") + 1]) for t in _decoded_rows(ids)]
+
+    def starts_with_99(problems):  # a factor of 2 or 3 digits whose top two digits are 9s
+        return sum(any(len(str(x)) >= 2 and str(x).startswith("99") for x in pair) for pair in problems)
+
+    plain, mixed = operands(0.0), operands(0.5)
+    assert starts_with_99(plain) < 150 < 400 < starts_with_99(mixed)  # ~2% plain against ~0.5 * 1/2 * 2/3 more
+    assert sum(a == 999 or b == 999 for a, b in mixed) > 100  # every digit a 9 in one factor
+    assert sum(a == b == 99 for a, b in mixed) > 5  # ... or in both
+    lengths = {(len(str(a)), len(str(b))) for a, b in mixed}  # no length lost or gained: every pair of 1-3
+    assert lengths == {(x, y) for x in range(1, 4) for y in range(1, 4)}
+    assert mixed == operands(0.5)  # deterministic for a seed
+
+
+@pytest.mark.parametrize("task", ["add", "sub", "mod"])
+def test_nines_mix_is_refused_for_tasks_other_than_mul(task):
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError, match="nines_mix applies to mul"):
+        DataConfig(task=task, nines_mix=0.2)
+
+
 # ---- answers are checked against the problem -----------------------------------------------------------
 
 @pytest.mark.parametrize("line,data_format,message", [

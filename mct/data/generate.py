@@ -410,6 +410,8 @@ def data_config_from_folder(out_dir: str | Path, verify: bool = True) -> dict:
     length of its longest example (max_seq_len; `resolve_config` makes the model's context at least that
     long). Every split must be a file in the folder; with `verify`, it must match the sha256 and the record
     count its manifest recorded."""
+    from mct.config import MIXES
+
     out_dir = Path(out_dir)
     manifest = read_manifest(out_dir)
     if verify:
@@ -432,9 +434,9 @@ def data_config_from_folder(out_dir: str | Path, verify: bool = True) -> dict:
         "min_digits": manifest["min_digits"],
         "max_digits": manifest["max_digits"],
         "seed": manifest.get("seed", 0),
-        # the folder's training file replaces the generated stream these mixes shape (and they apply to add
-        # and sub only: a config's chain_mix must not refuse a mul or mod folder)
-        "carry_mix": 0.0, "tie_mix": 0.0, "chain_mix": 0.0,
+        # the folder's training file replaces the generated stream these mixes shape (and each applies to
+        # some tasks only: a config's chain_mix must not refuse a mul or mod folder)
+        **{mix: 0.0 for mix in MIXES},
     }
     if fmt.modulus:
         settings["modulus"] = fmt.modulus

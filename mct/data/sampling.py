@@ -545,6 +545,23 @@ def plant_chains(rng: np.random.Generator, task: str, a: np.ndarray, a_len: np.n
         np.put_along_axis(digits, below, np.where(rows, value, np.take_along_axis(digits, below, 1)[:, 0])[:, None], 1)
 
 
+def nine_top_digits(rng: np.random.Generator, a: np.ndarray, a_len: np.ndarray, b: np.ndarray,
+                    b_len: np.ndarray, share: float) -> None:
+    """In place (data.nines_mix): in about `share` of the rows, the top s digits of a, of b or of both (a
+    third of those rows each) become 9s, s uniform from 1 to that operand's length, so 9xx, 99x and 999
+    (998*999, 99*989, 9*999). x * 999 is x * 1000 - x: a product whose digits come from a long borrow
+    through the middle columns, which uniform operands almost never show (one 3-digit operand in a hundred
+    starts with 99). Digit matrices least significant first, as `sample_stream` returns them; lengths never
+    change (the top digit stays nonzero)."""
+    rows = rng.random(len(a)) < share
+    which = rng.integers(0, 3, len(a))  # 0: a, 1: b, 2: both
+    column = np.arange(a.shape[1])[None, :]
+    for digits, lengths, picked in ((a, a_len, which != 1), (b, b_len, which != 0)):
+        run = np.floor(rng.random(len(a)) * lengths).astype(np.int64) + 1  # 1..length
+        nines = (rows & picked)[:, None] & (column >= (lengths - run)[:, None]) & (column < lengths[:, None])
+        digits[nines] = 9
+
+
 def _tie(task: str, a: np.ndarray, b: np.ndarray, b_len: np.ndarray, rows: np.ndarray, first: np.ndarray,
          run: np.ndarray) -> np.ndarray:
     """Ties columns first..first + run - 1 of `rows` in place (sub: b's digit = a's; add: b's = 9 - a's) and

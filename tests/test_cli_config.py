@@ -64,7 +64,7 @@ def trained_run(tiny, tmp_path, capsys):
 # ---- every key is reachable ------------------------------------------------------------------------
 
 COMPANIONS = {"model.shared_qkv_down": ["model.rank=8"], "data.pad_to_longer": ["data.pad_operands=false"],
-              "data.sub_complement": ["data.task=sub"],
+              "data.sub_complement": ["data.task=sub"], "data.nines_mix": ["data.task=mul"],
               "data.residue_tokens": ["data.task=mod", "data.answer_order=plain", "data.pad_operands=false",
                                        "data.chain_mix=0"]}
 

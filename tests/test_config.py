@@ -95,6 +95,9 @@ def test_a_format_changed_over_a_config_file_gets_a_context_and_mixes_that_fit_i
         resolve_config(default, sets=["data.task=mul", "data.chain_mix=0.1"], environ={})
     with pytest.raises(ConfigError, match="chain_mix applies to add and sub.*MCT_DATA__CHAIN_MIX"):
         resolve_config(default, sets=["data.task=mul"], environ={"MCT_DATA__CHAIN_MIX": "0.1"})
+    mul_file = write(tmp_path, "[data]\ntask = 'mul'\nnines_mix = 0.1")  # mul's own mix, dropped for add
+    assert resolve_config(mul_file, sets=["data.task=add"], environ={}).data.nines_mix == 0
+    assert load_config(mul_file, environ={}).data.nines_mix == 0.1
 
 
 def test_a_data_folder_raises_the_context_to_its_longest_example_and_never_lowers_it(tmp_path):

@@ -513,8 +513,7 @@ class CompactTransformer(HookedRootModule):
         self.relative_places = config.relative_places  # place ids as an attention bias, not an embedding
         self.embedded_positions = bool(self.learned_positions or (self.place_positions and not self.relative_places))
         if self.embedded_positions:
-            rows = config.max_place + 1 if self.place_positions else config.max_seq_len
-            self.pos_embed_rows = rows
+            rows, _ = self._position_rows()
             self.pos_embed = LowRankEmbedding(rows, d, config.pos_rank) if config.pos_rank else nn.Embedding(rows, d)
             self.hook_pos_embed = HookPoint()
         self.rotary = RotaryTables(config.head_dim, config.max_seq_len, config.rope_base) if config.use_rope else None
@@ -616,15 +615,22 @@ class CompactTransformer(HookedRootModule):
         allowed = self.causal_mask[start:start + T, :start + T][None, None] & key_mask[:, None, None, :]
         return position_ids, allowed
 
+    def _position_rows(self) -> tuple[int, str] | None:
+        """(rows, what sets them) of the position embedding or rotary table; None without one (NoPE, and
+        relative place codes, which clip differences: any id)."""
+        if self.embedded_positions and self.place_positions:
+            return self.config.max_place + 1, "model.max_place + 1"
+        if self.embedded_positions or self.config.use_rope:
+            return self.config.max_seq_len, "model.max_seq_len"
+        return None
+
     def _check_position_range(self, position_ids: torch.Tensor) -> None:
         """MctError for a caller's position id the model has no embedding or rotary row for (an index error
-        on the CPU, a device-side assert on CUDA, otherwise). Relative place codes clip differences: any id."""
-        if self.embedded_positions:
-            rows, name = self.pos_embed_rows, "model.max_place + 1" if self.place_positions else "model.max_seq_len"
-        elif self.rotary is not None:
-            rows, name = self.config.max_seq_len, "model.max_seq_len"
-        else:
+        on the CPU, a device-side assert on CUDA, otherwise)."""
+        table = self._position_rows()
+        if table is None:
             return
+        rows, name = table
         if position_ids.numel() and not position_ids.is_meta and not torch.compiler.is_compiling():
             low, high = int(position_ids.min()), int(position_ids.max())
             if low < 0 or high >= rows:

@@ -104,6 +104,13 @@ def test_bad_prompts_are_one_line_user_errors(checkpoint, prompt, message):
         assert "\n" not in str(info.value)
 
 
+def test_a_prompt_with_text_after_its_equals_sign_is_quoted_as_typed(checkpoint):
+    predictor = mct.load(checkpoint, device="cpu")
+    with pytest.raises(MctError, match=r"prompt '12\+34=5' is not an add problem"):
+        predictor.answer("12+34=5")
+    assert predictor.normalize_prompt(" 12+34 ") == predictor.normalize_prompt("12+34=")  # "=" added when missing
+
+
 def test_missing_truncated_and_foreign_checkpoints_are_user_errors(tmp_path, checkpoint):
     with pytest.raises(MctError):
         mct.load(tmp_path / "missing.pt")

@@ -8,7 +8,8 @@
 #      summary must be true;
 #   4. the recipes not yet timed on a GPU: sub-coupled, add-abacus, add10-micro;
 #   5. nanoGPT parity on the GPU, where MCT_NANOGPT names nanoGPT's model.py;
-#   6. the test suite on CUDA.
+#   6. the test suite on CUDA;
+#   7. the recipes changed since their GPU rows were measured: rope-add5, gpu-small.
 #
 #     bash benchmarks/gpu_check.sh [OUT_DIR]       # DEADLINE=seconds (default 540) stops starting new stages
 #
@@ -87,4 +88,9 @@ if time_left 200; then  # about 6 minutes in one process on 2 cores; spread over
     $PYTHON -m pytest -q -p no:cacheprovider ${workers[@]+"${workers[@]}"} > "$OUT_DIR/tests.txt" 2>&1
     tail -5 "$OUT_DIR/tests.txt"
 fi
+
+stage "7. recipes changed since their GPU rows were measured"
+for name in rope-add5 gpu-small; do  # a cooldown after the stop (and gpu-small's tie_mix) since 2026-11-29
+    time_left 120 && train "$name" --config "configs/$name.toml" --device "$DEVICE"
+done
 stage "done"

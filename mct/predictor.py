@@ -197,8 +197,9 @@ class Predictor:
 
     def normalize_prompt(self, prompt: str) -> str:
         """`" 12+34 "` -> the prompt as the model reads it: spaces removed, the trailing "=" added if
-        missing (a prompt with "=" inside is left to the format's check), and operands zero-padded when the model was trained on a padded format ("012+034=", or "0007+1234=" when padded
-        to the longer operand), or without leading zeros for a residue model ("060+060=" -> "60+60=")."""
+        missing (a prompt with "=" inside is left to the format's check), and operands zero-padded when the
+        model was trained on a padded format ("012+034=", or "0007+1234=" when padded to the longer operand),
+        or without leading zeros for a residue model ("060+060=" -> "60+60=")."""
         prompt = prompt.strip()
         prompt = prompt if "=" in prompt else prompt + "="  # "12+34=5" stays as typed, so its error quotes it
         if self.data_format.residue_tokens:  # "060" is no token of a residue model: render before encoding

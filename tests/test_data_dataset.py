@@ -474,6 +474,40 @@ def test_nines_mix_gives_factors_next_to_a_power_of_ten_and_keeps_lengths():
     assert mixed == operands(0.5)  # deterministic for a seed
 
 
+@pytest.mark.parametrize("task", ["add", "sub"])
+def test_edge_mix_gives_zeros_nines_and_equal_digits_and_keeps_lengths(task):
+    def operands(edge_mix):
+        cfg = DataConfig(task=task, min_digits=1, max_digits=3, pad_operands=True, edge_mix=edge_mix)
+        fmt = DataFormat.from_config(cfg)
+        ids, _ = GeneratedBatches(cfg, fmt, TOK, 4000, "cpu", seed=0).next_batch()
+        rows = [t[: t.index("=") + 1] for t in _decoded_rows(ids)]
+        return [fmt.operands_from_prompt(row) for row in rows], rows
+
+    def counts(problems):  # 3x3-digit problems with two zero digits, with a column of two 9s, equal operands
+        pairs = [(str(a), str(b)) for a, b in problems if len(str(a)) == len(str(b)) == 3]
+        sparse = sum(x.count("0") + y.count("0") >= 2 for x, y in pairs)
+        nines = sum(any(p == q == "9" for p, q in zip(x, y)) for x, y in pairs)
+        return sparse, nines, sum(x == y for x, y in pairs), len(pairs)
+
+    (plain, _), (mixed, mixed_rows) = operands(0.0), operands(0.5)
+    sparse_plain, nines_plain, equal_plain, n_plain = counts(plain)
+    sparse_mixed, nines_mixed, equal_mixed, n_mixed = counts(mixed)
+    assert sparse_mixed / n_mixed > 1.5 * sparse_plain / n_plain
+    assert nines_mixed / n_mixed > 1.5 * nines_plain / n_plain
+    assert equal_mixed > 3 * max(equal_plain, 1)  # a == b: 1 in 900 plain
+    lengths = {(len(str(a)), len(str(b))) for a, b in mixed}  # no length lost or gained: every pair of 1-3
+    assert lengths == {(x, y) for x in range(1, 4) for y in range(1, 4)}
+    assert all(len(row) == 8 for row in mixed_rows)  # still padded to 3 digits each
+    assert operands(0.5)[0] == mixed  # deterministic for a seed
+
+
+def test_edge_mix_is_refused_for_tasks_without_columns_to_carry():
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError, match="edge_mix applies to add and sub"):
+        DataConfig(task="mul", edge_mix=0.2)
+
+
 @pytest.mark.parametrize("task", ["add", "sub", "mod"])
 def test_nines_mix_is_refused_for_tasks_other_than_mul(task):
     from pydantic import ValidationError

@@ -545,6 +545,26 @@ def plant_chains(rng: np.random.Generator, task: str, a: np.ndarray, a_len: np.n
         np.put_along_axis(digits, below, np.where(rows, value, np.take_along_axis(digits, below, 1)[:, 0])[:, None], 1)
 
 
+def edge_digits(rng: np.random.Generator, a: np.ndarray, a_len: np.ndarray, b: np.ndarray, b_len: np.ndarray,
+                share: float) -> None:
+    """In place (data.edge_mix): in about `share` of the rows, each digit of each operand becomes, with
+    probability 1/2, a 0, a 9 or the other operand's digit in its column (a sixth each). Uniform operands
+    seldom have the boundaries this gives: sparse operands (500+500, 0+100), columns of two 9s or equal digits
+    (999+999, 55+55) and the all-zero 0+0. Without it the shipped default's seeds each missed one or another
+    of them, since a problem of the hard split is never trained on and its neighbours are rare (docs/recipes.md).
+    Digit matrices least significant first, as `sample_stream` returns them; lengths never change (a top
+    digit that would become 0 keeps its draw)."""
+    rows = rng.random(len(a)) < share
+    column = np.arange(a.shape[1])[None, :]
+    for digits, lengths, other in ((a, a_len, b.copy()), (b, b_len, a)):
+        pick = rng.integers(0, 6, a.shape)  # 0: a 0, 1: a 9, 2: the other operand's digit, 3-5: kept
+        new = np.select([pick == 0, pick == 1, pick == 2], [0, 9, other], digits)
+        top = (column == (lengths - 1)[:, None]) & (lengths[:, None] > 1)
+        new = np.where(top & (new == 0), digits, new)
+        inside = rows[:, None] & (column < lengths[:, None])
+        digits[inside] = new[inside]
+
+
 def nine_top_digits(rng: np.random.Generator, a: np.ndarray, a_len: np.ndarray, b: np.ndarray,
                     b_len: np.ndarray, share: float) -> None:
     """In place (data.nines_mix): in about `share` of the rows, the top s digits of a, of b or of both (a

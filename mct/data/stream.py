@@ -147,6 +147,8 @@ class GeneratedBatches:
             sampling.tie_top_columns(rng, self.renderer.format.task, a, a_len, b, b_len, self.config.tie_mix)
         if self.config.chain_mix:
             sampling.plant_chains(rng, self.renderer.format.task, a, a_len, b, b_len, self.config.chain_mix)
+        if self.config.edge_mix:
+            sampling.edge_digits(rng, a, a_len, b, b_len, self.config.edge_mix)
         if self.config.nines_mix:
             sampling.nine_top_digits(rng, a, a_len, b, b_len, self.config.nines_mix)
         if self.exclude:

@@ -226,7 +226,7 @@ class ModelConfig(_Section):
 MIXES = {"carry_mix": ("carries and borrows", ("add", "sub")),
          "tie_mix": ("carries and signs decided by lower columns", ("add", "sub")),
          "chain_mix": ("carries and borrows passed on", ("add", "sub")),
-         "edge_mix": ("zeros, nines and equal digits", ("add", "sub")),
+         "edge_mix": ("zeros, nines and equal digits", ("add",)),
          "nines_mix": ("factors next to a power of ten", ("mul",))}
 
 
@@ -291,7 +291,7 @@ class DataConfig(_Section):
         "inside the number: a carrying column and 1 or more columns above it that pass the carry on (add digits "
         "summing to 9, sub equal digits), as in 248+252, where the ones' carry ends in the hundreds")
     edge_mix: float = Field(
-        0.0, ge=0.0, le=1.0, description="add/sub: share of training problems in which each digit, with "
+        0.0, ge=0.0, le=1.0, description="add: share of training problems in which each digit, with "
         "probability 1/2, becomes 0, 9 or the other operand's digit in its column: sparse operands, runs of 9s, "
         "equal digits and their mixtures (500+500, 999+999, 55+55, 0+0), the boundaries uniform operands seldom show")
     nines_mix: float = Field(

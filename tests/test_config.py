@@ -82,6 +82,9 @@ def test_a_format_changed_over_a_config_file_gets_a_context_and_mixes_that_fit_i
     assert mul.data.chain_mix == 0 and mul.data.max_seq_len == mul.model.max_seq_len == 47
     plain = resolve_config(default, environ={})  # the file's own format: as written
     assert (plain.data.max_seq_len, plain.model.max_seq_len, plain.data.chain_mix) == (16, 16, 0.1)
+    assert plain.data.edge_mix == 0.1  # add's own mix: dropped for sub, whose chain_mix stays
+    sub = resolve_config(default, sets=["data.task=sub"], environ={})
+    assert (sub.data.edge_mix, sub.data.chain_mix) == (0.0, 0.1)
     wide = write(tmp_path, "[model]\nmax_seq_len = 64\n[data]\nmax_seq_len = 16\nuse_steps = true")
     config = load_config(wide, environ={})  # raised to the longest example, never lowered
     assert (config.data.max_seq_len, config.model.max_seq_len) == (41, 64)

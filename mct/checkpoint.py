@@ -26,7 +26,7 @@ import torch
 from mct.config import TASKS, Config, ModelConfig, validate_config, validate_model_config
 from mct.errors import MctError
 from mct.fileio import atomic_path, describe_os_error
-from mct.model import CompactTransformer, create_model
+from mct.model import CompactTransformer, create_model, model_shell
 from mct.tokenizer import Tokenizer
 
 FORMAT_NAME = "mct-checkpoint"
@@ -262,8 +262,7 @@ def _train_state_problem(state: Any) -> str | None:
 def _build_model(path: Path, model_config: ModelConfig, state: Mapping[str, torch.Tensor]) -> CompactTransformer:
     """The model of `model_config` with `state` loaded, checked on the meta device first so that a file
     declaring a huge model with small weights is refused before anything is allocated."""
-    with torch.device("meta"):
-        shell = create_model(model_config)
+    shell = model_shell(model_config)
     expected = {k: tuple(v.shape) for k, v in shell.state_dict().items()}
     found = {k: tuple(v.shape) for k, v in clean_state_dict_shapes(state).items()}
     missing = sorted(set(expected) - set(found))

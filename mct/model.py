@@ -49,7 +49,7 @@ from mct.generation import KVCache, eval_mode, to_device
 from mct.hooks import ActivationCache, HookedRootModule, HookPoint
 
 __all__ = ["ActivationCache", "CompactTransformer", "HookPoint", "LowRankProjection", "Projection", "apply_rope",
-           "count_parameters", "create_model", "dense"]
+           "count_parameters", "create_model", "dense", "model_shell"]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -193,16 +193,24 @@ def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.T
     return x * cos + rotate_half(x) * sin
 
 
+def on_build_device(table: torch.Tensor) -> torch.Tensor:
+    """A constant table computed on the CPU, moved to the device modules are being built on (the default
+    device, which `with torch.device(...)` sets). On the meta device (`model_shell`) torch runs ops such as
+    `arange` and `tril` through Python references that import torch._dynamo on first use (about 1 s)."""
+    return table.to(torch.empty(0).device)  # the default device (torch.get_default_device needs torch 2.3)
+
+
 class RotaryTables(nn.Module):
     """Precomputed cos/sin tables `[max_seq_len, Dh]` (non-persistent buffers: not in checkpoints)."""
 
     def __init__(self, head_dim: int, max_seq_len: int, base: float):
         super().__init__()
-        inv_freq = 1.0 / (base ** (torch.arange(0, head_dim, 2, dtype=torch.float64) / head_dim))
-        angles = torch.outer(torch.arange(max_seq_len, dtype=torch.float64), inv_freq)  # [T_max, Dh/2]
+        cpu = torch.device("cpu")
+        inv_freq = 1.0 / (base ** (torch.arange(0, head_dim, 2, dtype=torch.float64, device=cpu) / head_dim))
+        angles = torch.outer(torch.arange(max_seq_len, dtype=torch.float64, device=cpu), inv_freq)  # [T_max, Dh/2]
         angles = torch.cat((angles, angles), dim=-1)  # [T_max, Dh]: rotate-half pairs i and i + Dh/2
-        self.register_buffer("cos", angles.cos().float(), persistent=False)
-        self.register_buffer("sin", angles.sin().float(), persistent=False)
+        self.register_buffer("cos", on_build_device(angles.cos().float()), persistent=False)
+        self.register_buffer("sin", on_build_device(angles.sin().float()), persistent=False)
 
     def gather(self, position_ids: torch.Tensor | None, seq_len: int, dtype: torch.dtype):
         """position_ids [B, T] (or None = 0..T-1) -> (cos, sin), each [B or 1, T, 1, Dh]."""
@@ -525,7 +533,8 @@ class CompactTransformer(HookedRootModule):
         self.unembed = (LowRankProjection(d, config.vocab_size, config.embed_rank, bias=False) if config.embed_rank
                         else nn.Linear(d, config.vocab_size, bias=False))
         self.register_buffer(
-            "causal_mask", torch.ones(config.max_seq_len, config.max_seq_len, dtype=torch.bool).tril(),
+            "causal_mask",
+            on_build_device(torch.ones(config.max_seq_len, config.max_seq_len, dtype=torch.bool, device="cpu").tril()),
             persistent=False,
         )
         self.apply(self._init_weights)
@@ -818,11 +827,36 @@ class CompactTransformer(HookedRootModule):
                                    eos_token_id, pad_token_id, use_cache, return_logits)
 
 
+_INITIALISERS = ("normal_", "uniform_", "trunc_normal_", "kaiming_normal_", "kaiming_uniform_", "xavier_normal_",
+                 "xavier_uniform_", "orthogonal_", "zeros_", "ones_", "constant_")
+
+
+def model_shell(config: ModelConfig | Config | Mapping) -> CompactTransformer:
+    """The model `config` describes on the meta device: every shape and tie, no memory, no values. Its
+    initialisers are skipped: they would fill nothing, and torch's meta kernel for `normal_` imports
+    torch._dynamo on first use (about 1 s of every `mct` command that counts parameters or loads a
+    checkpoint)."""
+    with contextlib.ExitStack() as stack:
+        for name in _INITIALISERS:
+            stack.enter_context(_replaced(nn.init, name, lambda tensor, *args, **kwargs: tensor))
+        stack.enter_context(torch.device("meta"))
+        return create_model(config)
+
+
+@contextlib.contextmanager
+def _replaced(owner, name: str, value):
+    original = getattr(owner, name)
+    setattr(owner, name, value)
+    try:
+        yield
+    finally:
+        setattr(owner, name, original)
+
+
 def count_parameters(config: ModelConfig, unique: bool = True) -> int:
     """Parameters of the model `config` describes (see `CompactTransformer.num_parameters`), counted on
-    the meta device: no memory is allocated, so this is cheap for any size."""
-    with torch.device("meta"):
-        return CompactTransformer(config).num_parameters(unique=unique)
+    a `model_shell`: no memory is allocated, so this is cheap for any size."""
+    return model_shell(config).num_parameters(unique=unique)
 
 
 def _describe_errors(exc: ValidationError) -> str:

@@ -1,4 +1,7 @@
 import math
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -80,6 +83,32 @@ def test_num_parameters_matches_doctor_estimate():
         for positions in POSITION_OPTIONS:
             model = tiny(ffn_type=ffn, **positions)
             assert model.num_parameters() == count_parameters(model.config)
+
+
+@pytest.mark.parametrize("name", sorted(p.stem for p in (Path(__file__).parents[1] / "configs").glob("*.toml")))
+def test_model_shell_has_the_shapes_and_buffers_of_the_model(name):
+    from mct.config import load_config
+    from mct.model import model_shell
+
+    config = load_config(Path(__file__).parents[1] / "configs" / f"{name}.toml").model
+    shell, model = model_shell(config), create_model(config)
+    assert {k: v.shape for k, v in shell.state_dict().items()} == {k: v.shape for k, v in model.state_dict().items()}
+    assert all(t.is_meta for t in [*shell.parameters(), *shell.buffers()])
+    assert shell.num_parameters() == model.num_parameters()
+    for name, buffer in model.named_buffers():  # the constant tables are computed the same way on every device
+        assert buffer.shape == shell.get_buffer(name).shape and buffer.dtype == shell.get_buffer(name).dtype
+
+
+def test_model_shell_restores_the_initialisers_and_skips_the_dynamo_import():
+    # torch's meta kernels for normal_, arange and tril import torch._dynamo (about 1 s of every command that
+    # loads a checkpoint); the shell avoids them, in a fresh process where nothing imported it before
+    code = ("import sys, torch; from mct.model import model_shell; from mct.config import ModelConfig; "
+            "normal = torch.nn.init.normal_; "
+            "model_shell(ModelConfig(d_model=16, num_layers=1, num_heads=2, use_rope=True)); "
+            "model_shell(ModelConfig(d_model=16, num_layers=1, num_heads=2)); "
+            "assert torch.nn.init.normal_ is normal; print('torch._dynamo' in sys.modules)")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "False"
 
 
 def test_rmsnorm_has_no_bias_and_layernorm_has_one():

@@ -73,6 +73,10 @@ def rows_of(results: dict) -> list[tuple[str, str, str]]:
         for r in evals["rows"]:
             rows.append(("eval", f"{r['digits']}-digit, batch {r['batch_size']}, {'cache' if r['kv_cache'] else 'no cache'}"
                          f", {r['problems']:,} problems", f"{r['problems_per_s']:,.0f} problems/s"))
+    latency = results.get("cli_latency")
+    if latency:
+        for r in latency["rows"]:
+            rows.append(("command latency", f"mct {r['command']}, process start to exit", f"{r['median_s']:.2f} s"))
     return rows
 
 
@@ -87,6 +91,7 @@ def main() -> None:
         "train_speed": run("train_speed.py", *(["--steps", "20"] if quick else [])),
         "model_speed": run("model_speed.py", *(["--budget", "0.5"] if quick else [])),
         "eval_speed": run("eval_speed.py", *(["--n", "1000", "--n-batch1", "20"] if quick else [])),
+        "cli_latency": run("cli_latency.py", *(["--repeats", "1"] if quick else [])),
     }
     if not quick:
         results["time_to_accuracy"] = run("time_to_accuracy.py")

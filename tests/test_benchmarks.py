@@ -130,3 +130,10 @@ def test_length_shapes_have_their_lengths_and_pass_carries_through_the_middle(ta
             assert all(x + y == 9 if task == "add" else x == y for x, y in middle)
         if index % 16 >= 10:  # repeated digits
             assert len(set(str(a))) == len(set(str(b))) == 1
+
+
+def test_cli_latency_refuses_a_folder_that_is_not_a_checkout(tmp_path):
+    proc = subprocess.run([sys.executable, str(SCRIPT.parent / "cli_latency.py"), "--trees", str(tmp_path)],
+                          capture_output=True, text=True)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert proc.stderr.strip() == f"error: {tmp_path.resolve()} is not an mct checkout (no mct/__main__.py)"

@@ -2,7 +2,7 @@
 # The GPU checks of issue 11 that docs/performance.md still marks "not measured", in one run, in order of
 # importance, on one CUDA machine with mct importable (`pip install -e .`, or a PYTHONPATH with its wheels):
 #   1. 1,000 default steps alone: CUDA graph / eager / --compile (which now keeps the graph) twice, cold
-#      inductor cache then warm;
+#      inductor cache then warm; 1b. a profile of the default run's whole process;
 #   2. benchmarks/train_step.py at batch 1024 (graphs, compile, compile + graphs);
 #   3. the step capture of the place-value models (add-coupled, add10-tiny in fp32): "cuda_graphs" in the
 #      summary must be true;
@@ -30,11 +30,14 @@ time_left() { [ $(( DEADLINE - $(elapsed) )) -gt "$1" ] || { echo "skipped: unde
 
 train() {  # train NAME mct-train-args...: one summary line, the JSON and stderr kept
     local name=$1; shift
+    local started=$(date +%s.%N)
     $MCT train --out "$OUT_DIR/runs/$name" --force --json "$@" > "$OUT_DIR/$name.json" 2> "$OUT_DIR/$name.err"
     local rc=$?
-    $PYTHON - "$OUT_DIR/$name.json" "$name" "$rc" <<'EOF'
+    local ended=$(date +%s.%N)  # the whole process: Python, torch and CUDA start-up, training, the test
+    $PYTHON - "$OUT_DIR/$name.json" "$name" "$rc" "$started" "$ended" <<'EOF'
 import json, sys
-path, name, rc = sys.argv[1:]
+path, name, rc, started, ended = sys.argv[1:]
+process_s = float(ended) - float(started)
 try:
     d = json.load(open(path))
 except ValueError:
@@ -42,7 +45,7 @@ except ValueError:
     raise SystemExit
 t = d.get("test") or {}
 h = t.get("hard") or {}
-print(f"{name}: {d['steps']} steps, train_s {d['train_s']}, wall_s {d['wall_s']}, cuda_graphs {d.get('cuda_graphs')} "
+print(f"{name}: {d['steps']} steps, train_s {d['train_s']}, wall_s {d['wall_s']}, process_s {process_s:.1f}, cuda_graphs {d.get('cuda_graphs')} "
       f"{d.get('cuda_graphs_fallback') or ''}, test {t.get('exact_match')}, hard {h.get('exact_match')}")
 EOF
 }
@@ -59,6 +62,16 @@ train k1000-eager "${steps[@]}" --set train.cuda_graphs=false
 train k1000-compile-cold "${steps[@]}" --compile
 train k1000-compile-warm "${steps[@]}" --compile
 train k1000-graph-again "${steps[@]}"
+
+stage "1b. where the default run's process time goes (its whole process took 15-18 s on the H200 for 1.4 s of training)"
+if time_left 60; then
+    $PYTHON -m cProfile -o "$OUT_DIR/default.prof" -m mct train --device "$DEVICE" --out "$OUT_DIR/runs/profiled" --force \
+        --json > "$OUT_DIR/profiled.json" 2> "$OUT_DIR/profiled.err"
+    $PYTHON -c "import pstats, sys; pstats.Stats(sys.argv[1]).sort_stats('cumulative').print_stats(250)" \
+        "$OUT_DIR/default.prof" > "$OUT_DIR/default-profile.txt" 2>&1
+    grep -E "cli.py.*\(train\)|loop.py.*\((build|loop|finish)\)|step.py.*\(capture|step.py.*GraphedStep|__init__.py.*\(_lazy_init\)|torch/__init__.py|evaluate_records|plot_curves|load_checkpoint" \
+        "$OUT_DIR/default-profile.txt" | head -20
+fi
 
 stage "2. the training step at batch 1024"
 if time_left 120; then

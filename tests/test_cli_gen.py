@@ -17,7 +17,7 @@ def test_gen_add_steps_alone_gives_a_three_digit_set(tmp_path, monkeypatch, caps
     code, out, err = run(["gen", "add", "--steps"], capsys)
     assert code == 0 and out == ""
     manifest = json.loads((tmp_path / "data/add/manifest.json").read_text())
-    assert manifest["counts"] == {"train": 100000, "val": 1000, "test": 2000, "hard": 234}  # unpadded: 0+0 trains
+    assert manifest["counts"] == {"train": 100000, "val": 3000, "test": 2000, "hard": 234}  # unpadded: 0+0 trains
     assert (manifest["min_digits"], manifest["max_digits"]) == (1, 3) and manifest["format"]["use_steps"]
     first = json.loads((tmp_path / "data/add/train.jsonl").open().readline())
     assert first["steps"] and max(first["meta"]["digits"]) <= 3

@@ -178,7 +178,7 @@ def cheap_run_reason(name: str, ctx, command: DocCommand) -> str | None:
     if name == "gen":
         p = ctx.params
         total = (p["modulus"] or 113) ** 2 if p["task"] == "mod" else (
-            (p["instances"] or 100_000) + (p["val"] or 1_000) + (p["test"] or 2_000) * (2 if p["ood_digits"] else 1))
+            (p["instances"] or 100_000) + (p["val"] or 3_000) + (p["test"] or 2_000) * (2 if p["ood_digits"] else 1))
         if total <= GEN_RUN_LIMIT:
             return None
         return f"gen of {total:,} records: parse-checked only"

@@ -290,7 +290,8 @@ def train(
         return
     if json_out:
         print(json.dumps(result.to_dict(), indent=2))
-    _render_train_summary(result, cfg.train.target_accuracy, slow_format_fix(cfg.data.task, cfg.data.use_steps))
+    unpadded = not (cfg.data.pad_operands or cfg.data.pad_to_longer or cfg.model.place_values)
+    _render_train_summary(result, cfg.train.target_accuracy, slow_format_fix(cfg.data.task, cfg.data.use_steps, unpadded))
     if result.stopped == "interrupted":
         raise typer.Exit(130)
 

@@ -59,9 +59,15 @@ def longer_numbers_fix(task: str) -> str:
     return _LONGER_NUMBERS.get(task, "train with a larger data.max_digits")
 
 
-def slow_format_fix(task: str, use_steps: bool) -> str | None:
+def slow_format_fix(task: str, use_steps: bool, unpadded_by_position: bool = False) -> str | None:
     """What else to train when a run of this format stopped short of its target (measured in
-    docs/recipes.md), said after "train on with ..."; None where training on is the whole answer."""
+    docs/recipes.md), said after "train on with ..."; None where training on is the whole answer.
+    `unpadded_by_position`: add or sub operands written without padding, read by a model whose positions
+    count tokens (learned, RoPE or none) rather than places."""
+    if task in ("add", "sub") and not use_steps and unpadded_by_position:
+        return ("or start again with --max-steps 3000 (positions that count tokens find the digits of unpadded "
+                "operands slowly: a `mct gen add` folder reached the target at step 1,920), or zero-pad the "
+                "operands (`mct gen add --pad`, the default's format: about 250 steps)")
     if task == "mul" and not use_steps:
         return ("or train with steps, --set data.use_steps=true or configs/mul3.toml (minutes): a direct "
                 "multiplication answer learns slowly (configs/mul3-direct.toml, 600k parameters: 100% of its "

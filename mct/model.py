@@ -836,21 +836,13 @@ def model_shell(config: ModelConfig | Config | Mapping) -> CompactTransformer:
     initialisers are skipped: they would fill nothing, and torch's meta kernel for `normal_` imports
     torch._dynamo on first use (about 1 s of every `mct` command that counts parameters or loads a
     checkpoint)."""
+    from unittest import mock
+
     with contextlib.ExitStack() as stack:
         for name in _INITIALISERS:
-            stack.enter_context(_replaced(nn.init, name, lambda tensor, *args, **kwargs: tensor))
+            stack.enter_context(mock.patch.object(nn.init, name, lambda tensor, *args, **kwargs: tensor))
         stack.enter_context(torch.device("meta"))
         return create_model(config)
-
-
-@contextlib.contextmanager
-def _replaced(owner, name: str, value):
-    original = getattr(owner, name)
-    setattr(owner, name, value)
-    try:
-        yield
-    finally:
-        setattr(owner, name, original)
 
 
 def count_parameters(config: ModelConfig, unique: bool = True) -> int:

@@ -252,7 +252,8 @@ class DataConfig(_Section):
     )
     sub_complement: bool | None = Field(
         None,
-        description="sub, reversed, no steps: write the w digits of (a - b) mod 10^w (w: the padded width or the "
+        description="sub, reversed (with or without steps: the steps are then the columns of a - b as written): "
+        "write the w digits of (a - b) mod 10^w (w: the padded width or the "
         "longer operand's digits) and then the sign (the top column's borrow), so each token depends on its column "
         "and the one below (12-345= -> #766-); none = wherever it applies, false = the sign first (#-333), which "
         "learns far more slowly",

@@ -50,12 +50,17 @@ def test_plain_unpadded_answers_count_places_from_the_right_and_pad_short_rows()
 
 
 def test_signed_subtraction_and_steps_keep_the_digits_in_place():
-    fmt = DataFormat.from_config(DataConfig(task="sub", pad_operands=True, use_steps=True))
+    fmt = DataFormat.from_config(DataConfig(task="sub", pad_operands=True, use_steps=True, sub_complement=False))
     problems = problem_set(fmt, TOKENIZER, [(12, 34)])
     written = text(problems.input_ids[0])
     assert written.startswith("012-034=") and written.endswith("#-220<eos>")
     assert [TOKENIZER.vocab[i] for i in problems.answer_tokens[0]] == ["2", "2", "0"]
     assert TOKENIZER.vocab[problems.labels[0][problems.labels[0] != -100][0]] == "#"  # steps are supplied
+    # ten's complement (the default): the steps of 12 - 34 as written, the answer's digits after them
+    fmt = DataFormat.from_config(DataConfig(task="sub", pad_operands=True, use_steps=True))
+    problems = problem_set(fmt, TOKENIZER, [(12, 34)])
+    assert text(problems.input_ids[0]) == "012-034=2-4-0=18|1-3-1=17|0-0-1=19|#879-<eos>"
+    assert [TOKENIZER.vocab[i] for i in problems.answer_tokens[0]] == ["8", "7", "9"]
 
 
 def test_ten_s_complement_places_its_digits_and_leaves_the_sign_out():
@@ -105,6 +110,9 @@ def test_carries_match_the_column_arithmetic_of_every_task():
         borrows = tasks.trace_sub(a, b)[1]
         for column in range(1, len(borrows)):
             assert carry_into("sub", a, b, column) == int(borrows[column - 1].split("=")[1][0])
+        borrows = tasks.trace_sub(a, b, complement=True)[1]  # ten's complement: the columns of a - b
+        for column in range(1, len(borrows)):
+            assert carry_into("sub", a, b, column, complement=True) == int(borrows[column - 1].split("=")[1][0])
         x, y = rng.randrange(1000), rng.randrange(1000)
         product = str(x * y)[::-1]
         xd, yd = [int(c) for c in str(x)[::-1]], [int(c) for c in str(y)[::-1]]

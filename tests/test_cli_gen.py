@@ -88,7 +88,7 @@ def test_gen_complement_writes_the_sign_last(tmp_path, capsys):
         a, b = (int(n) for n in record["prompt"][:-1].split("-"))
         digits, sign = record["target"][1:-len("<eos>") - 1][::-1], record["target"][-len("<eos>") - 1]
         assert int(digits) - (10 ** len(digits) if sign == "-" else 0) == a - b == int(record["answer"])
-    code, _, err = run(["gen", "sub", "--complement", "--steps", "--out", str(tmp_path / "n")], capsys)
+    code, _, err = run(["gen", "sub", "--complement", "--answer-order", "plain", "--out", str(tmp_path / "n")], capsys)
     assert code == 2 and "sub_complement applies to sub" in err and "Traceback" not in err
 
 

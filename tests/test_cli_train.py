@@ -213,6 +213,10 @@ def test_the_summary_says_when_the_target_was_not_reached(tiny, tmp_path, capsys
     shown = " ".join(capsys.readouterr().err.replace("│", " ").split())
     assert "--max-steps 1000 or train configs/mod113.toml" in shown
     assert slow_format_fix("mul", use_steps=True) is None and slow_format_fix("add", use_steps=False) is None
+    # unpadded operands: slow unless the supplied steps line the digits up (unpadded sub steps written by the
+    # model reached the target at step 1,015, read from the data at step 315)
+    assert "`mct gen sub --pad`" in slow_format_fix("sub", True, True, step_masking_mode="none")
+    assert slow_format_fix("sub", True, True, step_masking_mode="mask_steps") is None
 
 
 def test_data_folder_without_manifest_is_refused(tmp_path, capsys):

@@ -41,7 +41,7 @@ def test_batch_ids_equal_the_encoded_text(task, order, use_steps, width, data):
         with pytest.raises(MctError, match="pad_to_longer applies to add and sub"):
             DataFormat(task, order, use_steps, modulus, pad_to_longer=True)
         return
-    if str(width).startswith("complement") and (task != "sub" or use_steps or order != "reversed"):
+    if str(width).startswith("complement") and (task != "sub" or order != "reversed"):
         with pytest.raises(MctError, match="sub_complement applies to sub"):  # a reversed sub format only
             DataFormat(task, order, use_steps, modulus, operand_width=4, sub_complement=True)
         return

@@ -178,15 +178,37 @@ def test_sub_complement_writes_the_sign_last_and_parses_back():
     natural = DataFormat("sub", sub_complement=True)  # unpadded: w is the longer operand's digits
     assert natural.prompt((12, 345)) == "12-345=" and natural.target((12, 345)) == "#766-<eos>"
     assert natural.target((3, 5)) == "#8-<eos>" and natural.parse_completion("#8-<eos>").answer == "-2"
-    for bad in (dict(task="add"), dict(task="sub", use_steps=True), dict(task="sub", answer_order="plain")):
+    for bad in (dict(task="add"), dict(task="sub", answer_order="plain")):
         with pytest.raises(MctError, match="sub_complement applies to sub"):
             DataFormat(**{"pad_to_longer": True, **bad, "sub_complement": True})
 
 
+def test_sub_complement_steps_are_the_columns_of_a_minus_b_as_written():
+    """With steps, ten's complement subtracts b from a column by column without swapping them (the
+    sign-first steps subtract the smaller from the larger, so their first step needs the comparison): the
+    step digits are the answer's and the last borrow is its sign."""
+    fmt = DataFormat("sub", use_steps=True, sub_complement=True)
+    assert fmt.target((12, 345)) == "2-5-0=17|1-4-1=16|0-3-1=16|#766-<eos>"
+    assert fmt.target((345, 12)) == "5-2-0=03|4-1-0=03|3-0-0=03|#333+<eos>"
+    assert fmt.target((5, 5)) == "5-5-0=00|#0+<eos>"
+    assert DataFormat("sub", use_steps=True).target((12, 345)) == "5-2-0=03|4-1-0=03|3-0-0=03|#-333<eos>"
+    padded = DataFormat("sub", use_steps=True, operand_width=3, sub_complement=True)
+    assert padded.target((3, 5)) == "3-5-0=18|0-0-1=19|0-0-1=19|#899-<eos>"
+    for f in (fmt, padded):
+        for problem in ((12, 345), (345, 12), (5, 5), (0, 999), (100, 1), (1, 100), (999, 999)):
+            parsed = f.parse_completion(f.target(problem))
+            assert parsed.answer == f.solve(problem) and parsed.steps == f.steps(problem)
+            # each step's digit is the answer's digit of its column; the last step's borrow is the sign
+            digits = "".join(step[-1] for step in parsed.steps)
+            assert f.target(problem).endswith("#" + digits + "+-"[int(parsed.steps[-1][-2])] + "<eos>")
+    # a record's meta counts the borrows of |larger| - |smaller| in both formats
+    assert tasks.trace_sub(12, 345, complement=True)[2:] == tasks.trace_sub(12, 345)[2:] == (0, 0)
+
+
 def test_an_unset_sub_complement_is_on_wherever_it_applies():
-    """data.sub_complement unset (none): ten's complement for reversed sub without steps, padded or not, where
-    the sign first learned in three (padded) to four (unpadded) times the steps; the sign first where the
-    format writes steps or plain answers; false keeps the sign first."""
+    """data.sub_complement unset (none): ten's complement for reversed sub, with or without steps, padded or
+    not, where the sign first learned in three (padded) to four (unpadded) times the steps; the sign first
+    where the format writes plain answers; false keeps the sign first."""
     from mct.config import DataConfig
 
     def fmt(task="sub", **fields):
@@ -197,7 +219,9 @@ def test_an_unset_sub_complement_is_on_wherever_it_applies():
     assert fmt(pad_operands=True, sub_complement=False).target((12, 34)) == "#-220<eos>"
     assert fmt(pad_operands=True, sub_complement=True).sub_complement
     assert fmt().target((12, 345)) == "#766-<eos>" and fmt(sub_complement=False).target((12, 345)) == "#-333<eos>"
-    for fields in (dict(use_steps=True), dict(pad_operands=True, use_steps=True), dict(pad_operands=True, answer_order="plain")):
+    for fields in (dict(use_steps=True), dict(pad_operands=True, use_steps=True)):
+        assert fmt(**fields).sub_complement and "#-" in fmt(**fields, sub_complement=False).target((3, 5)), fields
+    for fields in (dict(answer_order="plain"), dict(pad_operands=True, answer_order="plain")):
         assert not fmt(**fields).sub_complement, fields
     assert not fmt("add", pad_operands=True).sub_complement
 

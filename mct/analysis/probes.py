@@ -105,9 +105,10 @@ def train_probes(train_x: torch.Tensor, train_y: torch.Tensor, test_x: torch.Ten
 
 
 def probe_carries(model, problems: ProblemSet, task: str, tokenizer=None, max_problems: int = 800,
-                  seed: int = 0) -> ProbeResult | None:
+                  seed: int = 0, complement: bool = False) -> ProbeResult | None:
     """Probes for the carry into every answer column above the units (1..K-1); None when there are too few
-    problems of one layout (fewer than 40). Half the problems train, the other half test."""
+    problems of one layout (fewer than 40). Half the problems train, the other half test. `complement`:
+    the format writes subtraction in ten's complement (`sub_complement`), whose borrows are those of a - b."""
     rows = _shared_layout(problems)
     generator = torch.Generator().manual_seed(seed)
     rows = rows[torch.randperm(len(rows), generator=generator)][:max_problems]
@@ -117,7 +118,8 @@ def probe_carries(model, problems: ProblemSet, task: str, tokenizer=None, max_pr
     probed = problems.subset(rows)
     length = int(probed.attention_mask.sum(1).min())
     streams, layers = residual_streams(model, probed, length)
-    labels = torch.tensor([[carry_into(task, a, b, column) for column in columns] for a, b in probed.operands])
+    labels = torch.tensor([[carry_into(task, a, b, column, complement) for column in columns]
+                           for a, b in probed.operands])
     classes = int(labels.max()) + 1
     half = len(rows) // 2
     accuracy = torch.stack([train_probes(stream[:half], labels[:half], stream[half:], labels[half:],

@@ -201,13 +201,16 @@ def score_problems(model, problems: ProblemSet, fwd_hooks: FwdHooks = (), batch_
     return Score(torch.cat(exact), torch.cat(digits), torch.cat(losses), problems.answer_tokens >= 0)
 
 
-def carry_into(task: str, a: int, b: int, column: int) -> int:
+def carry_into(task: str, a: int, b: int, column: int, complement: bool = False) -> int:
     """The carry (borrow) into `column` (0 = units) of the column arithmetic behind the answer: add and mod
-    (before the reduction) a + b; sub |a - b| computed as larger - smaller; mul the long multiplication,
-    whose carry may exceed 1 (the sum of all partial products below the column, divided by 10^column)."""
+    (before the reduction) a + b; sub |a - b| computed as larger - smaller, or in ten's complement
+    (`complement`, a format's `sub_complement`) a - b as written; mul the long multiplication, whose carry
+    may exceed 1 (the sum of all partial products below the column, divided by 10^column)."""
     scale = 10**column
     if task in ("add", "mod"):
         return int(a % scale + b % scale >= scale)
+    if task == "sub" and complement:
+        return int(a % scale < b % scale)
     if task == "sub":
         larger, smaller = max(a, b), min(a, b)
         return int(larger % scale < smaller % scale)

@@ -164,7 +164,7 @@ def analyze(checkpoint_path: str | Path, out_dir: str | Path | None = None, prob
                                           "values": [[round(float(v), 4) for v in row] for row in dla]}
 
     progress("carry probes")
-    probes = probe_carries(model, problem_rows, fmt.task, tokenizer=tokenizer, seed=seed)
+    probes = probe_carries(model, problem_rows, fmt.task, tokenizer=tokenizer, seed=seed, complement=fmt.sub_complement)
     report["probes"] = probes.to_dict() if probes is not None else None
 
     report["mod"] = None

@@ -27,11 +27,13 @@ One token per residue (`residue_tokens`, mod only): the text is the natural one 
 the format's tokenizer (`DataFormat.tokenizer()`) reads each number as one token, so a problem is seven
 tokens and the answer a single one, as in the grokking papers.
 
-Ten's complement subtraction (`sub_complement`, sub without steps, reversed): the answer is the w digits
+Ten's complement subtraction (`sub_complement`, sub with reversed answers): the answer is the w digits
 of (a - b) mod 10^w (w: the padded width, or the longer operand's digits), least significant first, then the
 sign: "+", or "-" when the top column borrows (a < b). 12-345 (w = 3): 12 - 345 = -333 = 667 - 1000 ->
 "#766-<eos>". Every token then depends on its own column and the borrow from the column below, as in
-addition; the sign-first format needs the comparison of the whole operands before the first digit.
+addition; the sign-first format needs the comparison of the whole operands before the first digit. Its
+steps are the columns of a - b as written ("2-5-0=17|1-4-1=16|0-3-1=16|#766-<eos>"), where the sign-first
+steps subtract the smaller operand from the larger, so their first step already needs the comparison.
 `parse_completion` gives the natural answer.
 """
 
@@ -59,15 +61,18 @@ def longer_numbers_fix(task: str) -> str:
     return _LONGER_NUMBERS.get(task, "train with a larger data.max_digits")
 
 
-def slow_format_fix(task: str, use_steps: bool, unpadded_by_position: bool = False) -> str | None:
+def slow_format_fix(task: str, use_steps: bool, unpadded_by_position: bool = False,
+                    step_masking_mode: str = "mask_steps") -> str | None:
     """What else to train when a run of this format stopped short of its target (measured in
     docs/recipes.md), said after "train on with ..."; None where training on is the whole answer.
     `unpadded_by_position`: add or sub operands written without padding, read by a model whose positions
     count tokens (learned, RoPE or none) rather than places."""
-    if task in ("add", "sub") and not use_steps and unpadded_by_position:
+    steps_supplied = use_steps and step_masking_mode == "mask_steps"  # the steps line up the digits already
+    if task in ("add", "sub") and not steps_supplied and unpadded_by_position:
         return ("or start again with --max-steps 3000 (positions that count tokens find the digits of unpadded "
-                "operands slowly: a `mct gen add` folder reached the target at step 1,920), or zero-pad the "
-                "operands (`mct gen add --pad`, the default's format: about 250 steps)")
+                "operands slowly: a `mct gen add` folder reached the target at step 1,920, sub steps written "
+                f"by the model at step 1,015), or zero-pad the operands (`mct gen {task} --pad`, the default's "
+                "format: about 250 steps)")
     if task == "mul" and not use_steps:
         return ("or train with steps, --set data.use_steps=true or configs/mul3.toml (minutes): a direct "
                 "multiplication answer learns slowly (configs/mul3-direct.toml, 600k parameters: 100% of its "
@@ -145,7 +150,7 @@ class DataFormat:
         if self.pad_to_longer and (self.operand_width or self.task not in ("add", "sub")):
             raise MctError("pad_to_longer applies to add and sub without a fixed operand width (pad_operands)")
         if self.sub_complement and not self.complement_applies:
-            raise MctError("sub_complement applies to sub with reversed answers and no steps")
+            raise MctError("sub_complement applies to sub with reversed answers")
         if self.residue_tokens and (self.task != "mod" or self.pads or self.use_steps or self.answer_order != "plain"):
             raise MctError("residue_tokens (one token per residue) applies to the mod task with answer_order = "
                            "\"plain\", no padding (pad_operands = false) and no steps: a number token has no digits "
@@ -199,9 +204,9 @@ class DataFormat:
 
     @property
     def complement_applies(self) -> bool:
-        """Whether ten's complement (`sub_complement`) can write this format: sub with reversed answers and
-        no steps (padded or not: the width w is the longer operand's, or the fixed padding)."""
-        return self.task == "sub" and not self.use_steps and self.answer_order == "reversed"
+        """Whether ten's complement (`sub_complement`) can write this format: sub with reversed answers,
+        with or without steps (padded or not: the width w is the longer operand's, or the fixed padding)."""
+        return self.task == "sub" and self.answer_order == "reversed"
 
     def width(self, operands: tuple[int, int]) -> int:
         """The digits each operand of this problem is padded to (0 = written as it is)."""
@@ -265,8 +270,9 @@ class DataFormat:
     def steps(self, operands: tuple[int, int]) -> list[str]:
         """The step trace (also when this format does not train on steps): a zero-padded format writes
         one add/sub column step per padded column, so every step sits at a fixed position, and pads mul's
-        partial products and running sums to the operand width."""
-        return tasks.steps(self.task, operands[0], operands[1], self.modulus, self.width(operands))
+        partial products and running sums to the operand width; ten's complement subtraction writes the
+        columns of a - b as written."""
+        return tasks.steps(self.task, operands[0], operands[1], self.modulus, self.width(operands), self.sub_complement)
 
     def order_answer(self, natural: str) -> str:
         """Ordering only (no padding): reversed or plain."""
@@ -301,7 +307,8 @@ class DataFormat:
 
     def target(self, operands: tuple[int, int]) -> str:
         """Exactly what the model is trained to write after the prompt."""
-        answer, steps, _, _ = tasks.trace(self.task, operands[0], operands[1], self.modulus, self.width(operands))
+        answer, steps, _, _ = tasks.trace(self.task, operands[0], operands[1], self.modulus, self.width(operands),
+                                          self.sub_complement)
         return build_target(steps if self.use_steps else [], self.ordered_answer(answer, operands))
 
     def carry_stats(self, operands: tuple[int, int]) -> tuple[int, int]:

@@ -136,7 +136,7 @@ def _draw_splits(data_config, hard: set) -> dict[str, tuple[list, list]]:
 # --- records -----------------------------------------------------------------------------------------
 def make_record(fmt: DataFormat, a: int, b: int) -> Record:
     """The record of problem (a, b) in format `fmt` (the reference for the fast line writer)."""
-    answer, steps, carries, chain = tracer(fmt.task, fmt.modulus, fmt.operand_width)(a, b)
+    answer, steps, carries, chain = tracer(fmt.task, fmt.modulus, fmt.operand_width, fmt.sub_complement)(a, b)
     steps = steps if fmt.use_steps else []
     meta = {"task": fmt.task, "digits": [len(str(a)), len(str(b))], "carries": carries, "max_carry_chain": chain}
     if fmt.task == "mod":

@@ -234,6 +234,8 @@ class BatchRenderer:
             cols = column_trace(a, b, subtract=True, width=fmt.operand_width)
             width = torch.maximum(a.lengths, b.lengths).clamp(min=fmt.operand_width)
             borrow = cols.carry_out.gather(1, (width - 1)[:, None]).squeeze(1)
+            if fmt.use_steps:
+                self._column_steps(cols, "-", segments)
             return Digits(cols.digit, width), borrow.bool()
         if task == "sub":
             a_ge = greater_or_equal(a, b)

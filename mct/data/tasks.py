@@ -8,7 +8,9 @@ Step formats (documented with examples in docs/data-format.md):
   (7+5 with carry 1 -> `"7+5+1=13"`); a missing digit of the shorter operand is 0. With `width` w
   (zero-padded formats) there are at least w columns, so 2+1 with w=3 -> `2+1+0=03|0+0+0=00|0+0+0=00`.
 - sub: the same on |larger| - |smaller| with borrows: `"{x_i}-{y_i}-{borrow_in}={borrow_out}{digit}"`
-  (3-5 with borrow 0 -> `"3-5-0=18"`: borrow 1, digit 8); the answer gets "-" when a < b.
+  (3-5 with borrow 0 -> `"3-5-0=18"`: borrow 1, digit 8); the answer gets "-" when a < b. In ten's
+  complement (`complement=True`) the columns are those of a - b as written, never swapped: their digits are
+  (a - b) mod 10^w and the top column's borrow is the sign, so no step needs to compare the operands first.
 - mul: for each digit b_j of b (b zero-padded to the operand width), least significant first: from the
   second digit on the partial product a * b_j (len(a) + 1 digits), then the running sum a * (b mod
   10^(j+1)) (len(a) + len(b) digits), every number least significant digit first and zero-padded
@@ -69,9 +71,13 @@ def trace_add(a: int, b: int, width: int = 0) -> tuple[str, list[str], int, int]
     return str(a + b), steps, carries, chain
 
 
-def trace_sub(a: int, b: int, width: int = 0) -> tuple[str, list[str], int, int]:
+def trace_sub(a: int, b: int, width: int = 0, complement: bool = False) -> tuple[str, list[str], int, int]:
+    """The borrow counts are those of |larger| - |smaller| in both step formats (a record's meta describes
+    the problem, not its format); `complement` steps are the columns of a - b as written."""
     x, y = (a, b) if a >= b else (b, a)
     steps, carries, chain = _columns(_SUB, x, y, width)
+    if complement and a < b:
+        steps = _columns(_SUB, a, b, width)[0]
     return str(a - b), steps, carries, chain
 
 
@@ -105,13 +111,15 @@ def trace_mod(a: int, b: int, modulus: int) -> tuple[str, list[str], int, int]:
     return str(total % modulus), [f"{a}+{b}={total}", f"{total}%{modulus}={total % modulus}"], carries, chain
 
 
-def trace(task: str, a: int, b: int, modulus: int | None = None, width: int = 0) -> tuple[str, list[str], int, int]:
+def trace(task: str, a: int, b: int, modulus: int | None = None, width: int = 0,
+          complement: bool = False) -> tuple[str, list[str], int, int]:
     """(natural answer, steps, carries, max_carry_chain) of the problem (a, b) of `task`; `width` is the
-    operand width of a zero-padded format (the least number of add/sub column steps; mul's step widths)."""
+    operand width of a zero-padded format (the least number of add/sub column steps; mul's step widths);
+    `complement`: sub's steps in ten's complement (the columns of a - b as written)."""
     if task == "add":
         return trace_add(a, b, width)
     if task == "sub":
-        return trace_sub(a, b, width)
+        return trace_sub(a, b, width, complement)
     if task == "mul":
         return trace_mul(a, b, width)
     if task == "mod":
@@ -121,11 +129,13 @@ def trace(task: str, a: int, b: int, modulus: int | None = None, width: int = 0)
     raise ValueError(f"unknown task {task!r}")
 
 
-def tracer(task: str, modulus: int | None = None, width: int = 0):
+def tracer(task: str, modulus: int | None = None, width: int = 0, complement: bool = False):
     """The `(a, b) -> (answer, steps, carries, max_carry_chain)` function of `task` (for hot loops)."""
     if task == "mod":
         return lambda a, b: trace_mod(a, b, modulus)
-    column_trace = {"add": trace_add, "sub": trace_sub, "mul": trace_mul}[task]
+    if task == "sub":
+        return lambda a, b: trace_sub(a, b, width, complement)
+    column_trace = {"add": trace_add, "mul": trace_mul}[task]
     return lambda a, b: column_trace(a, b, width)
 
 
@@ -142,8 +152,9 @@ def solve(task: str, a: int, b: int, modulus: int | None = None) -> str:
     raise ValueError(f"unknown task {task!r}")
 
 
-def steps(task: str, a: int, b: int, modulus: int | None = None, width: int = 0) -> list[str]:
-    return trace(task, a, b, modulus, width)[1]
+def steps(task: str, a: int, b: int, modulus: int | None = None, width: int = 0,
+          complement: bool = False) -> list[str]:
+    return trace(task, a, b, modulus, width, complement)[1]
 
 
 def carry_stats(task: str, a: int, b: int, modulus: int | None = None) -> tuple[int, int]:

@@ -131,25 +131,28 @@ def accuracy(model, tokenizer, fmt, problems, device) -> float:
     return evaluate_records(model, tokenizer, fmt, records, batch_size=256, device=device).exact_match
 
 
-def fits(problem_digits: int, max_seq_len: int) -> bool:
-    """Whether a prompt of two such operands and its answer fit the model's context."""
-    return 2 * problem_digits + 2 + problem_digits + 3 <= max_seq_len
+def fits(problem_digits: int, model) -> bool:
+    """Whether a prompt of two such operands and its answer fit what the model reads: its context (which
+    evaluation widens for a model that reads any length) and, for embedded place ids, model.max_place."""
+    config = model.config
+    if model.place_positions and not model.relative_places and problem_digits > config.max_place - config.place_base - 1:
+        return False
+    return model.reads_any_length or 2 * problem_digits + 2 + problem_digits + 3 <= config.max_seq_len
 
 
 def scores(checkpoint_path, lengths, per_length: int, seed: int, device: str) -> dict:
     """Exact match of one checkpoint: by operand length, on the hard split and on long carry chains."""
     ckpt = load_checkpoint(checkpoint_path, device=device)
     fmt, data = DataFormat.from_dict(ckpt.data_format), ckpt.config.data
-    max_seq_len = ckpt.config.model.max_seq_len
     result = {}
     for length in lengths:
-        if not fits(length, max_seq_len) or (fmt.operand_width and length > fmt.operand_width):
+        if not fits(length, ckpt.model) or (fmt.operand_width and length > fmt.operand_width):
             result[length] = None  # the model's context or its padded format cannot hold the problem
             continue
         result[length] = accuracy(ckpt.model, ckpt.tokenizer, fmt, uniform_problems(length, per_length, seed), device)
     result["hard"] = accuracy(ckpt.model, ckpt.tokenizer, fmt,
                               hard_problems(fmt.task, data.min_digits, data.max_digits, fmt.modulus), device)
-    longest = max([n for n in lengths if fits(n, max_seq_len) and not fmt.operand_width], default=0)
+    longest = max([n for n in lengths if fits(n, ckpt.model) and not fmt.operand_width], default=0)
     chains_of = {"add": carry_chains, "sub": borrow_chains}.get(fmt.task)
     chains = chains_of(data.max_digits + 1, longest) if chains_of else []
     result["chains 11+"] = accuracy(ckpt.model, ckpt.tokenizer, fmt, chains, device) if chains else None

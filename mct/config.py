@@ -101,7 +101,9 @@ class ModelConfig(_Section):
         1024, ge=0, le=MAX_WIDTH,
         description="hidden width of the feed-forward layer (also for gated FFNs); 0 = no feed-forward layer",
     )
-    max_seq_len: int = Field(512, ge=2, le=MAX_WIDTH, description="longest sequence (prompt + target) the model accepts")
+    max_seq_len: int = Field(512, ge=2, le=MAX_WIDTH, description="longest sequence (prompt + target) the model "
+                             "accepts; a model with no table per position (neither learned positions nor RoPE: place "
+                             "ids, none) widens it when it is asked a longer problem")
     dropout: float = Field(0.0, ge=0.0, lt=1.0, description="dropout probability")
     ffn_type: Literal["gelu", "geglu", "swiglu"] = Field("gelu", description="feed-forward type")
     use_rope: bool = Field(True, description="rotary position embeddings in attention")

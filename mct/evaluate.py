@@ -22,6 +22,7 @@ from mct.generation import (
     decode_batched,
     decoding_mode,
     decoding_plan,
+    fit_context,
     max_new_tokens_for,
     written_steps,
 )
@@ -287,6 +288,7 @@ def evaluate_records(model, tokenizer, data_format, records: Sequence, batch_siz
     if device is not None:
         model.to(torch.device(device))
     prompts = [data_format.model_prompt(r.prompt) for r in records]
+    fit_context(model, data_format, tokenizer, prompts, step_masking_mode)  # a length-generalising model
     budget = max_new_tokens_for(data_format, tokenizer, prompts, model.config.max_seq_len, step_masking_mode)
     inputs = [p + decoding_plan(data_format, p, step_masking_mode).supplied for p in prompts]
     completions = decode_batched(model, tokenizer, inputs, budget, batch_size=batch_size, use_cache=use_cache,

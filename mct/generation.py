@@ -275,6 +275,26 @@ def written_steps(completion: str) -> tuple[list[str], str | None]:
     return pieces[:-1], None if pieces[-1] == "" else "unfinished step"
 
 
+def fit_context(model, data_format, tokenizer, prompts: Sequence[str], step_masking_mode: str | None = "none") -> None:
+    """Give a model that reads any length (`reads_any_length`: relative place codes, Abacus ids, no
+    positions) the context its longest problem needs: the prompt as the model reads it, the supplied
+    steps and the expected completion with slack. A length-generalising model then answers numbers
+    longer than its configured context allows; other models, and prompts that are not problems of the
+    task (free text), are left to the usual context checks."""
+    if not getattr(model, "reads_any_length", False):
+        return
+    needed = 0
+    for prompt in prompts:
+        try:
+            rendered = data_format.model_prompt(prompt)
+            plan = decoding_plan(data_format, rendered, step_masking_mode)
+        except MctError:
+            continue
+        text = rendered + plan.supplied
+        needed = max(needed, len(tokenizer.encode(text)) + len(tokenizer.encode(plan.expected)) + DECODE_SLACK)
+    model.fit_context(needed)
+
+
 def _prompt_text(prompt_or_record) -> str:
     return prompt_or_record if isinstance(prompt_or_record, str) else prompt_or_record.prompt
 

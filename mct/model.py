@@ -534,7 +534,7 @@ class CompactTransformer(HookedRootModule):
                         else nn.Linear(d, config.vocab_size, bias=False))
         self.register_buffer(
             "causal_mask",
-            on_build_device(torch.ones(config.max_seq_len, config.max_seq_len, dtype=torch.bool, device="cpu").tril()),
+            on_build_device(self._causal_table(config.max_seq_len, "cpu")),
             persistent=False,
         )
         self.apply(self._init_weights)
@@ -624,6 +624,27 @@ class CompactTransformer(HookedRootModule):
         allowed = self.causal_mask[start:start + T, :start + T][None, None] & key_mask[:, None, None, :]
         return position_ids, allowed
 
+    @property
+    def reads_any_length(self) -> bool:
+        """Whether nothing in the model is indexed by token position: no learned position table and no RoPE
+        table (relative place codes, Abacus place ids, no positions). Its max_seq_len then only sizes the
+        causal mask, and `fit_context` raises it for a longer problem (Abacus place ids stay bounded by
+        max_place, which `place_ids` checks)."""
+        return not self.learned_positions and self.rotary is None
+
+    def fit_context(self, tokens: int) -> None:
+        """Raise model.max_seq_len to `tokens` where the model reads any length (`reads_any_length`), so a
+        length-generalising model answers problems longer than its configured context; nothing otherwise
+        (the caller's check then names the limit). Inference only: a training run keeps its context."""
+        if tokens <= self.config.max_seq_len or not self.reads_any_length:
+            return
+        self.config.max_seq_len = tokens
+        self.causal_mask = self._causal_table(tokens, self.device)
+
+    @staticmethod
+    def _causal_table(size: int, device) -> torch.Tensor:
+        return torch.ones(size, size, dtype=torch.bool, device=device).tril()
+
     def _position_rows(self) -> tuple[int, str] | None:
         """(rows, what sets them) of the position embedding or rotary table; None without one (NoPE, and
         relative place codes, which clip differences: any id)."""
@@ -654,6 +675,8 @@ class CompactTransformer(HookedRootModule):
         tokens = cache.extend_tokens(input_ids) if cache is not None else input_ids
         ids = shifted_place_ids(tokens, tokenizer, base, coupled=self.place_positions == "coupled")
         ids = ids[:, -input_ids.shape[1]:]
+        if self.relative_places:  # ids enter as clipped differences: any place is fine
+            return ids
         if not torch.compiler.is_compiling() and ids.numel() and int(ids.max()) > self.config.max_place:
             answer = (torch.cumsum((tokens == tokenizer.token_to_id["#"]).long(), -1) > 0)[:, -input_ids.shape[1]:]
             if bool((ids > self.config.max_place)[~answer].any()):

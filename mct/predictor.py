@@ -25,6 +25,7 @@ from mct.generation import (
     decoding_plan,
     encode_prompt,
     eval_mode,
+    fit_context,
     max_new_tokens_for,
     model_device,
     written_steps,
@@ -131,6 +132,7 @@ class Predictor:
 
     def _inputs_and_budget(self, prompts: list[str], max_new_tokens: int | None):
         """(what the model reads for each prompt, the token budget decode_batched takes)."""
+        fit_context(self.model, self.data_format, self.tokenizer, prompts, self.step_masking_mode)
         inputs = [prompt + self.supplied_steps(prompt) for prompt in prompts]
         for prompt, text in zip(prompts, inputs):
             ids = self.encode(text)  # vocabulary and context errors first: they name the character or length
@@ -202,6 +204,7 @@ class Predictor:
         or without leading zeros for a residue model ("060+060=" -> "60+60=")."""
         prompt = prompt.strip()
         prompt = prompt if "=" in prompt else prompt + "="  # "12+34=5" stays as typed, so its error quotes it
+        fit_context(self.model, self.data_format, self.tokenizer, [prompt], self.step_masking_mode)
         if self.data_format.residue_tokens:  # "060" is no token of a residue model: render before encoding
             prompt = self.data_format.model_prompt(prompt)
         self.encode(prompt)  # vocabulary and context errors first: they name the character or length

@@ -240,3 +240,36 @@ def test_relative_place_codes_need_place_ids():
         ModelConfig(use_rope=False, absolute_positions="learned", place_codes="relative")
     with pytest.raises(ValueError, match="needs place_base >= 1"):
         ModelConfig(use_rope=False, absolute_positions="coupled", place_codes="relative")
+
+
+def test_a_model_that_reads_any_length_widens_its_context_for_a_longer_problem():
+    """Relative place codes index nothing by position: a 100-digit problem, past the model's max_seq_len
+    (140) and max_place (60), is decoded, evaluated and cached as any other, and the widened model computes
+    what it did before on what fitted. A model with a row per position keeps its context."""
+    from mct.data.generate import make_record
+    from mct.evaluate import evaluate_records
+    from mct.predictor import Predictor
+
+    torch.manual_seed(0)
+    model = randomise_place_bias(place_model("coupled", place_codes="relative", place_far="masked", place_base=2))
+    model.eval()
+    assert model.reads_any_length
+    short = ids("12345+678=#")
+    before = model(short)[0]
+    fmt = DataFormat("add", pad_to_longer=True)
+    a, b = 10**99 + 12345, 10**100 - 1  # 100 digits each: 202 prompt tokens, 101 answer digits
+    completion = Predictor(model, TOK, fmt).complete(f"{a}+{b}=")
+    assert model.config.max_seq_len == 202 + len(TOK.encode(fmt.target((a, b)))) + 1  # prompt, answer, slack
+    assert len(TOK.encode(completion)) <= 105 and model.causal_mask.shape == (model.config.max_seq_len,) * 2
+    assert torch.equal(model(short)[0], before)
+    report = evaluate_records(model, TOK, fmt, [make_record(fmt, a, b), make_record(fmt, 7, 5)])
+    assert report.n == 2
+    long_prompt = ids(f"{a}+{b}=")
+    assert torch.equal(generate(model, long_prompt, 30, use_cache=True), generate(model, long_prompt, 30, use_cache=False))
+
+    learned = create_model(ModelConfig(vocab_size=TOK.vocab_size, d_model=16, num_layers=1, num_heads=2, d_ff=32,
+                                       max_seq_len=64))
+    learned.fit_context(1000)
+    assert not learned.reads_any_length and learned.config.max_seq_len == 64
+    with pytest.raises(MctError, match=r"needs \d+ tokens with its answer.*\(max_seq_len\) is 64"):
+        Predictor(learned, TOK, DataFormat("add")).complete("9" * 30 + "+1=")

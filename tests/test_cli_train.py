@@ -217,6 +217,8 @@ def test_the_summary_says_when_the_target_was_not_reached(tiny, tmp_path, capsys
     # model reached the target at step 1,015, read from the data at step 315)
     assert "`mct gen sub --pad`" in slow_format_fix("sub", True, True, step_masking_mode="none")
     assert slow_format_fix("sub", True, True, step_masking_mode="mask_steps") is None
+    # no positions: 6,220 steps to the target on the default (docs/recipes.md, "Every knob on the default")
+    assert "--max-steps 8000 or --layers 3" in slow_format_fix("add", False, False, no_positions=True)
 
 
 def test_data_folder_without_manifest_is_refused(tmp_path, capsys):

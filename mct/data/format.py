@@ -62,12 +62,15 @@ def longer_numbers_fix(task: str) -> str:
 
 
 def slow_format_fix(task: str, use_steps: bool, unpadded_by_position: bool = False,
-                    step_masking_mode: str = "mask_steps") -> str | None:
+                    step_masking_mode: str = "mask_steps", no_positions: bool = False) -> str | None:
     """What else to train when a run of this format stopped short of its target (measured in
     docs/recipes.md), said after "train on with ..."; None where training on is the whole answer.
     `unpadded_by_position`: add or sub operands written without padding, read by a model whose positions
-    count tokens (learned, RoPE or none) rather than places."""
+    count tokens (learned, RoPE or none) rather than places; `no_positions`: a model without positions."""
     steps_supplied = use_steps and step_masking_mode == "mask_steps"  # the steps line up the digits already
+    if task in ("add", "sub") and not steps_supplied and no_positions:
+        return ("or start again with --max-steps 8000 or --layers 3 (a model without positions counts its way to "
+                "each digit through the causal mask: the default's model reached the target at step 6,220)")
     if task in ("add", "sub") and not steps_supplied and unpadded_by_position:
         return ("or start again with --max-steps 3000 (positions that count tokens find the digits of unpadded "
                 "operands slowly: a `mct gen add` folder reached the target at step 1,920, sub steps written "

@@ -293,7 +293,8 @@ def train(
     unpadded = not (cfg.data.pad_operands or cfg.data.pad_to_longer or cfg.model.place_values)
     no_positions = not cfg.model.use_rope and cfg.model.absolute_positions == "none"
     _render_train_summary(result, cfg.train.target_accuracy, slow_format_fix(
-        cfg.data.task, cfg.data.use_steps, unpadded, cfg.data.step_masking_mode, no_positions))
+        cfg.data.task, cfg.data.use_steps, unpadded, cfg.data.step_masking_mode, no_positions,
+        plain_answers=cfg.data.answer_order == "plain"))
     if result.stopped == "interrupted":
         raise typer.Exit(130)
 

@@ -219,6 +219,9 @@ def test_the_summary_says_when_the_target_was_not_reached(tiny, tmp_path, capsys
     assert slow_format_fix("sub", True, True, step_masking_mode="mask_steps") is None
     # no positions: 6,220 steps to the target on the default (docs/recipes.md, "Every knob on the default")
     assert "--max-steps 8000 or --layers 3" in slow_format_fix("add", False, False, no_positions=True)
+    # plain answers: target at step 875 of 3,000; resumed from 500 to 1,000 steps, hard 99.15%
+    assert "data.answer_order = reversed" in slow_format_fix("add", False, plain_answers=True)
+    assert slow_format_fix("add", True, plain_answers=True) is None  # the supplied steps carry the carries
 
 
 def test_data_folder_without_manifest_is_refused(tmp_path, capsys):

@@ -62,11 +62,13 @@ def longer_numbers_fix(task: str) -> str:
 
 
 def slow_format_fix(task: str, use_steps: bool, unpadded_by_position: bool = False,
-                    step_masking_mode: str = "mask_steps", no_positions: bool = False) -> str | None:
+                    step_masking_mode: str = "mask_steps", no_positions: bool = False,
+                    plain_answers: bool = False) -> str | None:
     """What else to train when a run of this format stopped short of its target (measured in
     docs/recipes.md), said after "train on with ..."; None where training on is the whole answer.
     `unpadded_by_position`: add or sub operands written without padding, read by a model whose positions
-    count tokens (learned, RoPE or none) rather than places; `no_positions`: a model without positions."""
+    count tokens (learned, RoPE or none) rather than places; `no_positions`: a model without positions;
+    `plain_answers`: answers written most significant digit first."""
     steps_supplied = use_steps and step_masking_mode == "mask_steps"  # the steps line up the digits already
     if task in ("add", "sub") and not steps_supplied and no_positions:
         return ("or start again with --max-steps 8000 or --layers 3 (a model without positions counts its way to "
@@ -76,6 +78,11 @@ def slow_format_fix(task: str, use_steps: bool, unpadded_by_position: bool = Fal
                 "operands slowly: a `mct gen add` folder reached the target at step 1,920, sub steps written "
                 f"by the model at step 1,015), or zero-pad the operands (`mct gen {task} --pad`, the default's "
                 "format: about 250 steps)")
+    if task in ("add", "sub") and not steps_supplied and plain_answers:
+        return ("or start again with --max-steps 3000 (a plain answer's first digit needs the carries of every "
+                "column below it: the default with plain answers reached the target at step 875, hard 100%; "
+                "resumed from 500 to 1,000 steps it missed 100+999=), or write answers reversed "
+                "(data.answer_order = reversed, the default)")
     if task == "mul" and not use_steps:
         return ("or train with steps, --set data.use_steps=true or configs/mul3.toml (minutes): a direct "
                 "multiplication answer learns slowly (configs/mul3-direct.toml, 600k parameters: 100% of its "

@@ -811,7 +811,12 @@ def main(argv: Optional[list[str]] = None) -> None:
         if not exc.format_message():  # `mct` alone: the help was shown
             sys.exit(2)
         command = exc.ctx.command_path if exc.ctx else "mct"
-        _error(f"{command}: {exc.format_message()} (see `{command} --help`)")
+        option = getattr(exc, "option_name", "") or ""
+        if option[1:2].isdigit():  # "-5+3=": a prompt the parser took for an option
+            _error(f"{command}: {option} looks like a prompt with a negative number, which the parser reads as an "
+                   "option; mct's problems have non-negative operands (write 3-5= for -2)")
+        else:
+            _error(f"{command}: {exc.format_message()} (see `{command} --help`)")
         sys.exit(2)
     except (typer.Abort, KeyboardInterrupt):
         err_console.print("aborted")

@@ -38,6 +38,12 @@ def test_wrong_flag_is_one_line_and_exit_2(capsys):
     assert "Traceback" not in err and len(err.strip().splitlines()) == 1
 
 
+def test_a_prompt_with_a_negative_number_is_named_not_called_an_unknown_option(capsys, tmp_path):
+    code, _, err = run_main(["generate", str(tmp_path / "none.pt"), "-5+3="], capsys)
+    assert code == 2 and "-5 looks like a prompt with a negative number" in err and "non-negative" in err
+    assert "No such option" not in err and len(err.strip().splitlines()) == 1
+
+
 def test_unknown_command_exit_2(capsys):
     code, _, err = run_main(["frobnicate"], capsys)
     assert code == 2 and "No such command" in err

@@ -505,7 +505,8 @@ def _render_eval(result: dict) -> None:
     summary.add_row("unique parameters", f"{result['unique_parameters']:,}")
     summary.add_row("data", escape(result["data"]))
     summary.add_row("format", f"{result['task']}, answer {result['answer_order']}"
-                    + (", with steps" if result["steps"] is not None or result["steps_supplied"] else ""))
+                    + (", with steps" if result["steps"] is not None or result["steps_supplied"] else "")
+                    + (", ten's complement (the sign last)" if result.get("sub_complement") else ""))
     mode = result["step_masking_mode"]
     decoding = {"none": f"the model writes {'the steps and ' if result['steps'] else ''}the answer",
                 "mask_steps": "the reference steps are supplied, the model writes the answer",

@@ -72,6 +72,7 @@ class EvalReport:
     step_masking_mode: str = "none"
     scored: str = "answer"
     steps_supplied: bool = False
+    sub_complement: bool = False  # sub answers (and steps) in ten's complement, the sign last
 
     def to_dict(self, include_errors: bool = False) -> dict:
         """Plain JSON-able data; the (possibly long) error list only when asked."""
@@ -241,6 +242,7 @@ class _Tally:
             step_masking_mode=self.mode,
             scored="steps" if self.steps_only else "answer",
             steps_supplied=self.mode == "mask_steps",
+            sub_complement=bool(getattr(self.data_format, "sub_complement", False)),
         )
 
 

@@ -92,6 +92,9 @@ def test_subtraction_per_digit_ignores_the_sign_and_carries_count_borrows():
     assert report.exact_match == 1.0
     assert report.per_digit_accuracy == {0: 1.0}
     assert set(report.by_carries) <= {"0", "1", "2"} and sum(g["n"] for g in report.by_carries.values()) == 2
+    # the report names the answer format: ten's complement (the default for sub), or the sign first
+    assert report.sub_complement and report.to_dict()["sub_complement"] is True
+    assert score_completions(fmt(), [rec("1+2=", "3")], ["#3<eos>"]).sub_complement is False
 
 
 def test_steps_metrics_separate_right_steps_from_right_answers():

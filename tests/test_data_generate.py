@@ -107,6 +107,22 @@ def test_length_pairs_are_balanced_and_small_spaces_taken_whole():
     assert max(big) - min(big) <= 1
 
 
+@pytest.mark.parametrize("n, k", [(1681, 300), (100, 99), (100, 1), (5, 5), (7, 2)])
+def test_fewer_problems_than_length_pairs_spread_over_the_whole_range(n, k):
+    """A split smaller than its number of length pairs takes one problem from pairs spread from the shortest
+    to the longest: `--ood-digits 60-100 --test 300` used to stop at 83 digits (the smallest pairs first)."""
+    chosen = sampling.spread(n, k)
+    assert len(set(chosen)) == k and min(chosen) == 0 and (k == 1 or max(chosen) == n - 1)
+
+
+def test_a_split_smaller_than_its_length_pairs_reaches_the_longest_operands():
+    pairs = sampling.length_pairs(60, 100)  # 1,681 pairs, 300 problems
+    a, b = sampling.draw(sampling.make_rng(0, "t"), sampling.space_buckets("add", pairs), 300, "t")
+    longest = Counter(max(len(str(x)), len(str(y))) for x, y in zip(a, b))
+    first = Counter(len(str(x)) for x in a)  # the first operand's length: one problem per pair, evenly spread
+    assert len(a) == 300 and min(longest) == 60 and max(longest) == 100 and len(first) == 41
+
+
 def _uniform_share_with_same_lengths(task, records, threshold, seed=0):
     """Share of max_carry_chain >= threshold when each record's operands are redrawn uniformly at its lengths."""
     rng, hits = random.Random(seed), 0

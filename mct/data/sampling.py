@@ -323,10 +323,24 @@ def water_fill(capacities: list[int], total: int) -> list[int]:
     return quotas
 
 
+def spread(n: int, k: int) -> list[int]:
+    """k distinct indices of range(n) (k <= n) spread evenly from the first to the last."""
+    if k <= 1:
+        return [0] * k
+    return [(i * (n - 1) + (k - 1) // 2) // (k - 1) for i in range(k)]
+
+
 def allocate(buckets: list[list[Bucket]], total: int) -> list[list[int]]:
-    """Quota of every bucket: equal over length pairs, then equal over carry counts within a pair."""
+    """Quota of every bucket: equal over length pairs, then equal over carry counts within a pair. Fewer
+    problems than length pairs go one each to pairs spread evenly over the range (water_fill would give
+    them to the smallest, shortest pairs, and a 300-problem split of 60-100 digits would stop at 83)."""
     pair_caps = [sum(b.size for b in group) for group in buckets]
-    pair_quotas = water_fill(pair_caps, total)
+    if 0 < total < len(pair_caps):
+        pair_quotas = [0] * len(pair_caps)
+        for i in spread(len(pair_caps), total):
+            pair_quotas[i] = 1
+    else:
+        pair_quotas = water_fill(pair_caps, total)
     return [water_fill([b.size for b in group], q) for group, q in zip(buckets, pair_quotas)]
 
 

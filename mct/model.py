@@ -200,6 +200,11 @@ def on_build_device(table: torch.Tensor) -> torch.Tensor:
     return table.to(torch.empty(0).device)  # the default device (torch.get_default_device needs torch 2.3)
 
 
+def causal_mask(size: int, device) -> torch.Tensor:
+    """[size, size] bool, True where a query may attend a key: itself and the keys before it."""
+    return torch.ones(size, size, dtype=torch.bool, device=device).tril()
+
+
 class RotaryTables(nn.Module):
     """Precomputed cos/sin tables `[max_seq_len, Dh]` (non-persistent buffers: not in checkpoints)."""
 
@@ -343,7 +348,7 @@ class Attention(nn.Module):
         if keep:
             q = q[:, :, -keep:]  # [B, H, keep, Dh]
             if attn_mask is None:
-                attn_mask = self._causal(T, x.device)
+                attn_mask = causal_mask(T, x.device)
             attn_mask = attn_mask[..., -keep:, :]
         if attn_mask is None and k.shape[2] != T:
             raise ValueError("a mask is required when queries and keys differ in length")
@@ -354,7 +359,7 @@ class Attention(nn.Module):
             bias = self.hook_place_bias(table[:, rows + self.place_window + 1].transpose(0, 1))  # [B, H, T, T_k]
             bias = bias.to(q.dtype)
             if attn_mask is None:  # a bias needs an explicit mask on both paths
-                attn_mask = self._causal(T, x.device)
+                attn_mask = causal_mask(T, x.device)
             if self.mask_far:  # keys farther than the window: not attended
                 attn_mask = attn_mask & (rows.abs() != self.place_window + 1)[:, None]
 
@@ -369,7 +374,7 @@ class Attention(nn.Module):
                 )
         else:
             # explicit path: the same function, with the pattern visible
-            allowed = attn_mask if attn_mask is not None else self._causal(T, x.device)
+            allowed = attn_mask if attn_mask is not None else causal_mask(T, x.device)
             scores = (q @ k.transpose(-2, -1)) * (1.0 / math.sqrt(self.head_dim))  # [B, H, T, T_k]
             if bias is not None:
                 scores = scores + bias
@@ -382,10 +387,6 @@ class Attention(nn.Module):
             result = self.hook_result(torch.einsum("bthd,hdm->bthm", z, self.W_O))  # [B, T, H, D]
             return self.resid_dropout(result.sum(2) + self.b_O)
         return self.resid_dropout(self.out_proj(z.reshape(B, z.shape[1], self.inner_dim)))
-
-    @staticmethod
-    def _causal(T: int, device) -> torch.Tensor:
-        return torch.ones(T, T, dtype=torch.bool, device=device).tril()
 
     def qkv_weights(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Dense (W_q, W_k, W_v), each [H*Dh, D] (hook_q = x @ W_q.T + b_q); W_k is W_v with `tie_kv`."""
@@ -534,7 +535,7 @@ class CompactTransformer(HookedRootModule):
                         else nn.Linear(d, config.vocab_size, bias=False))
         self.register_buffer(
             "causal_mask",
-            on_build_device(self._causal_table(config.max_seq_len, "cpu")),
+            on_build_device(causal_mask(config.max_seq_len, "cpu")),
             persistent=False,
         )
         self.apply(self._init_weights)
@@ -639,11 +640,7 @@ class CompactTransformer(HookedRootModule):
         if tokens <= self.config.max_seq_len or not self.reads_any_length:
             return
         self.config.max_seq_len = tokens
-        self.causal_mask = self._causal_table(tokens, self.device)
-
-    @staticmethod
-    def _causal_table(size: int, device) -> torch.Tensor:
-        return torch.ones(size, size, dtype=torch.bool, device=device).tril()
+        self.causal_mask = causal_mask(tokens, self.device)
 
     def _position_rows(self) -> tuple[int, str] | None:
         """(rows, what sets them) of the position embedding or rotary table; None without one (NoPE, and

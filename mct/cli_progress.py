@@ -88,7 +88,10 @@ class TrainProgress:
         elif kind == "eval" and self.task is not None:
             self.progress.update(self.task, val=f"{event['val_exact_match']:.1%}")
         elif kind == "cooldown":
+            pool = event.get("pool", 1)
+            hard = (f", half of each batch the hardest problems of {pool} batches (train.cooldown_pool)"
+                    if pool > 1 else "")
             self.console.print(f"target reached at step {event['step']:,}: {event['steps']:,} more steps while the "
-                               "learning rate falls to 0 (train.cooldown_steps)", highlight=False)
+                               f"learning rate falls to 0 (train.cooldown_steps){hard}", highlight=False)
         elif kind == "test_start":
             self.console.print(f"evaluating the best checkpoint on {event['n']:,} test problems", highlight=False)

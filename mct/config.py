@@ -374,6 +374,10 @@ class TrainConfig(_Section):
         0, ge=0, le=MAX_COUNT, description="once the target is reached, train this many more steps while the "
         "learning rate falls linearly to 0, then stop (0 = stop at once): a model stopped at a high learning "
         "rate keeps rare errors that a validation sample cannot see")
+    cooldown_pool: int = Field(
+        1, ge=1, le=64, description="in the cooldown, draw this many batches for each step: half the batch as "
+        "drawn, the other half the problems of the rest the model gets most wrong (highest loss, scored without "
+        "gradients; 1 = plain batches), so the rare problems a cooldown is for get its steps")
     target_check_every: int | None = Field(
         None, ge=1, le=MAX_COUNT, description="also check target_accuracy every N steps between evaluations "
         "(none = at evaluations only): a check stops scoring at the first error too many and becomes a full, "

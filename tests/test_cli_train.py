@@ -262,3 +262,19 @@ def test_train_progress_says_when_the_first_step_compiles(compile_model):
     text = out.getvalue()
     assert "training 1,234 parameters on cpu (fp32) -> runs/x" in text
     assert ("torch.compile: the first step compiles the model" in text) is compile_model
+
+
+@pytest.mark.parametrize("pool, says_pool", [(1, False), (4, True)])
+def test_train_progress_says_when_the_cooldown_starts_and_how_it_draws(pool, says_pool):
+    import io
+
+    from rich.console import Console
+
+    from mct.cli_progress import TrainProgress
+
+    out = io.StringIO()
+    with TrainProgress(Console(file=out, width=300)) as progress:
+        progress.update({"event": "cooldown", "step": 210, "steps": 50, "pool": pool})
+    text = out.getvalue()
+    assert "target reached at step 210: 50 more steps while the learning rate falls to 0 (train.cooldown_steps)" in text
+    assert ("half of each batch the hardest problems of 4 batches (train.cooldown_pool)" in text) is says_pool

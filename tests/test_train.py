@@ -184,7 +184,7 @@ def test_a_cooldown_after_the_target_lowers_the_rate_to_zero_then_stops(tmp_path
     result = train(config, tmp_path / "run", progress=events.append)
     assert result.stopped == "target_reached" and result.steps == 22
     assert len(checks) == 14  # steps 1-14; none in the cooldown
-    assert [e for e in events if e["event"] == "cooldown"] == [{"event": "cooldown", "step": 15, "steps": 7}]
+    assert [e for e in events if e["event"] == "cooldown"] == [{"event": "cooldown", "step": 15, "steps": 7, "pool": 1}]
     rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows if "val_exact_match" in r] == [15, 22]
     lr = lr_rows(tmp_path / "run")  # the rate of the step that ended at each logged step
@@ -217,10 +217,13 @@ def test_a_cooldown_is_cut_at_max_steps_and_a_target_at_the_end_stops_at_once(tm
     assert train(config, tmp_path / "end").steps == 15
 
 
-def test_an_interrupted_cooldown_resumes_where_it_was(tmp_path, monkeypatch):
+@pytest.mark.parametrize("pool", [1, 3])
+def test_an_interrupted_cooldown_resumes_where_it_was(pool, tmp_path, monkeypatch):
+    """With `cooldown_pool` too: the stream has moved on by `pool` batches a cooldown step, and a resume
+    picks it up there."""
     monkeypatch.setattr(loop, "validate", lambda *a, **k: (0.01, 1.0))
     config = tiny_config(tmp_path, train={"target_accuracy": 0.99, "target_patience": 1, "max_steps": 60,
-                                          "cooldown_steps": 7, "save_every": 1})
+                                          "cooldown_steps": 7, "save_every": 1, "cooldown_pool": pool})
     train(config, tmp_path / "straight")
 
     def interrupt_at_step_18(event):
@@ -340,6 +343,47 @@ def test_weight_decay_only_on_matrices(tmp_path):
     model = create_model(config.model)
     decay, no_decay = build_optimizer(model, config).param_groups
     assert len(decay["params"]) == len(list(model.parameters())) and not no_decay["params"]
+
+
+def test_a_cooldown_pool_trains_on_the_hardest_rows_of_that_many_batches(tmp_path):
+    """Before the cooldown (or with a pool of 1) a step's batch is the stream's next one; in it, the first
+    half of the stream's next batch and, for the other half, the rows of the rest of the next
+    `cooldown_pool` batches with the highest summed loss."""
+    from mct.device import choose_precision
+    from mct.train.step import TrainState, draw_batch, summed_loss
+
+    config = tiny_config(tmp_path, train={"cooldown_pool": 3})
+    tokenizer, cpu = Tokenizer(), torch.device("cpu")
+    config.model.vocab_size = tokenizer.vocab_size
+    torch.manual_seed(0)
+    model = create_model(config.model)
+
+    def stream():
+        return training_batches(config, tokenizer, DataFormat.from_config(config.data), set(), cpu)[0]
+
+    state, twin = TrainState(model, model, build_optimizer(model, config), None, stream()), stream()
+    ids, labels = draw_batch(state, config, choose_precision(cpu), cpu)  # no cooldown yet: a plain batch
+    plain_ids, plain_labels = twin.next_batch()
+    assert torch.equal(ids, plain_ids) and torch.equal(labels, plain_labels)
+
+    state.cooldown_from = 0
+    ids, labels = draw_batch(state, config, choose_precision(cpu), cpu)
+    drawn = [twin.next_batch() for _ in range(3)]
+    pool_ids, pool_labels = torch.cat([d[0] for d in drawn]), torch.cat([d[1] for d in drawn])
+    half = config.train.batch_size // 2
+    with torch.no_grad():
+        row_losses = torch.stack([summed_loss(model, pool_ids[i:i + 1], pool_labels[i:i + 1])
+                                  for i in range(half, len(pool_ids))])
+    hardest = half + row_losses.topk(config.train.batch_size - half).indices
+    assert ids.shape == plain_ids.shape and torch.equal(ids[:half], drawn[0][0][:half])
+    def rows(ids, labels):  # (ids, labels) pairs: each problem keeps its own labels
+        return sorted(zip(map(tuple, ids.tolist()), map(tuple, labels.tolist())))
+
+    assert rows(ids[half:], labels[half:]) == rows(pool_ids[hardest], pool_labels[hardest])
+    assert torch.equal(state.data.next_batch()[0], twin.next_batch()[0])  # the stream moved on by 3 batches
+
+    config.train.cooldown_pool = 1
+    assert torch.equal(draw_batch(state, config, choose_precision(cpu), cpu)[0], twin.next_batch()[0])
 
 
 def test_summed_loss_without_the_last_position_equals_the_models_full_loss(tmp_path):
@@ -496,7 +540,7 @@ class _NoStream:
         pass
 
 
-def _graphed_against_eager(tmp_path, monkeypatch, capture, steps: int, **overrides):
+def _graphed_against_eager(tmp_path, monkeypatch, capture, steps: int, cooldown_from=None, **overrides):
     """Run `steps` of GraphedStep (CUDA streams faked for the CPU; `capture(fn, state)` stands in for
     `capture_graph`) and as many eager `train_step`s from the same start. Returns (the GraphedStep, its
     losses, the eager losses)."""
@@ -522,6 +566,7 @@ def _graphed_against_eager(tmp_path, monkeypatch, capture, steps: int, **overrid
         return step_module.TrainState(model, model, build_optimizer(model, config), torch.amp.GradScaler("cpu", enabled=False), data)
 
     eager_state, graphed_state = fresh(), fresh()
+    eager_state.cooldown_from = graphed_state.cooldown_from = cooldown_from
     monkeypatch.setattr(step_module, "capture_graph", lambda fn: capture(fn, graphed_state))
     monkeypatch.setattr(torch.cuda, "Stream", _NoStream)
     monkeypatch.setattr(torch.cuda, "current_stream", lambda: _NoStream())
@@ -541,6 +586,10 @@ def test_graphed_step_bookkeeping_matches_the_eager_step(tmp_path, monkeypatch):
     graphed, replayed, eager = _graphed_against_eager(tmp_path, monkeypatch, fake_capture, 8, train={"grad_clip": 0.5})
     assert graphed.graph is not None and graphed.failed is None and graphed.state.step == 8
     assert replayed == pytest.approx(eager, rel=1e-5)
+    # in a cooldown with a pool, the graph replays on the hardest rows, as the eager step trains on them
+    graphed, replayed, eager = _graphed_against_eager(tmp_path, monkeypatch, fake_capture, 6, cooldown_from=0,
+                                                      train={"cooldown_pool": 3, "cooldown_steps": 10})
+    assert graphed.graph is not None and replayed == pytest.approx(eager, rel=1e-5)
 
 
 def test_a_failed_capture_trains_on_eagerly_and_says_why(tmp_path, monkeypatch):

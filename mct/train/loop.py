@@ -390,7 +390,8 @@ class _Run:
                     if not cooldown:
                         return "target_reached"
                     s.cooldown_from = s.step
-                    self.emit({"event": "cooldown", "step": s.step, "steps": cooldown})
+                    self.emit({"event": "cooldown", "step": s.step, "steps": cooldown,
+                               "pool": self.config.train.cooldown_pool})
                 if cooled:
                     return "target_reached"
                 if cfg.keep_every and s.step % cfg.keep_every == 0:

@@ -138,6 +138,35 @@ def labelled(labels: torch.Tensor) -> torch.Tensor:
     return (labels[:, 1:] != IGNORE_INDEX).sum()
 
 
+def draw_batch(state: "TrainState", config, precision, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """The stream's next (input_ids, labels). In a cooldown with `train.cooldown_pool` = k > 1, the stream's
+    next k batches are drawn: the first half of the first one as it comes, and for the other half the rows
+    of the rest with the highest loss.
+
+    After the target the errors left are too rare for a random batch to hold often (a shape in 10,000
+    turns up about once in 80 default batches); scoring k batches and training on the hardest puts them in
+    most steps, and the plain half keeps the batch anchored to the stream (all hardest rows let a seed
+    forget `300+700=`). The scoring is a no-grad forward of the plain model (not the compiled or DDP
+    wrapper: no recompilation, no gradient hooks); every rank draws the same global batch, so every rank
+    picks the same rows. It costs about (k - 1) / 3 of a step more per cooldown step."""
+    ids, labels = state.data.next_batch()
+    pool = config.train.cooldown_pool
+    if pool <= 1 or state.cooldown_from is None:
+        return ids, labels
+    drawn = [(ids, labels)] + [state.data.next_batch() for _ in range(pool - 1)]
+    all_ids, all_labels = torch.cat([d[0] for d in drawn]), torch.cat([d[1] for d in drawn])
+    plain = ids.shape[0] // 2
+    candidates, candidate_labels = all_ids[plain:], all_labels[plain:]
+    scored_from = state.data.scored_from
+    with torch.no_grad(), precision.autocast(device):
+        logits = scored_logits(state.raw_model, candidates, scored_from,
+                               position_ids=training_positions(state.raw_model, candidates, config))
+    losses = F.cross_entropy(logits.float().transpose(1, 2), candidate_labels[:, 1 + scored_from:],
+                             ignore_index=IGNORE_INDEX, reduction="none").sum(dim=1)
+    hardest = losses.topk(ids.shape[0] - plain).indices
+    return torch.cat([ids[:plain], candidates[hardest]]), torch.cat([labels[:plain], candidate_labels[hardest]])
+
+
 @dataclass
 class StepTotals:
     """Device-side sums between two log points: loss, labelled tokens, real tokens (no host sync)."""
@@ -190,7 +219,7 @@ def train_step(state: TrainState, config, precision, device: torch.device, dist_
     this rank; nothing here waits for the device."""
     model, accum = state.model, config.train.grad_accum_steps
     set_learning_rate(state.optimizer, learning_rate(state.step, config, state.cooldown_from))
-    micro = [state.data.next_batch() for _ in range(accum)]
+    micro = [draw_batch(state, config, precision, device) for _ in range(accum)]
     global_labels = sum(labelled(labels) for _, labels in micro)  # every rank sees the global batch
     loss_total = torch.zeros((), device=device)
     tokens = torch.zeros((), device=device, dtype=torch.long)
@@ -250,7 +279,7 @@ class GraphedStep:
     def __call__(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         state = self.state
         set_learning_rate(state.optimizer, learning_rate(state.step, self.config, state.cooldown_from))
-        ids, labels = state.data.next_batch()
+        ids, labels = draw_batch(state, self.config, self.precision, self.device)
         tokens = (ids != self.pad_id).sum()
         if self.graph is None:
             if self.warmup > 0 or self.failed is not None:

@@ -153,10 +153,10 @@ def draw_batch(state: "TrainState", config, precision, device: torch.device) -> 
     pool = config.train.cooldown_pool
     if pool <= 1 or state.cooldown_from is None:
         return ids, labels
-    drawn = [(ids, labels)] + [state.data.next_batch() for _ in range(pool - 1)]
-    all_ids, all_labels = torch.cat([d[0] for d in drawn]), torch.cat([d[1] for d in drawn])
     plain = ids.shape[0] // 2
-    candidates, candidate_labels = all_ids[plain:], all_labels[plain:]
+    rest = [state.data.next_batch() for _ in range(pool - 1)]
+    candidates = torch.cat([ids[plain:]] + [r[0] for r in rest])
+    candidate_labels = torch.cat([labels[plain:]] + [r[1] for r in rest])
     scored_from = state.data.scored_from
     with torch.no_grad(), precision.autocast(device):
         logits = scored_logits(state.raw_model, candidates, scored_from,

@@ -540,7 +540,7 @@ class _NoStream:
         pass
 
 
-def _graphed_against_eager(tmp_path, monkeypatch, capture, steps: int, cooldown_from=None, **overrides):
+def _graphed_against_eager(tmp_path, monkeypatch, capture, steps: int, cooldown_from=None, wrap=None, **overrides):
     """Run `steps` of GraphedStep (CUDA streams faked for the CPU; `capture(fn, state)` stands in for
     `capture_graph`) and as many eager `train_step`s from the same start. Returns (the GraphedStep, its
     losses, the eager losses)."""
@@ -563,7 +563,8 @@ def _graphed_against_eager(tmp_path, monkeypatch, capture, steps: int, cooldown_
         torch.manual_seed(0)
         model = create_model(config.model)
         data, _ = training_batches(config, tokenizer, fmt, set(), cpu)
-        return step_module.TrainState(model, model, build_optimizer(model, config), torch.amp.GradScaler("cpu", enabled=False), data)
+        return step_module.TrainState((wrap or (lambda m: m))(model), model, build_optimizer(model, config),
+                                      torch.amp.GradScaler("cpu", enabled=False), data)
 
     eager_state, graphed_state = fresh(), fresh()
     eager_state.cooldown_from = graphed_state.cooldown_from = cooldown_from
@@ -590,6 +591,57 @@ def test_graphed_step_bookkeeping_matches_the_eager_step(tmp_path, monkeypatch):
     graphed, replayed, eager = _graphed_against_eager(tmp_path, monkeypatch, fake_capture, 6, cooldown_from=0,
                                                       train={"cooldown_pool": 3, "cooldown_steps": 10})
     assert graphed.graph is not None and replayed == pytest.approx(eager, rel=1e-5)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU (the CPU tests above fake the capture)")
+@pytest.mark.parametrize("cooldown_from", [None, 0])
+def test_the_step_captured_on_a_gpu_trains_as_the_eager_step(tmp_path, cooldown_from):
+    """A real CUDA graph: GraphedStep's warm-up, capture and replays give the eager step's losses and
+    weights (fp32), with plain batches and with a pooled cooldown (the hardest rows chosen before the
+    replay)."""
+    from mct.device import choose_precision
+    from mct.train import step as step_module
+    from mct.train.distributed import Dist
+
+    config = tiny_config(tmp_path, train={"cooldown_pool": 3, "cooldown_steps": 10})
+    tokenizer = Tokenizer()
+    config.model.vocab_size = tokenizer.vocab_size
+    fmt, cuda = DataFormat.from_config(config.data), torch.device("cuda")
+    precision = choose_precision(cuda, "fp32")
+
+    def fresh():
+        torch.manual_seed(0)
+        model = create_model(config.model).to(cuda)
+        data, _ = training_batches(config, tokenizer, fmt, set(), cuda)
+        state = step_module.TrainState(model, model, build_optimizer(model, config, capturable=True),
+                                       torch.amp.GradScaler("cuda", enabled=False), data)
+        state.cooldown_from = cooldown_from
+        return state
+
+    eager_state, graphed_state = fresh(), fresh()
+    graphed = step_module.GraphedStep(graphed_state, config, precision, cuda, tokenizer.pad_id, warmup=2)
+    replayed = [float(graphed()[0]) for _ in range(8)]
+    eager = [float(step_module.train_step(eager_state, config, precision, cuda, Dist(), tokenizer.pad_id)[0])
+             for _ in range(8)]
+    assert graphed.graph is not None and graphed.failed is None
+    assert replayed == pytest.approx(eager, rel=1e-4)
+    for a, b in zip(graphed_state.raw_model.parameters(), eager_state.raw_model.parameters()):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+
+
+def test_a_compiled_model_compiles_in_the_warm_up_and_nothing_recompiles_in_the_capture(tmp_path, monkeypatch):
+    """--compile keeps the CUDA graph: the warm-up steps and the capture see the same input buffers, so
+    torch.compile (which guards on strides, and the stream's batches are slices of wider tensors) does not
+    recompile inside the capture. On an H200 it did, and the capture failed ("operation failed due to a
+    previous error during capture"), so --compile trained without the graph."""
+    def capture_running_once(fn, state):
+        fn()  # a real capture runs the step's Python once, so the compiler's guards are checked here
+        graph = _ReplayingGraph(fn, state.optimizer)
+        return graph, graph.outputs
+
+    graphed, _, _ = _graphed_against_eager(tmp_path, monkeypatch, capture_running_once, 5,
+                                           wrap=lambda m: torch.compile(m, backend="eager"))
+    assert graphed.failed is None and graphed.graph is not None
 
 
 def test_a_failed_capture_trains_on_eagerly_and_says_why(tmp_path, monkeypatch):

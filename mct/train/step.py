@@ -260,6 +260,8 @@ class GraphedStep:
         self.warmup = warmup
         self.graph = None
         self.failed: str | None = None  # why capture failed (the run then goes on eagerly)
+        self.static_ids: torch.Tensor | None = None  # the step's inputs, copied in before each step
+        self.static_labels: torch.Tensor | None = None
 
     def _body(self, ids: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         state = self.state
@@ -281,18 +283,26 @@ class GraphedStep:
         set_learning_rate(state.optimizer, learning_rate(state.step, self.config, state.cooldown_from))
         ids, labels = draw_batch(state, self.config, self.precision, self.device)
         tokens = (ids != self.pad_id).sum()
+        if self.failed is not None:
+            return self._eager(ids, labels, tokens, side_stream=False)
+        if self.static_ids is None:
+            # One pair of input buffers from the first step on: the warm-up steps, the capture and every
+            # replay see the same tensors, so torch.compile (which guards on strides: a batch sliced from a
+            # wider tensor is not contiguous) compiles in the warm-up and nothing recompiles in the capture.
+            self.static_ids = torch.empty(ids.shape, dtype=ids.dtype, device=ids.device)
+            self.static_labels = torch.empty(labels.shape, dtype=labels.dtype, device=labels.device)
+        self.static_ids.copy_(ids, non_blocking=True)
+        self.static_labels.copy_(labels, non_blocking=True)
         if self.graph is None:
-            if self.warmup > 0 or self.failed is not None:
-                return self._eager(ids, labels, tokens, side_stream=self.failed is None)
+            if self.warmup > 0:
+                return self._eager(self.static_ids, self.static_labels, tokens, side_stream=True)
             try:
-                self._capture(ids, labels)
+                self._capture()
             except Exception as exc:  # noqa: BLE001 - a kernel that cannot be captured: train eagerly instead
-                self.failed = f"{type(exc).__name__}: {exc}"
+                self.failed = f"{type(exc).__name__}: {(str(exc).strip().splitlines() or [''])[0]}"  # CUDA's hints dropped
                 self.graph = None
                 state.optimizer.zero_grad(set_to_none=True)
                 return self._eager(ids, labels, tokens, side_stream=False)
-        self.static_ids.copy_(ids, non_blocking=True)
-        self.static_labels.copy_(labels, non_blocking=True)
         self.graph.replay()
         state.step += 1
         return self.static_loss.clone(), self.static_count.clone(), tokens
@@ -309,11 +319,13 @@ class GraphedStep:
         self.state.step += 1
         return loss, count, tokens
 
-    def _capture(self, ids: torch.Tensor, labels: torch.Tensor) -> None:
-        self.static_ids, self.static_labels = ids.clone(), labels.clone()
+    def _capture(self) -> None:
         self.state.optimizer.zero_grad(set_to_none=True)
-        self.graph, (self.static_loss, self.static_count) = capture_graph(
-            lambda: self._body(self.static_ids, self.static_labels))
+        # torch.compile recompiling inside the capture would void it ("operation failed due to a previous
+        # error during capture"); fail with the compiler's own reason instead
+        with torch._dynamo.config.patch(error_on_recompile=True):
+            self.graph, (self.static_loss, self.static_count) = capture_graph(
+                lambda: self._body(self.static_ids, self.static_labels))
 
 
 def capture_graph(fn):

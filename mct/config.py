@@ -397,8 +397,10 @@ class TrainConfig(_Section):
         "(none = up to model.max_place, so every id the model may meet is trained)"
     )
     compile: bool = Field(False, description="torch.compile the model: the first compilation of a model and batch "
-                          "shape takes 20-30 s, later runs reuse inductor's cache (about 2 s); on CUDA the compiled "
-                          "step is still captured in the CUDA graph")
+                          "shape takes 20-30 s, later runs reuse inductor's cache (2-5 s); on CUDA the compiled "
+                          "step is still captured in the CUDA graph, which already removes most of the step's "
+                          "overhead, so it pays off in long runs only (H200, default model: 1,000 steps 6.5 s "
+                          "on a warm cache against 1.75 s without compile)")
     cuda_graphs: bool | Literal["auto"] = Field(
         "auto", description="capture the whole training step in a CUDA graph (auto = on CUDA where possible)"
     )

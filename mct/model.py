@@ -776,10 +776,13 @@ class CompactTransformer(HookedRootModule):
         """Mean next-token cross-entropy: logits [B, T, V] at t against labels [B, T] at t + 1 (-100 ignored).
 
         A batch with no labelled token gives 0 (not NaN)."""
-        targets = labels[:, 1:].reshape(-1)
-        total = F.cross_entropy(logits[:, :-1].reshape(-1, logits.shape[-1]).float(), targets,
-                                ignore_index=-100, reduction="sum")
-        return total / (targets != -100).sum().clamp(min=1)
+        # Few kernels, as a forward on a GPU is bound by their launches: the labels shifted by one pad (the
+        # last position scores nothing), so the logits need no copy, and nll_loss's own count of labelled
+        # tokens (total_weight) divides the sum instead of a count of our own.
+        targets = F.pad(labels[:, 1:], (0, 1), value=-100).flatten()
+        log_probs = F.log_softmax(logits.flatten(0, 1).float(), dim=-1)
+        total, count = torch.ops.aten.nll_loss_forward(log_probs, targets, None, 2, -100)  # 2: reduction sum
+        return total / count.clamp(min=1)
 
     # ---- weight views (TransformerLens layout) ----------------------------------------------------
 

@@ -140,6 +140,29 @@ def test_loss_is_next_token_cross_entropy_with_ignored_labels():
     assert empty_loss.item() == 0.0
 
 
+@given(st.integers(1, 4), st.integers(2, 9), st.floats(0.0, 1.0), st.integers(0, 2**16))
+@settings(max_examples=40, deadline=None)
+def test_the_loss_and_its_gradient_are_the_plain_mean_over_labelled_tokens(batch, length, ignored, seed):
+    """The few-kernel loss (padded shift, nll_loss's own count) against the plain formula: the same value and
+    the same gradient for any share of ignored labels; no labelled token gives 0, and a NaN logit still
+    shows as NaN (a diverged model is not hidden)."""
+    from mct.model import CompactTransformer
+
+    gen = torch.Generator().manual_seed(seed)
+    logits = torch.randn(batch, length, V, generator=gen, requires_grad=True)
+    labels = torch.randint(0, V, (batch, length), generator=gen)
+    labels[torch.rand(batch, length, generator=gen) < ignored] = -100
+    targets = labels[:, 1:].reshape(-1)
+    plain = torch.nn.functional.cross_entropy(logits[:, :-1].reshape(-1, V), targets, ignore_index=-100,
+                                              reduction="sum") / (targets != -100).sum().clamp(min=1)
+    loss = CompactTransformer.loss(logits, labels)
+    assert loss.item() == pytest.approx(plain.item(), rel=1e-6, abs=1e-7)
+    torch.testing.assert_close(torch.autograd.grad(loss, logits)[0], torch.autograd.grad(plain, logits)[0])
+    poisoned = logits.detach().clone()
+    poisoned[0, 0, 0] = float("nan")
+    assert torch.isnan(CompactTransformer.loss(poisoned, labels)) == bool((labels[0, 1] != -100).item())
+
+
 def test_input_longer_than_context_is_refused():
     with pytest.raises(MctError, match="max_seq_len"):
         tiny(max_seq_len=8)(torch.ones(1, 9, dtype=torch.long))

@@ -5,7 +5,7 @@
 #      1. 1,000 default steps: CUDA graph / eager / --compile (which keeps the graph) on a cold inductor
 #         cache, then a warm one, then the graph again (the spread of one variant);
 #      1b. a profile of the default run's whole process;
-#      2. benchmarks/train_step.py at batch 1024 (text path, device path, graph, compile);
+#      2. benchmarks/train_step.py at batch 1024 (text path, device path, graph, compile), and add-coupled's step;
 #      3. nanoGPT parity, where MCT_NANOGPT names nanoGPT's model.py;
 #   B. sharing the GPU and its CPU cores, in parallel (times are upper bounds):
 #      4. the test suite on CUDA (pytest-xdist where there);
@@ -91,6 +91,10 @@ stage "A2. the training step at batch 1024"
 if ! skip A2 && time_left 300; then
     timeout 90 $PYTHON benchmarks/train_step.py --device "$DEVICE" --batch 1024 --steps 20 --rounds 3 > "$OUT_DIR/train_step.txt" 2>&1
     tail -9 "$OUT_DIR/train_step.txt"
+    # the place-value models took 35-52 ms a step on the H200 (2026-11-29) where add10 took 5: step or data?
+    timeout 60 $PYTHON benchmarks/train_step.py --config configs/add-coupled.toml --device "$DEVICE" --steps 20 \
+        --rounds 3 > "$OUT_DIR/train_step-add-coupled.txt" 2>&1
+    tail -9 "$OUT_DIR/train_step-add-coupled.txt"
 fi
 
 stage "A3. nanoGPT parity"

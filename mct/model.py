@@ -356,11 +356,12 @@ class Attention(nn.Module):
         if self.place_window:
             table = self.place_bias.view(self.num_heads, 2 * self.place_window + 4)
             rows = place_diff[:, -q.shape[2]:]  # the queries kept
-            # a one-hot product, not `table[:, rows + ...]`: on CUDA the gradient of that indexing sums its
-            # duplicate indices one after another (pytorch/pytorch#41162), and here B*T*T_k indices share
-            # 2w+4 entries; a matrix product's gradient has no such queue (the same values either way)
-            codes = rows[..., None] + self.place_window + 1 == torch.arange(table.shape[1], device=rows.device)
-            bias = self.hook_place_bias(torch.einsum("btsk,hk->bhts", codes.to(table.dtype), table))  # [B, H, T, T_k]
+            # gather, not `table[:, rows + ...]`: on CUDA the gradient of that indexing sums its duplicate
+            # indices one after another (pytorch/pytorch#41162), and here B*T*T_k indices share 2w+4 entries;
+            # gather's gradient is a scatter_add (atomic adds on CUDA); the same values, as fast on the CPU
+            index = (rows + self.place_window + 1).flatten()
+            bias = table.gather(1, index.expand(table.shape[0], -1)).unflatten(1, rows.shape)  # [H, B, T, T_k]
+            bias = self.hook_place_bias(bias.transpose(0, 1))  # [B, H, T, T_k]
             bias = bias.to(q.dtype)
             if attn_mask is None:  # a bias needs an explicit mask on both paths
                 attn_mask = causal_mask(T, x.device)

@@ -358,7 +358,8 @@ class Attention(nn.Module):
             rows = place_diff[:, -q.shape[2]:]  # the queries kept
             # gather, not `table[:, rows + ...]`: on CUDA the gradient of that indexing sums its duplicate
             # indices one after another (pytorch/pytorch#41162), and here B*T*T_k indices share 2w+4 entries;
-            # gather's gradient is a scatter_add (atomic adds on CUDA); the same values, as fast on the CPU
+            # gather's gradient is a scatter_add, atomic adds on CUDA (pytorch/pytorch#15245: many times faster
+            # there); the same values, and on the CPU the same weights bit for bit at the same speed
             index = (rows + self.place_window + 1).flatten()
             bias = table.gather(1, index.expand(table.shape[0], -1)).unflatten(1, rows.shape)  # [H, B, T, T_k]
             bias = self.hook_place_bias(bias.transpose(0, 1))  # [B, H, T, T_k]

@@ -14,7 +14,7 @@
 #     bash benchmarks/gpu_check.sh [OUT_DIR]   # DEADLINE=seconds (default 540): no stage starts after it, and
 #                                              # phase B's commands are stopped at it
 #
-# A1 and SKIP (below), PYTHON, MCT, DEVICE, STEPS, TESTS (what pytest runs, default tests), JOBS (phase B's parallel trainings, default 6) and CONFIGS (phase B's configs,
+# A1 and SKIP (below), TRAIN_ARGS (added to every `mct train`), PYTHON, MCT, DEVICE, STEPS, TESTS (what pytest runs, default tests), JOBS (phase B's parallel trainings, default 6) and CONFIGS (phase B's configs,
 # default every configs/*.toml) can be set. Every command's summary JSON and stderr land in OUT_DIR (default
 # gpu-check/); the log prints one line each.
 set -u
@@ -23,7 +23,7 @@ DEADLINE=${DEADLINE:-540}
 PYTHON=${PYTHON:-python3}
 MCT=${MCT:-"$PYTHON -m mct"}
 STEPS=${STEPS:-1000}
-DEVICE=${DEVICE:-cuda}  # DEVICE=cpu STEPS=30 CONFIGS="default mul2": a smoke run of this script on the CPU
+DEVICE=${DEVICE:-cuda}  # DEVICE=cpu A1=graph TRAIN_ARGS="--max-steps 5" CONFIGS=default: a smoke run on the CPU
 JOBS=${JOBS:-6}
 TESTS=${TESTS:-tests}  # what pytest runs
 # stage A1's runs in order: graph*, eager*, compile* (the first on an empty inductor cache), seedN (the default run)
@@ -44,7 +44,8 @@ time_left() { [ "$(left)" -gt "$1" ] || { echo "skipped: under $1 s left"; retur
 train() {  # train NAME mct-train-args...: one summary line, the JSON and stderr kept; stopped at the deadline
     local name=$1; shift
     local started=$(date +%s.%N)
-    timeout "$(left)" $MCT train --out "$OUT_DIR/runs/$name" --force --json "$@" > "$OUT_DIR/$name.json" 2> "$OUT_DIR/$name.err"
+    timeout "$(left)" $MCT train --out "$OUT_DIR/runs/$name" --force --json "$@" ${TRAIN_ARGS:-} > "$OUT_DIR/$name.json" \
+        2> "$OUT_DIR/$name.err"
     local rc=$?
     local ended=$(date +%s.%N)  # the whole process: Python, torch and CUDA start-up, training, the test
     $PYTHON - "$OUT_DIR/$name.json" "$name" "$rc" "$started" "$ended" <<'PY'
@@ -115,7 +116,7 @@ if time_left 60; then
     workers=(); $PYTHON -c "import xdist" 2>/dev/null && workers=(-n "${TEST_WORKERS:-8}")
     timeout "$(( $(left) - 5 ))" $PYTHON -m pytest -q -p no:cacheprovider ${workers[@]+"${workers[@]}"} $TESTS > "$OUT_DIR/tests.txt" 2>&1 &
     tests=$!
-    export -f train left elapsed; export OUT_DIR MCT PYTHON DEADLINE T0 DEVICE
+    export -f train left elapsed; export OUT_DIR MCT PYTHON DEADLINE T0 DEVICE TRAIN_ARGS
     printf '%s\n' $CONFIGS | xargs -P "$JOBS" -I{} bash -c 'train "cfg-{}" --config "configs/{}.toml" --device "$DEVICE"'
     wait $tests; echo "tests exit $?"
     tail -4 "$OUT_DIR/tests.txt"

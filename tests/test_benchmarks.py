@@ -137,3 +137,18 @@ def test_cli_latency_refuses_a_folder_that_is_not_a_checkout(tmp_path):
                           capture_output=True, text=True)
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert proc.stderr.strip() == f"error: {tmp_path.resolve()} is not an mct checkout (no mct/__main__.py)"
+
+
+def test_the_gpu_check_script_runs_its_stages_and_reports_each_run(tmp_path):
+    """benchmarks/gpu_check.sh is run where device time is scarce: a CPU smoke run of every stage it can do
+    here catches a broken script before it spends a lease."""
+    root = Path(__file__).resolve().parent.parent
+    env = {**os.environ, "DEVICE": "cpu", "A1": "graph", "SKIP": "A1b A2 A3", "TRAIN_ARGS": "--max-steps 5",
+           "CONFIGS": "default", "TESTS": "tests/test_tokenizer.py", "PYTHON": sys.executable, "DEADLINE": "300"}
+    proc = subprocess.run(["bash", str(root / "benchmarks" / "gpu_check.sh"), str(tmp_path / "out")],
+                          capture_output=True, text=True, cwd=root, env=env)
+    assert proc.returncode == 0, proc.stderr
+    log = proc.stdout
+    assert "k1000-graph: 5 steps" in log and "cfg-default: 5 steps" in log, log
+    assert "tests exit 0" in log and "=== done" in log, log
+    assert (tmp_path / "out" / "cfg-default.json").is_file() and (tmp_path / "out" / "tests.txt").is_file()

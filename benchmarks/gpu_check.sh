@@ -14,7 +14,7 @@
 #     bash benchmarks/gpu_check.sh [OUT_DIR]   # DEADLINE=seconds (default 540): no stage starts after it, and
 #                                              # phase B's commands are stopped at it
 #
-# A1 and SKIP (below), TRAIN_ARGS (added to every `mct train`), PYTHON, MCT, DEVICE, STEPS, TESTS (what pytest runs, default tests), JOBS (phase B's parallel trainings, default 6) and CONFIGS (phase B's configs,
+# A1 and SKIP (below), TRAIN_ARGS (added to every `mct train`), PYTHON, MCT, DEVICE, STEPS, TESTS (what pytest runs, default tests), JOBS (phase B's parallel trainings, default 4), TEST_WORKERS (pytest-xdist workers, default 12) and CONFIGS (phase B's configs,
 # default every configs/*.toml) can be set. Every command's summary JSON and stderr land in OUT_DIR (default
 # gpu-check/); the log prints one line each.
 set -u
@@ -24,7 +24,7 @@ PYTHON=${PYTHON:-python3}
 MCT=${MCT:-"$PYTHON -m mct"}
 STEPS=${STEPS:-1000}
 DEVICE=${DEVICE:-cuda}  # DEVICE=cpu A1=graph TRAIN_ARGS="--max-steps 5" CONFIGS=default: a smoke run on the CPU
-JOBS=${JOBS:-6}
+JOBS=${JOBS:-4}
 TESTS=${TESTS:-tests}  # what pytest runs
 # stage A1's runs in order: graph*, eager*, compile* (the first on an empty inductor cache), seedN (the default run)
 A1=${A1:-graph compile-cold compile-warm seed0}  # eager (no graph): 10.3 s on the H200, 2026-11-29
@@ -113,7 +113,7 @@ fi
 
 stage "B. in parallel: the test suite on CUDA, and every config: $CONFIGS"
 if time_left 60; then
-    workers=(); $PYTHON -c "import xdist" 2>/dev/null && workers=(-n "${TEST_WORKERS:-8}")
+    workers=(); $PYTHON -c "import xdist" 2>/dev/null && workers=(-n "${TEST_WORKERS:-12}")
     timeout "$(( $(left) - 5 ))" $PYTHON -m pytest -q -p no:cacheprovider ${workers[@]+"${workers[@]}"} $TESTS > "$OUT_DIR/tests.txt" 2>&1 &
     tests=$!
     export -f train left elapsed; export OUT_DIR MCT PYTHON DEADLINE T0 DEVICE TRAIN_ARGS

@@ -540,6 +540,12 @@ class _NoStream:
         pass
 
 
+# a place-value model (coupled ids, a relative place bias, far keys masked) in the tiny config
+PLACE_VALUE = {"model": {"absolute_positions": "coupled", "place_codes": "relative", "place_window": 2, "max_place": 12,
+                         "place_far": "masked", "place_base": 2, "use_rope": False},
+               "data": {"pad_operands": False, "pad_to_longer": True, "answer_order": "reversed"}}
+
+
 def _graphed_against_eager(tmp_path, monkeypatch, capture, steps: int, cooldown_from=None, wrap=None, **overrides):
     """Run `steps` of GraphedStep (CUDA streams faked for the CPU; `capture(fn, state)` stands in for
     `capture_graph`) and as many eager `train_step`s from the same start. Returns (the GraphedStep, its
@@ -591,19 +597,23 @@ def test_graphed_step_bookkeeping_matches_the_eager_step(tmp_path, monkeypatch):
     graphed, replayed, eager = _graphed_against_eager(tmp_path, monkeypatch, fake_capture, 6, cooldown_from=0,
                                                       train={"cooldown_pool": 3, "cooldown_steps": 10})
     assert graphed.graph is not None and replayed == pytest.approx(eager, rel=1e-5)
+    # a place-value model: its place ids and random offsets are drawn inside the step, the same in both
+    graphed, replayed, eager = _graphed_against_eager(tmp_path, monkeypatch, fake_capture, 6, **PLACE_VALUE)
+    assert graphed.graph is not None and replayed == pytest.approx(eager, rel=1e-5)
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU (the CPU tests above fake the capture)")
-@pytest.mark.parametrize("cooldown_from", [None, 0])
-def test_the_step_captured_on_a_gpu_trains_as_the_eager_step(tmp_path, cooldown_from):
+@pytest.mark.parametrize("cooldown_from, model", [(None, {}), (0, {}), (None, PLACE_VALUE)],
+                         ids=["plain", "pooled-cooldown", "place-value"])
+def test_the_step_captured_on_a_gpu_trains_as_the_eager_step(tmp_path, cooldown_from, model):
     """A real CUDA graph: GraphedStep's warm-up, capture and replays give the eager step's losses and
-    weights (fp32), with plain batches and with a pooled cooldown (the hardest rows chosen before the
-    replay)."""
+    weights (fp32), with plain batches, with a pooled cooldown (the hardest rows chosen before the
+    replay), and for a place-value model (place ids and offsets drawn inside the captured step)."""
     from mct.device import choose_precision
     from mct.train import step as step_module
     from mct.train.distributed import Dist
 
-    config = tiny_config(tmp_path, train={"cooldown_pool": 3, "cooldown_steps": 10})
+    config = tiny_config(tmp_path, train={"cooldown_pool": 3, "cooldown_steps": 10}, **model)
     tokenizer = Tokenizer()
     config.model.vocab_size = tokenizer.vocab_size
     fmt, cuda = DataFormat.from_config(config.data), torch.device("cuda")

@@ -546,34 +546,36 @@ PLACE_VALUE = {"model": {"absolute_positions": "coupled", "place_codes": "relati
                "data": {"pad_operands": False, "pad_to_longer": True, "answer_order": "reversed"}}
 
 
+def _fresh_state(config, tokenizer, device, cooldown_from=None, capturable=False, wrap=None):
+    """A TrainState of the config's model (seed 0) and stream on `device`; `wrap` (e.g. torch.compile) gives
+    the model that is called."""
+    from mct.train.step import TrainState
+
+    torch.manual_seed(0)
+    model = create_model(config.model).to(device)
+    data, _ = training_batches(config, tokenizer, DataFormat.from_config(config.data), set(), device)
+    state = TrainState((wrap or (lambda m: m))(model), model, build_optimizer(model, config, capturable=capturable),
+                       torch.amp.GradScaler(device.type, enabled=False), data)
+    state.cooldown_from = cooldown_from
+    return state
+
+
 def _graphed_against_eager(tmp_path, monkeypatch, capture, steps: int, cooldown_from=None, wrap=None, **overrides):
     """Run `steps` of GraphedStep (CUDA streams faked for the CPU; `capture(fn, state)` stands in for
     `capture_graph`) and as many eager `train_step`s from the same start. Returns (the GraphedStep, its
     losses, the eager losses)."""
     import contextlib
 
-    from mct.data.format import DataFormat
     from mct.device import choose_precision
-    from mct.model import create_model
-    from mct.tokenizer import Tokenizer
     from mct.train import step as step_module
     from mct.train.distributed import Dist
 
     config = tiny_config(tmp_path, **overrides)
     tokenizer = Tokenizer()
     config.model.vocab_size = tokenizer.vocab_size
-    fmt, cpu = DataFormat.from_config(config.data), torch.device("cpu")
+    cpu = torch.device("cpu")
     precision = choose_precision(cpu)
-
-    def fresh():
-        torch.manual_seed(0)
-        model = create_model(config.model)
-        data, _ = training_batches(config, tokenizer, fmt, set(), cpu)
-        return step_module.TrainState((wrap or (lambda m: m))(model), model, build_optimizer(model, config),
-                                      torch.amp.GradScaler("cpu", enabled=False), data)
-
-    eager_state, graphed_state = fresh(), fresh()
-    eager_state.cooldown_from = graphed_state.cooldown_from = cooldown_from
+    eager_state, graphed_state = (_fresh_state(config, tokenizer, cpu, cooldown_from, wrap=wrap) for _ in range(2))
     monkeypatch.setattr(step_module, "capture_graph", lambda fn: capture(fn, graphed_state))
     monkeypatch.setattr(torch.cuda, "Stream", _NoStream)
     monkeypatch.setattr(torch.cuda, "current_stream", lambda: _NoStream())
@@ -616,19 +618,10 @@ def test_the_step_captured_on_a_gpu_trains_as_the_eager_step(tmp_path, cooldown_
     config = tiny_config(tmp_path, train={"cooldown_pool": 3, "cooldown_steps": 10}, **model)
     tokenizer = Tokenizer()
     config.model.vocab_size = tokenizer.vocab_size
-    fmt, cuda = DataFormat.from_config(config.data), torch.device("cuda")
+    cuda = torch.device("cuda")
     precision = choose_precision(cuda, "fp32")
-
-    def fresh():
-        torch.manual_seed(0)
-        model = create_model(config.model).to(cuda)
-        data, _ = training_batches(config, tokenizer, fmt, set(), cuda)
-        state = step_module.TrainState(model, model, build_optimizer(model, config, capturable=True),
-                                       torch.amp.GradScaler("cuda", enabled=False), data)
-        state.cooldown_from = cooldown_from
-        return state
-
-    eager_state, graphed_state = fresh(), fresh()
+    eager_state, graphed_state = (_fresh_state(config, tokenizer, cuda, cooldown_from, capturable=True)
+                                  for _ in range(2))
     graphed = step_module.GraphedStep(graphed_state, config, precision, cuda, tokenizer.pad_id, warmup=2)
     replayed = [float(graphed()[0]) for _ in range(8)]
     eager = [float(step_module.train_step(eager_state, config, precision, cuda, Dist(), tokenizer.pad_id)[0])

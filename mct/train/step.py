@@ -289,8 +289,8 @@ class GraphedStep:
             # One pair of input buffers from the first step on: the warm-up steps, the capture and every
             # replay see the same tensors, so torch.compile (which guards on strides: a batch sliced from a
             # wider tensor is not contiguous) compiles in the warm-up and nothing recompiles in the capture.
-            self.static_ids = torch.empty(ids.shape, dtype=ids.dtype, device=ids.device)
-            self.static_labels = torch.empty(labels.shape, dtype=labels.dtype, device=labels.device)
+            self.static_ids = torch.empty_like(ids, memory_format=torch.contiguous_format)
+            self.static_labels = torch.empty_like(labels, memory_format=torch.contiguous_format)
         self.static_ids.copy_(ids, non_blocking=True)
         self.static_labels.copy_(labels, non_blocking=True)
         if self.graph is None:

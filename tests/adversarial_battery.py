@@ -26,26 +26,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-TINY = """
-[model]
-d_model = 32
-num_layers = 1
-num_heads = 2
-d_ff = 64
-max_seq_len = 24
-[data]
-max_digits = 2
-max_seq_len = 24
-n_val = 40
-n_test = 50
-[train]
-batch_size = 16
-max_steps = 6
-eval_every = 3
-eval_samples = 20
-warmup_steps = 1
-device = "cpu"
-"""
+from cli_helpers import tiny_toml  # noqa: E402 (tests/ is on the path of a script run from it)
+TINY = tiny_toml(warmup_steps=1)
 
 
 @dataclass

@@ -4,7 +4,8 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from mct.cli import app, main
+from cli_helpers import run_main
+from mct.cli import app
 
 runner = CliRunner()
 COMMANDS = ["doctor", "gen", "train", "eval", "generate", "attn"]
@@ -23,12 +24,6 @@ def test_every_command_has_help_with_an_example(command):
     assert result.exit_code == 0, result.output
     assert "Example" in result.output or "example" in result.output
 
-
-def run_main(argv, capsys):
-    with pytest.raises(SystemExit) as info:
-        main(argv)
-    captured = capsys.readouterr()
-    return info.value.code, captured.out, captured.err
 
 
 def test_wrong_flag_is_one_line_and_exit_2(capsys):

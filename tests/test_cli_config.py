@@ -13,37 +13,13 @@ import torch
 import typer.main
 from typer.testing import CliRunner
 
-from mct.cli import app, main
+from cli_helpers import run_main, tiny_toml
+from mct.cli import app
 from mct.config import config_keys, default_config_path, field_info, read_toml, resolve_config
 from mct.errors import MctError
 
-TINY = """
-[model]
-d_model = 32
-num_layers = 1
-num_heads = 2
-d_ff = 64
-max_seq_len = 24
-[data]
-max_digits = 2
-max_seq_len = 24
-n_val = 40
-n_test = 50
-[train]
-batch_size = 16
-max_steps = 4
-eval_every = 2
-eval_samples = 20
-save_every = 2
-device = "cpu"
-"""
+TINY = tiny_toml(max_steps=4, eval_every=2, save_every=2)
 
-
-def run_main(argv, capsys):
-    with pytest.raises(SystemExit) as info:
-        main(argv)
-    captured = capsys.readouterr()
-    return info.value.code, captured.out, captured.err
 
 
 @pytest.fixture

@@ -6,15 +6,10 @@ import shutil
 import pytest
 from typer.testing import CliRunner
 
-from mct.cli import app, main, parse_seeds
+from cli_helpers import run_main
+from mct.cli import app, parse_seeds
 from mct.errors import MctError
 
-
-def run_main(argv, capsys):
-    with pytest.raises(SystemExit) as info:
-        main(argv)
-    captured = capsys.readouterr()
-    return info.value.code, captured.out, captured.err
 
 
 def refused(argv, capsys, *fragments):

@@ -4,34 +4,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from mct.cli import main
+from cli_helpers import run_main, tiny_toml
 
-TINY = """
-[model]
-d_model = 32
-num_layers = 1
-num_heads = 2
-d_ff = 64
-max_seq_len = 24
-[data]
-max_digits = 2
-max_seq_len = 24
-n_val = 40
-n_test = 50
-[train]
-batch_size = 16
-max_steps = 6
-eval_every = 3
-eval_samples = 20
-device = "cpu"
-"""
+TINY = tiny_toml()
 
-
-def run_main(argv, capsys):
-    with pytest.raises(SystemExit) as info:
-        main(argv)
-    captured = capsys.readouterr()
-    return info.value.code, captured.out, captured.err
 
 
 @pytest.fixture

@@ -104,7 +104,7 @@ def test_position_ids_outside_the_models_tables_are_a_user_error(positions, bad)
     ids, _ = padded_batch([4], 4)
     inside = torch.tensor([[0, 1, 2, 47]])
     assert model(ids, position_ids=inside)[0].shape == (1, 4, V)
-    with pytest.raises(MctError, match=rf"position_ids must lie in \[0, 48\) \(model.max_seq_len = 48\), got"):
+    with pytest.raises(MctError, match=r"position_ids must lie in \[0, 48\) \(model.max_seq_len = 48\), got"):
         model(ids, position_ids=torch.tensor([[0, 1, 2, bad]]))
 
 

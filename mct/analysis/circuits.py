@@ -179,7 +179,6 @@ def check_digit(model, problems: ProblemSet, sweep: AblationSweep, share: torch.
     for size in range(1, min(max_heads, len(heads) - 1) + 1):
         named = ranked[:size]
         scores = ablate(model, problems, named, sweep.means)
-        others = [h for h in heads if h not in named]
         controls = _control_sets(ranked[size:], size, rng)  # ranked[size:] are the others, strongest first
         control_drops = [clean - ablate(model, problems, c, sweep.means).digit_accuracy[place] for c in controls]
         drop = clean - scores.digit_accuracy[place]
@@ -213,7 +212,7 @@ def direct_logit_attribution(model, problems: ProblemSet, answer_ids: list[int],
     the right token minus the mean over `answer_ids` (the ten digits, or every residue token), at the
     position that writes answer place k; averaged over the problems. The components of one problem sum to
     its logit difference."""
-    L, H, K = len(model.blocks), model.config.num_heads, problems.num_places
+    L, K = len(model.blocks), problems.num_places
     total, count, labels = None, torch.zeros(K), None
     digits = torch.tensor(answer_ids, device=model.device)
     for start in range(0, len(problems), batch_size):

@@ -634,7 +634,7 @@ def test_the_step_captured_on_a_gpu_trains_as_the_eager_step(tmp_path, cooldown_
 
 def test_a_compiled_model_compiles_in_the_warm_up_and_nothing_recompiles_in_the_capture(tmp_path, monkeypatch):
     """--compile keeps the CUDA graph: the warm-up steps and the capture see the same input buffers, so
-    torch.compile (which guards on strides, and the stream's batches are slices of wider tensors) does not
+    torch.compile (which guards on strides; the stream's batches were then views of wider tensors) does not
     recompile inside the capture. On an H200 it did, and the capture failed ("operation failed due to a
     previous error during capture"), so --compile trained without the graph."""
     def capture_running_once(fn, state):
@@ -815,3 +815,21 @@ def test_cuda_graphs_asked_for_where_they_cannot_hold_the_step_is_refused():
                           precision=SimpleNamespace(use_scaler=False))
     with pytest.raises(MctError, match="grad_accum_steps = 1 and precision bf16 or fp32"):
         loop._Run._graphs_wanted(run)
+
+
+def test_a_compiled_model_does_not_recompile_when_the_cooldown_starts(tmp_path, monkeypatch):
+    """--compile on the CPU: the stream's batches and the cooldown's hardest-problem batches have the same
+    strides, so the compiled model compiles once. The stream's batches were column views of wider tensors
+    (a scratch column cut off) and the cooldown's a fresh `torch.cat`: a second compilation where the
+    cooldown began, 20-40 s on a cold inductor cache (here dynamo's eager backend, and a recompile fails)."""
+    import functools
+
+    monkeypatch.setattr(loop, "validate", lambda *a, **k: (0.01, 1.0))  # the target at the first evaluation
+    monkeypatch.setattr(torch, "compile", functools.partial(torch.compile, backend="eager"))
+    torch._dynamo.reset()
+    config = tiny_config(tmp_path, train={"target_accuracy": 0.99, "target_patience": 1, "eval_every": 4,
+                                          "max_steps": 20, "cooldown_steps": 4, "cooldown_pool": 4,
+                                          "compile": True})
+    with torch._dynamo.config.patch(error_on_recompile=True):
+        result = train(config, tmp_path / "run")
+    assert result.stopped == "target_reached" and result.steps == 8  # 4 steps, then 4 of cooldown

@@ -105,7 +105,9 @@ class Segments:
         """(ids [N, T] right-padded with pad_id, roles [N, T] (-1 on padding), lengths [N]).
 
         T = `width` (rows must fit) or the sum of the segment widths. Entries past a row's segment
-        length go to a scratch column that is cut off, so there is no per-row work and no host sync."""
+        length go to a scratch column that is cut off, so there is no per-row work and no host sync; the
+        results are contiguous (torch.compile guards on strides: a view without the scratch column would
+        make every batch sliced from it differ from any other [N, T] tensor and recompile)."""
         T = self.max_width if width is None else width
         ids = torch.full((self.n, T + 1), pad_id, dtype=torch.long, device=self.device)
         roles = torch.full((self.n, T + 1), -1, dtype=torch.long, device=self.device)
@@ -117,7 +119,7 @@ class Segments:
             ids.scatter_(1, columns, tokens)
             roles.scatter_(1, columns, torch.full_like(tokens, role))
             offset = offset + lengths
-        return ids[:, :T], roles[:, :T], offset
+        return ids[:, :T].contiguous(), roles[:, :T].contiguous(), offset
 
 
 Width = int | torch.Tensor  # one width for the batch, or one per row ([N], within the digit matrix's columns)

@@ -287,8 +287,8 @@ class GraphedStep:
             return self._eager(ids, labels, tokens, side_stream=False)
         if self.static_ids is None:
             # One pair of input buffers from the first step on: the warm-up steps, the capture and every
-            # replay see the same tensors, so torch.compile (which guards on strides: a batch sliced from a
-            # wider tensor is not contiguous) compiles in the warm-up and nothing recompiles in the capture.
+            # replay see the same tensors, so torch.compile (which guards on strides) compiles in the warm-up
+            # and nothing recompiles in the capture, whatever the layout of the batches drawn.
             self.static_ids = torch.empty_like(ids, memory_format=torch.contiguous_format)
             self.static_labels = torch.empty_like(labels, memory_format=torch.contiguous_format)
         self.static_ids.copy_(ids, non_blocking=True)

@@ -25,7 +25,7 @@ from typing import Any, Mapping
 import torch
 from mct.config import TASKS, Config, ModelConfig, validate_config, validate_model_config
 from mct.errors import MctError
-from mct.fileio import atomic_path, describe_os_error
+from mct.fileio import atomic_torch_save, describe_os_error
 from mct.model import CompactTransformer, create_model, model_shell
 from mct.tokenizer import Tokenizer
 
@@ -125,18 +125,7 @@ def save_checkpoint(path: str | Path, model: torch.nn.Module, config: Config | M
         "unique_parameters": plain_model.num_parameters(),
     }
     _check_plain(payload, "checkpoint")
-    with atomic_path(path) as tmp:
-        try:
-            torch.save(payload, tmp)
-        except RuntimeError as exc:  # torch reports a failed write (e.g. a full disk) as a RuntimeError
-            if "write" not in str(exc).lower():
-                raise
-            import shutil
-
-            full = shutil.disk_usage(tmp.parent).free < 1 << 20
-            raise MctError(f"cannot write {path}: "
-                           f"{'no space left on the device' if full else 'the write failed'}; "
-                           "the previous file, if any, is kept") from None
+    atomic_torch_save(payload, path)
     return path
 
 

@@ -491,8 +491,10 @@ def _eval_data_path(data: Path, split: str | None) -> Path:
     return data
 
 
-def _pct(share: float) -> str:
-    return f"{100 * share:.2f}%"
+def _pct(share: float | None) -> str:
+    """0.9995 -> '99.95%'; None (an interrupted run has no test, a run stopped before its first
+    evaluation no best) -> '-'."""
+    return "-" if share is None else f"{100 * share:.2f}%"
 
 
 def _render_eval(result: dict) -> None:

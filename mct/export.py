@@ -35,7 +35,7 @@ from pathlib import Path
 import torch
 
 from mct.errors import MctError
-from mct.fileio import atomic_path
+from mct.fileio import atomic_torch_save
 from mct.generation import eval_mode
 
 __all__ = ["export_transformer_lens", "tl_config", "tl_state_dict", "to_hooked_transformer"]
@@ -199,9 +199,5 @@ def export_transformer_lens(model, path: str | Path, check_ids: torch.Tensor | N
     payload = {"cfg": tl_config(model), "state_dict": {k: v.cpu() for k, v in tl_model.state_dict().items()},
                "transformer_lens_version": getattr(transformer_lens, "__version__", "unknown")}
     path = Path(path)
-    try:
-        with atomic_path(path) as tmp:
-            torch.save(payload, tmp)
-    except OSError as exc:
-        raise MctError(f"cannot write {path}: {exc.strerror or exc}") from None
+    atomic_torch_save(payload, path)
     return {"path": str(path), "cfg": payload["cfg"], "max_abs_logit_diff": difference}

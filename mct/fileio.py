@@ -70,10 +70,12 @@ def check_writable(path: str | Path, what: str = "output", folder: bool = False)
         reason = "the file system is read-only" if _read_only(parent) else "permission denied"
         raise MctError(f"{what} {path} cannot be written: {reason} in {parent}; choose another location")
     try:
-        if shutil.disk_usage(parent).free == 0:
-            raise MctError(f"{what} {path} cannot be written: no space left on the device that holds {parent}")
+        usage = shutil.disk_usage(parent)
     except OSError:
-        pass
+        return
+    if usage.total and not usage.free:  # /proc and /sys report no size at all: not a full disk
+        raise MctError(f"{what} {path} cannot be written: no space left on the device that holds {parent}; "
+                       "free some space or choose another location")
 
 
 def _read_only(path: Path) -> bool:
@@ -113,6 +115,25 @@ def atomic_write_text(path: str | Path, text: str) -> None:
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:
     with atomic_path(path) as tmp:
         tmp.write_bytes(data)
+
+
+def atomic_torch_save(payload: dict, path: str | Path) -> None:
+    """`torch.save(payload, path)` through `atomic_path`. torch reports a failed write (a full disk) as a
+    RuntimeError whose text names no cause ("unexpected pos 128064 vs 127952"): it becomes one MctError
+    naming the path, the free space decides the reason, and the previous file is kept."""
+    import torch
+
+    with atomic_path(path) as tmp:
+        try:
+            torch.save(payload, tmp)
+        except RuntimeError:
+            try:
+                full = shutil.disk_usage(tmp.parent).free < 1 << 20
+            except OSError:
+                full = False
+            reason = "no space left on the device; free some space or write elsewhere" if full else \
+                "the write failed; check the device and write elsewhere"
+            raise MctError(f"cannot write {path}: {reason} (the previous file, if any, is kept)") from None
 
 
 # --------------------------------------------------------------------------------------------------

@@ -1,5 +1,6 @@
 import pickle
 import random
+from pathlib import Path
 
 import pytest
 import torch
@@ -109,6 +110,28 @@ def test_save_is_atomic_and_a_failed_save_keeps_the_old_file(saved):
 
     with pytest.raises(TypeError, match="plain data"):
         save_checkpoint(path, model, config, Tokenizer(), DATA_FORMAT, {"step": 1, "bad": NotPlain()})
+    assert path.read_bytes() == before
+    assert [p.name for p in path.parent.iterdir()] == [path.name]
+
+
+@pytest.mark.parametrize("free,reason", [(0, "no space left on the device"), (10 << 30, "the write failed")])
+def test_a_write_that_fails_midway_is_one_error_and_keeps_the_old_file(saved, monkeypatch, free, reason):
+    """A full disk while torch.save writes: torch 2.13 raises a RuntimeError that names no cause
+    ("unexpected pos ... vs ..."); it printed a traceback where it should name the path and the fix."""
+    import shutil
+    from collections import namedtuple
+
+    path, model, config = saved
+    before = path.read_bytes()
+
+    def failing_save(payload, target):
+        Path(target).write_bytes(b"PK\x03\x04 half")
+        raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 128064 vs 127952")
+
+    monkeypatch.setattr(torch, "save", failing_save)
+    monkeypatch.setattr(shutil, "disk_usage", lambda p: namedtuple("usage", "total used free")(1 << 40, 0, free))
+    with pytest.raises(MctError, match=rf"cannot write {path}: {reason}.*previous file, if any, is kept"):
+        save_checkpoint(path, model, config, Tokenizer(), DATA_FORMAT)
     assert path.read_bytes() == before
     assert [p.name for p in path.parent.iterdir()] == [path.name]
 

@@ -215,6 +215,21 @@ def test_seeds_train_one_run_folder_each_and_report_them(tiny, tmp_path, capsys)
     assert "seed = 3" in (tmp_path / "runs" / "seed-3" / "config.toml").read_text()
 
 
+def test_an_interrupted_seed_sweep_reports_its_table_and_exits_130(tiny, tmp_path, capsys, monkeypatch):
+    """Ctrl-C in a sweep: the interrupted run has no test result (it printed a TypeError instead of the
+    table); its last.pt is kept and the later seeds are not started."""
+    import contextlib
+
+    import mct.train
+
+    monkeypatch.setattr(mct.train, "stop_on_interrupt", lambda: contextlib.nullcontext(lambda: True))
+    code, _, err = run_main(["train", "--config", str(tiny), "--out", str(tmp_path / "runs"), "--seeds", "3,5"],
+                            capsys)
+    assert code == 130 and "Traceback" not in err
+    assert "interrupted" in err and "seed-3" in err
+    assert (tmp_path / "runs" / "seed-3" / "last.pt").is_file() and not (tmp_path / "runs" / "seed-5").exists()
+
+
 @pytest.mark.parametrize("text,expected", [("0-3", [0, 1, 2, 3]), ("2", [2]), ("0,4,7", [0, 4, 7]), ("1-2,5", [1, 2, 5])])
 def test_seed_lists(text, expected):
     from mct.cli import parse_seeds

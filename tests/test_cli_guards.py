@@ -1,6 +1,7 @@
 """Inputs a tester tried that the CLI used to take: each is now one line on stderr and exit code 2,
 refused before any work, and nothing the command reads is overwritten, --force or not."""
 
+import json
 import shutil
 
 import pytest
@@ -119,6 +120,32 @@ def test_a_resume_with_fewer_steps_than_the_run_took_is_refused(tmp_path, capsys
     code, _, err = run_main(["train", "--max-steps", "4", "--out", str(run), "--device", "cpu", *small], capsys)
     assert code == 0, err
     refused(["train", "--resume", str(run), "--max-steps", "2"], capsys, "is at step 4, past train.max_steps = 2")
+    # at its own max_steps it is finished: it evaluated again and rewrote eval.json
+    files = {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()}
+    refused(["train", "--resume", str(run), "--max-steps", "4"], capsys, "is at step 4, at train.max_steps = 4",
+            "--max-steps N, N > 4")
+    assert {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()} == files
+    code, out, err = run_main(["train", "--resume", str(run), "--max-steps", "6", "--json"], capsys)
+    assert code == 0 and json.loads(out)["steps"] == 6, err  # more steps: it trains on
+
+
+def test_a_finished_run_that_reached_its_target_is_not_resumed(tmp_path, capsys, monkeypatch):
+    """Each resume of a run that had reached its target and cooled down trained one step more (at a
+    learning rate of 0) and rewrote the run; `--max-steps 600` did the same."""
+    from mct.train import loop
+
+    monkeypatch.setattr(loop, "validate", lambda *a, **k: (0.01, 1.0))
+    run = tmp_path / "run"
+    small = ["--set", "data.n_val=40", "--set", "data.n_test=40", "--set", "train.eval_samples=40",
+             "--set", "train.eval_every=2", "--set", "train.target_patience=1", "--set", "train.cooldown_steps=2"]
+    code, out, err = run_main(["train", "--max-steps", "20", "--out", str(run), "--device", "cpu", "--json", *small],
+                              capsys)
+    assert code == 0 and json.loads(out)["stopped"] == "target_reached" and json.loads(out)["steps"] == 4, err
+    files = {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()}
+    for more in ([], ["--max-steps", "600"]):
+        refused(["train", "--resume", str(run), *more], capsys,
+                "is finished: it reached its target accuracy at step 2 and stopped at step 4; nothing to resume")
+    assert {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()} == files
 
 
 def test_help_prints_square_brackets_as_written():

@@ -209,6 +209,7 @@ class _Run:
         self.dist, self.device, self.emit, self.stop, self.resume = dist_info, device, emit, stop, resume
         self.folder = RunFolder(run_dir, writer=dist_info.is_main)
         self.force = force
+        self.stopped: str | None = None  # how the run ended, once it has
         self.precision = choose_precision(device, config.train.precision)
         if config.train.batch_size % (dist_info.world_size * config.train.grad_accum_steps):
             raise MctError(
@@ -234,9 +235,7 @@ class _Run:
             if not saved.train_state:
                 raise MctError(f"{self.folder / 'last.pt'} holds no training state (is it a copy of best.pt?); "
                                "it cannot be resumed: start a new run")
-            if int(saved.train_state["step"]) > config.train.max_steps:
-                raise MctError(f"{self.folder / 'last.pt'} is at step {int(saved.train_state['step'])}, past "
-                               f"train.max_steps = {config.train.max_steps}: give more steps to train on")
+            self._check_resumable(saved.train_state)
         seed_everything(config.train.seed)
         model = create_model(config.model).to(device)
         if saved is not None:
@@ -278,6 +277,20 @@ class _Run:
         self.step_fn = (GraphedStep(self.state, config, self.precision, device, self.tokenizer.pad_id)
                         if self.use_graphs else None)
 
+    def _check_resumable(self, train_state: dict) -> None:
+        """A finished run is not resumed: resuming one took a step past its end (a cooldown already at a
+        learning rate of 0) or, at max_steps, evaluated it again and rewrote eval.json."""
+        step, stopped, max_steps = int(train_state["step"]), train_state.get("stopped"), self.config.train.max_steps
+        if stopped == "target_reached":
+            reached = train_state.get("cooldown_from") or step
+            raise MctError(f"{self.folder.path} is finished: it reached its target accuracy at step {reached} and "
+                           f"stopped at step {step}; nothing to resume. Evaluate it with `mct eval`, or start a "
+                           "new run (another --out, or --force to replace this one)")
+        if step > max_steps or (step == max_steps and stopped == "max_steps"):
+            where = "past" if step > max_steps else "at"
+            raise MctError(f"{self.folder / 'last.pt'} is at step {step}, {where} train.max_steps = {max_steps}: "
+                           f"give more steps to train on (--max-steps N, N > {step})")
+
     def _graphs_wanted(self) -> bool:
         """CUDA graphs: on by default on CUDA where they apply (one process, no accumulation, no fp16
         scaler), off elsewhere; `train.cuda_graphs = false` turns them off. A compiled model is captured
@@ -297,7 +310,8 @@ class _Run:
         return {"step": s.step, "optimizer": s.optimizer.state_dict(), "data": s.data.state_dict(),
                 "rng": _rng_state(), "scaler": s.scaler.state_dict() if self.precision.use_scaler else {},
                 "best_val_exact_match": s.best_val_exact_match, "best_val_loss": s.best_val_loss,
-                "cooldown_from": s.cooldown_from, "wall_s": time.perf_counter() - self.started}
+                "cooldown_from": s.cooldown_from, "wall_s": time.perf_counter() - self.started,
+                "stopped": self.stopped}
 
     def save(self, name: str, with_state: bool) -> None:
         self.folder.save(name, self.state.raw_model, self.config, self.tokenizer, self.format,
@@ -440,6 +454,7 @@ class _Run:
 
     # --- finish ----------------------------------------------------------------------------------
     def finish(self, stopped: str) -> TrainResult:
+        self.stopped = stopped  # saved in last.pt: a finished run is not resumed, an interrupted one is
         self.folder.close()
         self.save("last.pt", with_state=True)
         files = {name: str(self.folder / name) for name in ("last.pt", "best.pt", "config.toml", "metrics.jsonl")}

@@ -15,7 +15,7 @@ from typing import Sequence
 
 import torch
 
-from mct.data.dataset import canonical_answer, check_answers
+from mct.data.dataset import canonical_answer, check_answers, record_place
 from mct.errors import MctError
 from mct.generation import (
     Progress,
@@ -263,8 +263,8 @@ def check_task(data_format, records: Sequence) -> None:
                 other = OPERATOR_TASKS[operator]
         if other is not None and other != task:
             article = "an" if other[0] in "aeiou" else "a"
-            raise MctError(f"record {number} ({record.prompt!r}) is {article} {other} problem but the model was "
-                           f"trained on {task}; evaluate it on {task} problems")
+            raise MctError(f"{record_place(record, number)}: {record.prompt!r} is {article} {other} problem but the "
+                           f"model was trained on {task}; evaluate it on {task} problems")
 
 
 def evaluate_records(model, tokenizer, data_format, records: Sequence, batch_size: int = 256,
@@ -289,7 +289,13 @@ def evaluate_records(model, tokenizer, data_format, records: Sequence, batch_siz
     check_answers(records, data_format)  # '+' records without meta.task are add or mod: known only here
     if device is not None:
         model.to(torch.device(device))
-    prompts = [data_format.model_prompt(r.prompt) for r in records]
+    prompts = []
+    for number, record in enumerate(records, start=1):
+        try:
+            data_format.operands_from_prompt(record.prompt)  # scoring reads the operands too
+            prompts.append(data_format.model_prompt(record.prompt))
+        except MctError as exc:  # a prompt the model cannot read: say which line of which file
+            raise MctError(f"{record_place(record, number)}: {exc}") from None
     fit_context(model, data_format, tokenizer, prompts, step_masking_mode)  # a length-generalising model
     budget = max_new_tokens_for(data_format, tokenizer, prompts, model.config.max_seq_len, step_masking_mode)
     inputs = [p + decoding_plan(data_format, p, step_masking_mode).supplied for p in prompts]

@@ -104,6 +104,18 @@ def test_eval_of_another_tasks_data_is_a_one_line_error(ckpt, tmp_path, capsys):
     sub.write_text(json.dumps({"prompt": "12+34=", "answer": "46"}) + "\n"
                    + json.dumps({"prompt": "34-12=", "answer": "22", "meta": {"task": "sub"}}) + "\n")
     assert_one_line_error(*run(["eval", ckpt, sub], capsys)[::2], "sub problem", "trained on add")
+    assert_one_line_error(*run(["eval", ckpt, sub], capsys)[::2], f"{sub}:2: '34-12=' is a sub problem")
+
+
+@pytest.mark.parametrize("prompt,padded,message", [("1+1", False, "prompt '1+1' is not an add problem"),
+                                                   ("1234+5=", True, "prompt '1234+5=' has an operand of 4 digits")])
+def test_a_prompt_the_model_cannot_read_is_named_by_file_and_line(tmp_path, capsys, prompt, padded, message):
+    """These were refused without saying where; blank lines count, as in an editor."""
+    ckpt = make_checkpoint(tmp_path / "model.pt", pad_operands=padded)
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text(json.dumps({"prompt": "12+34=", "answer": "46"}) + "\n\n"
+                   + json.dumps({"prompt": prompt, "answer": str(eval(prompt.rstrip("=")))}) + "\n")
+    assert_one_line_error(*run(["eval", ckpt, bad], capsys)[::2], f"{bad}:3: {message}")
 
 
 @pytest.fixture(scope="module")

@@ -77,6 +77,15 @@ def test_analyze_checks_its_output_folder_before_the_work(ckpt, tmp_path, capsys
     assert a_file.read_text() == "keep"
 
 
+def test_analyze_keeps_a_figure_of_an_earlier_report_without_force(ckpt, tmp_path, capsys):
+    """Only report.json and index.html were checked: a folder holding ablation.png lost it."""
+    out = tmp_path / "analysis"
+    out.mkdir()
+    (out / "ablation.png").write_text("precious")
+    refused(["analyze", str(ckpt), "--out", str(out), "--problems", "20"], capsys, "ablation.png", "--force")
+    assert (out / "ablation.png").read_text() == "precious"
+
+
 def test_gen_refuses_flags_that_do_not_apply_to_the_task_and_a_modulus_too_large(tmp_path, capsys):
     refused(["gen", "mod", "--steps", "--out", str(tmp_path / "m")], capsys, "--steps/--no-steps does not apply to the mod task")
     refused(["gen", "add", "--modulus", "7", "--out", str(tmp_path / "a")], capsys, "--modulus does not apply to the add task")

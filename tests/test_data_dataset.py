@@ -78,6 +78,8 @@ def test_read_records_accepts_prompt_and_answer_only(tmp_path):
     ('{"prompt": "1+1=", "answer": "2", "target": "#2x<eos>"}', r"bad.jsonl:2: target: character 'x' at position 2"),
     ('{"prompt": "1 + 1=", "answer": "2"}', r"bad.jsonl:2: prompt: character ' '"),
     ('[1, 2]', r"bad.jsonl:2: a record must be a JSON object"),
+    ('null', r"bad.jsonl:2: a record must be a JSON object, got null"),  # was skipped as if blank
+    ('{"prompt": "1+1=", "answer": null}', r"bad.jsonl:2: the record's 'answer' is null"),
 ])
 def test_read_records_errors_name_file_and_line(tmp_path, line, message):
     path = write_lines(tmp_path / "bad.jsonl", ['{"prompt": "1+2=", "answer": "3", "target": "#3<eos>"}', line])

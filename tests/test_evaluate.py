@@ -238,7 +238,7 @@ def test_formats_without_steps_score_the_answer_whatever_the_mode():
                                            (rec("5+3=", "8", meta={"task": "mod"}), "mod")])
 def test_records_of_another_task_are_refused_in_one_line(record, other):
     tokenizer, data_format = Tokenizer(), fmt()
-    with pytest.raises(MctError, match=f"record 2 .* is a {other} problem but the model was trained on add"):
+    with pytest.raises(MctError, match=f"record 2: .* is a {other} problem but the model was trained on add"):
         evaluate_records(OracleModel(tokenizer, data_format), tokenizer, data_format, [ADD[0], record])
 
 

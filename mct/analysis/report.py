@@ -32,7 +32,9 @@ from mct.fileio import atomic_path, atomic_write_text
 
 Progress = Callable[[str], None]
 PLACE_NAMES = ("units", "tens", "hundreds", "thousands")
-REPORT_FILES = ("report.json", "index.html")
+FIGURES = ("attention_share", "ablation", "causal_check", "direct_logit_attribution", "probes", "fourier", "grokking")
+# what `mct analyze` writes in --out: none of it is overwritten without --force
+REPORT_FILES = ("report.json", "index.html") + tuple(f"{name}.png" for name in FIGURES)
 
 
 def place_name(place: int) -> str:
@@ -308,7 +310,8 @@ def write_figures(report: dict, out: Path, share: torch.Tensor, dla: torch.Tenso
              "fourier": _fourier_figure(report),
              "grokking": _grokking_figure(report)}
     files = {}
-    for key, figure in drawn.items():
+    for key in FIGURES:
+        figure = drawn[key]
         if figure is not None:  # probes and the mod figures exist for some reports only
             _save(figure, out / f"{key}.png")
             files[key] = f"{key}.png"

@@ -95,20 +95,26 @@ def check_answer(record: Record, where: str, data_format=None) -> None:
                        "fix the answer or remove the line")
 
 
+def record_place(record, number: int) -> str:
+    """Where an error about a record points: the file and line it was read from, else "record N"."""
+    return getattr(record, "source", None) or f"record {number}"
+
+
 def check_answers(records, data_format) -> None:
-    """`check_answer` of every record against the model's format, naming each by the file and line it was
-    read from (else by its number)."""
+    """`check_answer` of every record against the model's format, naming each by `record_place`."""
     for number, record in enumerate(records, start=1):
-        check_answer(record, getattr(record, "source", None) or f"record {number}", data_format)
+        check_answer(record, record_place(record, number), data_format)
 
 
 def _read_line(data, where: str, require_target: bool) -> Record:
     if not isinstance(data, dict):
-        raise MctError(f"{where}: a record must be a JSON object, got {type(data).__name__}")
+        kind = "null" if data is None else type(data).__name__
+        raise MctError(f"{where}: a record must be a JSON object, got {kind}")
     for key in ("prompt", "answer") + (("target",) if require_target else ()):
         if data.get(key) is None:
-            raise MctError(f"{where}: the record has no '{key}' field (records need prompt, answer"
-                           f"{', target' if require_target else ''}); fix the line or regenerate with `mct gen`")
+            what = f"the record's '{key}' is null" if key in data else f"the record has no '{key}' field"
+            raise MctError(f"{where}: {what} (records need prompt, answer{', target' if require_target else ''}); "
+                           "fix the line or regenerate with `mct gen`")
     prompt, answer, target = data["prompt"], data["answer"], data.get("target")
     if isinstance(answer, int) and not isinstance(answer, bool):
         answer = str(answer)
@@ -130,8 +136,11 @@ def _read_line(data, where: str, require_target: bool) -> Record:
     return Record(prompt, number, target, steps, meta, source=where)
 
 
+_BLANK = object()  # a blank line (JSON null is a line, and not a record)
+
+
 def _parse_json(raw: bytes, path: Path, number: int):
-    """The JSON value of one line (None for a blank line); a byte-order mark before it is skipped."""
+    """The JSON value of one line (`_BLANK` for a blank line); a byte-order mark before it is skipped."""
     where = f"{path}:{number}"
     try:
         line = raw.decode("utf-8").removeprefix("\ufeff")  # Windows editors start a UTF-8 file with one
@@ -139,7 +148,7 @@ def _parse_json(raw: bytes, path: Path, number: int):
         raise MctError(f"{where} (line {number}) is not UTF-8 text; data files are JSONL written by `mct gen` (was a "
                        "checkpoint or another binary file given as data?)") from None
     if not line.strip():
-        return None
+        return _BLANK
     try:
         return json.loads(line)
     except json.JSONDecodeError as exc:
@@ -166,7 +175,7 @@ def read_records(path: str | Path, tokenizer=None, require_target: bool = False,
         for number, raw in enumerate(handle, start=1):
             where = f"{path}:{number}"
             data = _parse_json(raw, path, number)
-            if data is None:
+            if data is _BLANK:
                 continue
             record = _read_line(data, where, require_target)
             if tokenizer is not None:

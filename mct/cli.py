@@ -73,7 +73,7 @@ def _finite(value: float | None) -> float | None:
 
 
 SET_HELP = ("Set any config key, as table.key=value (repeatable), e.g. --set train.lr=3e-3 "
-            "--set data.ood_digits=[4,6]; keys and defaults: docs/configs.md.")
+            "--set model.norm_type=rmsnorm; values are TOML ([4,6] is a list); keys and defaults: docs/configs.md.")
 
 # Short flags of config keys, per command: the config layer names them in its errors, and errors of the
 # core that name a key get the flag beside it.
@@ -407,7 +407,7 @@ def eval_(
     device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:N or mps.")] = "auto",
     limit: Annotated[Optional[int], typer.Option(min=1, help="Evaluate only the first N records.")] = None,
     errors: Annotated[Optional[Path], typer.Option("--errors", help="Write the failures as JSONL (prompt, expected, got).")] = None,
-    force: Annotated[bool, typer.Option("--force", help="Overwrite an existing --errors file.")] = False,
+    force: Annotated[bool, typer.Option("--force", help="Overwrite an existing --errors or --plot file.")] = False,
     no_cache: Annotated[bool, typer.Option("--no-cache", help="Decode without the KV cache (slower; for checks).")] = False,
     plot: Annotated[Optional[Path], typer.Option("--plot", help="Draw exact match by operand length into this PNG (the length-generalisation curve).")] = None,
     json_out: Annotated[bool, typer.Option("--json", help="Print the report as one JSON object on stdout.")] = False,
@@ -482,7 +482,7 @@ def _eval_data_path(data: Path, split: str | None) -> Path:
 
         path = folder_split(data, split)
         if not path.is_file():
-            found = ", ".join(sorted(p.stem for p in data.glob("*.jsonl"))) or "none"
+            found = ", ".join(sorted(p.stem for p in data.glob("*.jsonl") if p.stem in EVAL_SPLITS)) or "none"
             raise MctError(f"data folder {data} has no {split}.jsonl (splits there: {found}); "
                            "choose one with --split or run `mct gen`")
         return path

@@ -282,7 +282,8 @@ class DataConfig(_Section):
     n_val: int = Field(3_000, ge=1, le=MAX_COUNT, description="validation records")
     n_test: int = Field(2_000, ge=1, le=MAX_COUNT, description="test records")
     ood_digits: tuple[int, int] | None = Field(
-        None, description="operand lengths [C, D] of an extra out-of-distribution test split"
+        None, description="`mct gen`: operand lengths [C, D] of an extra out-of-distribution test split "
+        "(test_ood.jsonl, for `mct eval CKPT DIR --split test_ood`); training does not read it"
     )
     carry_mix: float = Field(
         0.0, ge=0.0, le=1.0, description="add/sub: share of training problems drawn where every column carries "

@@ -129,6 +129,8 @@ def save_checkpoint(path: str | Path, model: torch.nn.Module, config: Config | M
     return path
 
 
+# the fix named by the errors of a checkpoint that mct wrote and something changed afterwards
+EDITED = "; it was changed after `mct train` wrote it: use the original file or train again"
 _PYTORCH_HEADS = (b"PK\x03\x04", b"\x80")  # a zip archive (torch.save), a pickle (legacy torch.save)
 
 
@@ -160,7 +162,9 @@ def read_checkpoint_file(path: str | Path) -> dict:
     if not path.exists():
         raise MctError(f"checkpoint {path} does not exist; pass the best.pt or last.pt of a run folder (`mct train` writes them)")
     if not path.is_file():
-        raise MctError(f"checkpoint {path} is not a file")
+        inside = next((path / name for name in ("best.pt", "last.pt") if (path / name).is_file()), None)
+        raise MctError(f"checkpoint {path} is a folder, not a file; pass "
+                       + (f"{inside}" if inside else "the best.pt or last.pt of a run folder"))
     reason = _sniff(path)
     if reason is not None:
         raise MctError(f"{path} is not an mct checkpoint: {reason}; pass a .pt file written by `mct train`")
@@ -188,15 +192,18 @@ def read_checkpoint_file(path: str | Path) -> dict:
         kind = type(data).__name__ if not isinstance(data, dict) else "dict without an mct format tag"
         raise MctError(f"{path} is not an mct checkpoint (it holds a {kind}); pass a file written by `mct train`")
     version = data.get("version")
+    if version is None:
+        raise MctError(f"{path} is an incomplete mct checkpoint (no format version); save it again with "
+                       "`mct train` or the mct that wrote it")
     if version != FORMAT_VERSION:
         raise MctError(f"{path} is mct checkpoint format version {version!r}, but this mct reads version "
                        f"{FORMAT_VERSION}; use the mct version that wrote it")
     missing = [k for k in ("model_config", "config", "tokenizer", "data_format", "model_state") if k not in data]
     if missing:
-        raise MctError(f"{path} is an incomplete mct checkpoint (missing {', '.join(missing)})")
+        raise MctError(f"{path} is an incomplete mct checkpoint (missing {', '.join(missing)}){EDITED}")
     problem = _entry_problem(data)
     if problem:
-        raise MctError(f"{path} is a damaged mct checkpoint: {problem}")
+        raise MctError(f"{path} is a damaged mct checkpoint: {problem}{EDITED}")
     return data
 
 
@@ -265,16 +272,16 @@ def _build_model(path: Path, model_config: ModelConfig, state: Mapping[str, torc
             detail = f"missing {missing[0]}" + (f" and {len(missing) - 1} more" if len(missing) > 1 else "")
         else:
             detail = f"unexpected {unexpected[0]}" + (f" and {len(unexpected) - 1} more" if len(unexpected) > 1 else "")
-        raise MctError(f"{path}: the weights do not fit the stored model config ({detail})")
+        raise MctError(f"{path}: the weights do not fit the stored model config ({detail}){EDITED}")
     bad = next((k for k, v in state.items() if not (v.is_floating_point() or v.dtype == torch.bool)), None)
     if bad is not None:
-        raise MctError(f"{path}: the weights do not fit the stored model config ({bad} holds {state[bad].dtype})")
+        raise MctError(f"{path}: the weights do not fit the stored model config ({bad} holds {state[bad].dtype}){EDITED}")
     model = create_model(model_config)
     try:
         model.load_state_dict(clean_state_dict(state))
     except RuntimeError as exc:
         raise MctError(f"{path}: the weights do not fit the stored model config "
-                       f"({str(exc).splitlines()[1].strip() if len(str(exc).splitlines()) > 1 else exc})") from None
+                       f"({str(exc).splitlines()[1].strip() if len(str(exc).splitlines()) > 1 else exc}){EDITED}") from None
     return model
 
 

@@ -567,7 +567,7 @@ def generate(
     max_new_tokens: Annotated[Optional[int], typer.Option(min=1, help="Tokens to generate at most (default: until <eos> or the context is full).")] = None,
     seed: Annotated[Optional[int], typer.Option(min=0, max=MAX_SEED, help="Seed for sampling (temperature > 0).")] = None,
     explain: Annotated[bool, typer.Option("--explain", help="Show the top candidates and their probabilities for every generated token.")] = False,
-    top: Annotated[int, typer.Option(min=1, help="Candidates shown per token with --explain.")] = 5,
+    top: Annotated[Optional[int], typer.Option(min=1, help="Candidates shown per token with --explain (default 5).")] = None,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:N or mps.")] = "auto",
     json_out: Annotated[bool, typer.Option("--json", help="Print the results as one JSON object on stdout.")] = False,
 ) -> None:
@@ -582,10 +582,18 @@ def generate(
     from mct.predictor import Predictor
 
     predictor = Predictor.from_checkpoint(checkpoint, device=device)
+    top_k_flag = top_k
     settings = resolve_generate(getattr(predictor.config, "generate", None), {
         "generate.temperature": (temperature, "--temperature"), "generate.top_k": (top_k, "--top-k"),
         "generate.max_new_tokens": (max_new_tokens, "--max-new-tokens")})
     temperature, top_k, max_new_tokens = settings.temperature, settings.top_k, settings.max_new_tokens
+    # a flag that would change nothing is refused, not ignored
+    if top is not None and not explain:
+        raise MctError("--top sets how many candidates --explain shows; add --explain or drop --top")
+    for flag, value in (("--top-k", top_k_flag), ("--seed", seed)):
+        if value is not None and not temperature:
+            raise MctError(f"{flag} applies to sampling, and with temperature 0 decoding is greedy; pass "
+                           f"--temperature T (T > 0) or drop {flag}")
     prompt_list = [predictor.normalize_prompt(p) for p in prompts]
     for prompt in prompt_list:
         predictor.encode(prompt)  # vocabulary and length errors before any work
@@ -600,7 +608,7 @@ def generate(
             if seed is not None:
                 seed_everything(seed)
             entry["explain"] = [choice.to_dict() for choice in predictor.explain(
-                prompt, max_new_tokens=max_new_tokens, temperature=temperature, top_k=top_k, top_n=top)]
+                prompt, max_new_tokens=max_new_tokens, temperature=temperature, top_k=top_k, top_n=top or 5)]
         results.append(entry)
     if json_out:
         print(json.dumps({"checkpoint": str(checkpoint), "temperature": temperature, "top_k": top_k,
@@ -817,7 +825,7 @@ def main(argv: Optional[list[str]] = None) -> None:
         option = getattr(exc, "option_name", "") or ""
         if option[1:2].isdigit():  # "-5+3=": a prompt the parser took for an option
             _error(f"{command}: {option} looks like a prompt with a negative number, which the parser reads as an "
-                   "option; mct's problems have non-negative operands (write 3-5= for -2)")
+                   "option; mct's problems have non-negative operands (a subtraction model writes -2 for 3-5=)")
         else:
             _error(f"{command}: {exc.format_message()} (see `{command} --help`)")
         sys.exit(2)

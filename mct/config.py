@@ -933,12 +933,20 @@ def _generated_width(layers: Sequence[Layer]) -> int | None:
         return None
 
 
+def not_a_run_folder(path: str | Path) -> str:
+    """The fix for a path given where a run folder belongs (a checkpoint is the usual slip)."""
+    path = Path(path)
+    if path.is_file():
+        return f"resume takes the run folder (the one holding last.pt, e.g. {path.parent}), not a file"
+    return "is it an mct run folder (the --out of `mct train`)?"
+
+
 def _file_layers(path: str | Path | None, resume: str | Path | None) -> list[Layer]:
     layers = []
     if resume is not None:
         saved = run_config_path(resume)
         if not saved.is_file():
-            raise MctError(f"run folder {resume} has no config.toml to resume from; is it an mct run folder?")
+            raise MctError(f"run folder {resume} has no config.toml to resume from; {not_a_run_folder(resume)}")
         layers.append(Layer(f"run config {saved}", read_toml(saved)))
     if path is not None:
         layers.append(Layer(f"config file {path}", read_toml(path)))

@@ -203,6 +203,8 @@ class Predictor:
         model was trained on a padded format ("012+034=", or "0007+1234=" when padded to the longer operand),
         or without leading zeros for a residue model ("060+060=" -> "60+60=")."""
         prompt = prompt.strip()
+        if not prompt:
+            raise MctError(f"the prompt is empty; write a problem like 12{self.data_format.operator}34=")
         prompt = prompt if "=" in prompt else prompt + "="  # "12+34=5" stays as typed, so its error quotes it
         fit_context(self.model, self.data_format, self.tokenizer, [prompt], self.step_masking_mode)
         if self.data_format.residue_tokens:  # "060" is no token of a residue model: render before encoding

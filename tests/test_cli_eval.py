@@ -183,6 +183,17 @@ def test_generate_sampling_with_a_seed_repeats(ckpt, capsys):
     assert first == second
 
 
+@pytest.mark.parametrize("flags,message", [
+    (["--top", "3"], "--top sets how many candidates --explain shows"),
+    (["--top-k", "3"], "--top-k applies to sampling"),
+    (["--seed", "3"], "--seed applies to sampling"),
+    (["--seed", "3", "--temperature", "0"], "pass --temperature T (T > 0)"),
+])
+def test_generate_refuses_a_flag_that_would_change_nothing(ckpt, capsys, flags, message):
+    """Greedy decoding has nothing to sample, and --top only shapes --explain: these were ignored."""
+    assert_one_line_error(*run(["generate", ckpt, "12+34=", *flags], capsys)[::2], message)
+
+
 def test_generate_reads_its_settings_from_the_environment_under_the_flags(ckpt, capsys, monkeypatch):
     monkeypatch.setenv("MCT_GENERATE__TEMPERATURE", "1.5")
     monkeypatch.setenv("MCT_GENERATE__TOP_K", "2")

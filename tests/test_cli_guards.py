@@ -5,6 +5,7 @@ import json
 import shutil
 
 import pytest
+import torch
 from typer.testing import CliRunner
 
 from cli_helpers import run_main
@@ -163,3 +164,23 @@ def test_help_prints_square_brackets_as_written():
                           ("attn", "[layer][head][query][key]")):
         result = runner.invoke(app, [command, "--help"], env={"COLUMNS": "200"})
         assert result.exit_code == 0 and text in result.output, (command, result.output)
+
+
+def test_messages_a_tester_found_without_their_fix(ckpt, tmp_path, capsys):
+    """Each of these named the problem but not what to do (or named the wrong problem)."""
+    refused(["generate", str(ckpt), " "], capsys, "the prompt is empty; write a problem like 12+34=")
+    refused(["train", "--resume", str(ckpt)], capsys, f"resume takes the run folder (the one holding last.pt, "
+                                                      f"e.g. {tmp_path}), not a file")
+    (tmp_path / "config.toml").write_text("")
+    refused(["train", "--resume", str(tmp_path)], capsys, "best.pt holds weights only, not the training state",
+            "--force")
+    refused(["generate", str(tmp_path), "1+1="], capsys, f"is a folder, not a file; pass {ckpt}")
+    raw = torch.load(ckpt, weights_only=True)
+    del raw["version"]
+    torch.save(raw, tmp_path / "old.pt")
+    refused(["generate", str(tmp_path / "old.pt"), "1+1="], capsys, "incomplete mct checkpoint (no format version)")
+    raw = torch.load(ckpt, weights_only=True)
+    del raw["tokenizer"]
+    torch.save(raw, tmp_path / "cut.pt")
+    refused(["generate", str(tmp_path / "cut.pt"), "1+1="], capsys, "missing tokenizer",
+            "use the original file or train again")

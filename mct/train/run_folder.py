@@ -18,7 +18,7 @@ import shutil
 from pathlib import Path
 
 from mct.checkpoint import save_checkpoint
-from mct.config import Config, save_config_toml, validate_config
+from mct.config import Config, not_a_run_folder, save_config_toml, validate_config
 from mct.errors import MctError
 from mct.fileio import atomic_write_text
 from mct.figures import plot_curves
@@ -51,7 +51,9 @@ class RunFolder:
             return
         if resume:
             if not (self.path / "last.pt").is_file():
-                raise MctError(f"run folder {self.path} has no last.pt to resume from (the run saved no checkpoint); "
+                kept = ("best.pt holds weights only, not the training state" if (self.path / "best.pt").is_file()
+                        else "the run saved no checkpoint")
+                raise MctError(f"run folder {self.path} has no last.pt to resume from ({kept}); "
                                "start it again with force=True")
             return
         existing = [name for name in RUN_FILES if (self.path / name).exists()]
@@ -177,5 +179,5 @@ def load_run_config(run_dir: Path) -> Config:
 
     path = Path(run_dir) / "config.toml"
     if not path.is_file():
-        raise MctError(f"run folder {run_dir} has no config.toml; is it an mct run folder?")
+        raise MctError(f"run folder {run_dir} has no config.toml; {not_a_run_folder(run_dir)}")
     return validate_config(read_toml(path), source=str(path))

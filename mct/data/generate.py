@@ -46,6 +46,11 @@ def _ood_range(data_config) -> tuple[int, int] | None:
     if data_config.task == "mod":
         raise MctError("the mod task has no OOD split (its operands are all residues below the modulus); "
                        "leave data.ood_digits unset")
+    if data_config.pad_operands and not data_config.pad_to_longer:
+        raise MctError(f"data.ood_digits {low}-{high} with operands zero-padded to data.max_digits "
+                       f"{data_config.max_digits} (--pad): a model trained on them reads no longer operands, so the "
+                       "test_ood split could not be evaluated; drop --pad, or pad each problem to its longer operand "
+                       "(--pad-to-longer, as configs/add-coupled.toml trains)")
     if high <= data_config.max_digits:
         raise MctError(f"data.ood_digits {low}-{high} must reach past data.max_digits {data_config.max_digits} "
                        f"(OOD operands are longer than the training ones); e.g. data.ood_digits = "

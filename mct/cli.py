@@ -466,6 +466,9 @@ def eval_(
     if errors is not None:
         err_console.print(f"wrote {len(report.errors)} failure(s) to {escape(str(errors))}", highlight=False,
                           soft_wrap=True)
+    if plot is not None:
+        err_console.print(f"wrote exact match by operand length to {escape(str(plot))}", highlight=False,
+                          soft_wrap=True)
 
 
 EVAL_SPLITS = ("test", "val", "test_ood", "hard")

@@ -613,7 +613,13 @@ def read_toml(path: str | Path) -> dict:
     if path.is_dir():
         raise MctError(f"config file {path} is a folder; pass a TOML file (e.g. configs/default.toml)")
     if not path.is_file():
-        raise MctError(f"config file {path} does not exist; pass an existing TOML file (see configs/)")
+        shipped = DEFAULT_CONFIG_PATH.parent
+        same_name = shipped / Path(path).name
+        if same_name.is_file() and Path(path).resolve() != same_name.resolve():
+            hint = f"the shipped one is {same_name}"
+        else:
+            hint = f"the shipped ones are in {shipped}" if shipped.is_dir() else "see configs/ in mct's repository"
+        raise MctError(f"config file {path} does not exist; pass an existing TOML file ({hint})")
     try:
         return dict(TomlConfigSettingsSource(_Settings, toml_file=path).toml_data)
     except tomllib.TOMLDecodeError as exc:

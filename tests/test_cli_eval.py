@@ -284,6 +284,8 @@ def test_eval_plot_draws_exact_match_by_operand_length(ckpt, data_file, tmp_path
     assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     code, _, err = run(["eval", str(ckpt), str(data_file), "--plot", str(plot)], capsys)
     assert_one_line_error(code, err, "already exists", "--force")
+    code, _, err = run(["eval", str(ckpt), str(data_file), "--plot", str(plot), "--force"], capsys)
+    assert code == 0 and f"wrote exact match by operand length to {plot}" in err.replace("\n", "")
 
 
 @pytest.mark.parametrize("text,needle", [

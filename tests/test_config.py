@@ -294,9 +294,15 @@ def test_malformed_set_items(item, fragment):
 
 # ---- files ---------------------------------------------------------------------------------------
 
-def test_missing_file_is_an_error(tmp_path):
-    with pytest.raises(MctError, match="does not exist"):
+def test_missing_file_is_an_error_that_names_the_shipped_configs(tmp_path):
+    from mct.config import DEFAULT_CONFIG_PATH
+
+    shipped = DEFAULT_CONFIG_PATH.parent
+    with pytest.raises(MctError, match=f"does not exist; pass an existing TOML file \\(the shipped ones are in {shipped}"):
         load_config(tmp_path / "absent.toml")
+    # `configs/add5.toml` typed outside the checkout
+    with pytest.raises(MctError, match=f"\\(the shipped one is {shipped / 'add5.toml'}\\)"):
+        load_config(tmp_path / "configs" / "add5.toml")
 
 
 def test_folder_given_as_config_says_so(tmp_path):

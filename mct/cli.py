@@ -224,7 +224,7 @@ def train(
     no_verify: Annotated[bool, typer.Option("--no-verify", help="With --data: skip the check of each split against manifest.json's sha256.")] = False,
     resume: Annotated[Optional[Path], typer.Option(help="Continue the run in this folder from its last.pt (its config, under env and flags).")] = None,
     force: Annotated[bool, typer.Option(help="Overwrite a run folder that already holds a run.")] = False,
-    seeds: Annotated[Optional[str], typer.Option("--seeds", help="Train once per seed (0-7 or 0,3,5), one run folder each (OUT/seed-N), and print a table of their results.")] = None,
+    seeds: Annotated[Optional[str], typer.Option("--seeds", help="Train once per seed (0-7 or 0,3,5), one run folder each (OUT/seed-N), and print a table of their results. The same command again goes on where it stopped: finished seeds are kept, an interrupted one resumes.")] = None,
     json_out: Annotated[bool, typer.Option("--json", help="Print the summary as JSON on stdout.")] = False,
 ) -> None:
     """Train a model and evaluate it on a held-out test set.

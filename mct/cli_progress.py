@@ -93,5 +93,8 @@ class TrainProgress:
                     if pool > 1 else "")
             self.console.print(f"target reached at step {event['step']:,}: {event['steps']:,} more steps while the "
                                f"learning rate falls to 0 (train.cooldown_steps){hard}", highlight=False)
+        elif kind == "kept":  # a sweep run again: this seed had finished
+            self.console.print(f"{escape(event['run_dir'])} finished before ({event['stopped'].replace('_', ' ')} "
+                               f"after {event['steps']:,} steps): kept; --force trains it again", highlight=False)
         elif kind == "test_start":
             self.console.print(f"evaluating the best checkpoint on {event['n']:,} test problems", highlight=False)

@@ -229,6 +229,21 @@ def test_an_interrupted_seed_sweep_reports_its_table_and_exits_130(tiny, tmp_pat
     assert "interrupted" in err and "seed-3" in err
     assert (tmp_path / "runs" / "seed-3" / "last.pt").is_file() and not (tmp_path / "runs" / "seed-5").exists()
 
+    # the same command again goes on: seed 3 resumes where it stopped, seed 5 starts
+    monkeypatch.undo()
+    argv = ["train", "--config", str(tiny), "--out", str(tmp_path / "runs"), "--seeds", "3,5", "--json"]
+    code, out, err = run_main(argv, capsys)
+    assert code == 0, err
+    first = json.loads(out)
+    assert [r["resumed_from_step"] for r in first] == [0, None] and [r["steps"] for r in first] == [6, 6]
+    # and once more: both finished, so both are kept as they were, reported from their summary.json
+    files = {p: p.read_bytes() for p in (tmp_path / "runs").rglob("*") if p.is_file()}
+    code, out, err = run_main(argv, capsys)
+    assert code == 0 and json.loads(out) == first and err.count("finished before") == 2, err
+    assert {p: p.read_bytes() for p in (tmp_path / "runs").rglob("*") if p.is_file()} == files
+    code, _, err = run_main(argv + ["--set", "model.d_ff=32"], capsys)
+    assert code == 2 and "holds a run of another model or data config" in err and "--force" in err
+
 
 @pytest.mark.parametrize("text,expected", [("0-3", [0, 1, 2, 3]), ("2", [2]), ("0,4,7", [0, 4, 7]), ("1-2,5", [1, 2, 5])])
 def test_seed_lists(text, expected):

@@ -7,6 +7,7 @@ interrupted run resumes from `last.pt` with the same batches and the same loss s
 from __future__ import annotations
 
 import contextlib
+import json
 import math
 import random
 import signal
@@ -477,7 +478,8 @@ class _Run:
                        "hard_exact_match": hard.exact_match, "hard_n": hard.n})
         barrier(self.dist)
         best = self.folder / "best.pt"
-        return TrainResult(
+        files["summary"] = str(self.folder / "summary.json")
+        result = TrainResult(
             run_dir=str(self.folder.path), checkpoint=str(self.folder / "last.pt"),
             best_checkpoint=str(best) if best.is_file() else None, steps=self.state.step,
             wall_s=round(time.perf_counter() - self.started, 2), stopped=stopped,
@@ -491,6 +493,8 @@ class _Run:
             resumed_from_step=self.start_step if self.resume else None, files=files,
             unique_parameters=self.state.raw_model.num_parameters(), target_step=self.state.cooldown_from,
         )
+        self.folder.write_summary(result.to_dict())
+        return result
 
 
 def train(config: Config, run_dir: str | Path, resume: bool = False, force: bool = False,
@@ -523,15 +527,51 @@ def train(config: Config, run_dir: str | Path, resume: bool = False, force: bool
             random.setstate(python_state)
 
 
+def finished_run(run_dir: Path, config: Config) -> TrainResult | None:
+    """The summary of the run in `run_dir` when it finished (reached its target, or ran `config`'s
+    max_steps), else None (no run, or one to resume). MctError when it is a run of another model or data."""
+    if not (run_dir / "last.pt").is_file():
+        return None
+    saved = load_checkpoint(run_dir / "last.pt", device="cpu", with_train_state=True)
+    diffs = config_differences(saved.config, config)
+    if diffs:
+        raise MctError(f"{run_dir} holds a run of another model or data config ({'; '.join(diffs)}); choose "
+                       "another --out, or pass --force to train it again")
+    state = saved.train_state or {}
+    stopped = state.get("stopped")
+    if not (stopped == "target_reached" or (stopped == "max_steps" and int(state["step"]) >= config.train.max_steps)):
+        return None
+    summary = run_dir / "summary.json"
+    if not summary.is_file():
+        raise MctError(f"{run_dir} holds a finished run without summary.json (an older mct wrote it); "
+                       "pass --force to train it again")
+    try:
+        return TrainResult(**json.loads(summary.read_text()))
+    except (ValueError, TypeError):
+        raise MctError(f"{summary} is damaged; pass --force to train {run_dir} again") from None
+
+
 def train_seeds(config: Config, run_dir: str | Path, seeds: list[int], force: bool = False,
                 progress: Progress | None = None, stop: Callable[[], bool] | None = None) -> list[TrainResult]:
     """The same config once per seed (`train.seed`), one after the other, in `run_dir/seed-N`; small
-    models learn for some seeds and not others, so each run folder is kept. Stops after an interrupted run."""
+    models learn for some seeds and not others, so each run folder is kept. Stops after an interrupted run.
+
+    The same sweep again (an interrupted one, or one given more seeds) goes on where it was: a seed whose
+    run finished is reported from its summary.json (`progress` gets {"event": "kept", ...}), an
+    interrupted one resumes from its last.pt, a new one starts; `force` trains every seed anew."""
     results = []
     for seed in seeds:
         seeded = config.model_copy(deep=True)
         seeded.train.seed = seed
-        results.append(train(seeded, Path(run_dir) / f"seed-{seed}", force=force, progress=progress, stop=stop))
+        folder = Path(run_dir) / f"seed-{seed}"
+        kept = None if force else finished_run(folder, seeded)
+        if kept is not None:
+            if progress is not None:
+                progress({"event": "kept", "run_dir": str(folder), "steps": kept.steps, "stopped": kept.stopped})
+            results.append(kept)
+            continue
+        resume = not force and (folder / "last.pt").is_file()
+        results.append(train(seeded, folder, resume=resume, force=force, progress=progress, stop=stop))
         if results[-1].stopped == "interrupted":
             break
     return results

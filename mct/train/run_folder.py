@@ -23,7 +23,7 @@ from mct.errors import MctError
 from mct.fileio import atomic_write_text
 from mct.figures import plot_curves
 
-RUN_FILES = ("last.pt", "best.pt", "config.toml", "metrics.jsonl", "eval.json", "curves.png",
+RUN_FILES = ("last.pt", "best.pt", "config.toml", "metrics.jsonl", "eval.json", "curves.png", "summary.json",
              "data/val.jsonl", "data/test.jsonl", "data/hard.jsonl", "checkpoints")
 # Changing these between a run and its resume would make the resumed run a different experiment.
 RESUME_LOCKED_SECTIONS = ("model", "data")
@@ -115,6 +115,11 @@ class RunFolder:
              step: int) -> None:
         if self.writer:
             save_checkpoint(self.path / name, model, config, tokenizer, data_format.to_dict(), train_state, step=step)
+
+    def write_summary(self, summary: dict) -> None:
+        """summary.json: what `mct train --json` printed (a sweep reports a finished run from it)."""
+        if self.writer:
+            atomic_write_text(self.path / "summary.json", json.dumps(summary, indent=2) + "\n")
 
     def write_eval(self, report: dict) -> None:
         if self.writer:

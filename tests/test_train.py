@@ -63,9 +63,10 @@ def losses(run_dir: Path) -> list[float]:
 def test_run_folder_holds_every_promised_file(tmp_path):
     result = train(tiny_config(tmp_path), tmp_path / "run")
     run = tmp_path / "run"
-    for name in ("last.pt", "best.pt", "config.toml", "metrics.jsonl", "curves.png", "eval.json"):
+    for name in ("last.pt", "best.pt", "config.toml", "metrics.jsonl", "curves.png", "eval.json", "summary.json"):
         assert (run / name).is_file(), name
     assert result.steps == 30 and result.stopped == "max_steps"
+    assert json.loads((run / "summary.json").read_text()) == json.loads(json.dumps(result.to_dict()))
     report = json.loads((run / "eval.json").read_text())
     assert report["n"] == 80 and 0.0 <= report["exact_match"] <= 1.0
     assert result.test["exact_match"] == report["exact_match"]

@@ -277,12 +277,30 @@ def _build_model(path: Path, model_config: ModelConfig, state: Mapping[str, torc
     if bad is not None:
         raise MctError(f"{path}: the weights do not fit the stored model config ({bad} holds {state[bad].dtype}){EDITED}")
     model = create_model(model_config)
+    cleaned = clean_state_dict(state)
+    # tied tensors (the unembedding and the embedding, shared K and V) are one tensor saved under each name:
+    # copies that differ were edited, and load_state_dict would keep whichever it loads last
+    shared: dict[int, list[str]] = {}
+    for key, value in model.state_dict(keep_vars=True).items():
+        shared.setdefault(id(value), []).append(key)
+    for keys in shared.values():
+        if any(not _same_values(cleaned[keys[0]], cleaned[k]) for k in keys[1:]):
+            raise MctError(f"{path}: {' and '.join(keys)} are one tied tensor of this model, and the file holds "
+                           f"different values for them{EDITED}")
     try:
-        model.load_state_dict(clean_state_dict(state))
+        model.load_state_dict(cleaned)
     except RuntimeError as exc:
         raise MctError(f"{path}: the weights do not fit the stored model config "
                        f"({str(exc).splitlines()[1].strip() if len(str(exc).splitlines()) > 1 else exc}){EDITED}") from None
     return model
+
+
+def _same_values(a: torch.Tensor, b: torch.Tensor) -> bool:
+    """Equal tensors, NaN where the other has NaN too."""
+    if torch.equal(a, b):
+        return True
+    return (a.is_floating_point() and a.shape == b.shape and torch.equal(a.isnan(), b.isnan())
+            and torch.equal(a.masked_fill(a.isnan(), 0), b.masked_fill(b.isnan(), 0)))
 
 
 def clean_state_dict_shapes(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:

@@ -136,6 +136,21 @@ def test_a_write_that_fails_midway_is_one_error_and_keeps_the_old_file(saved, mo
     assert [p.name for p in path.parent.iterdir()] == [path.name]
 
 
+def test_tied_copies_that_differ_are_refused_and_equal_ones_load(saved, tmp_path):
+    """embed.weight and unembed.weight are one tensor saved twice; a file with NaN in one copy loaded the
+    other silently (load_state_dict keeps the copy it loads last)."""
+    path, model, _ = saved
+    raw = torch.load(path, weights_only=True)
+    assert torch.equal(raw["model_state"]["embed.weight"], raw["model_state"]["unembed.weight"])
+    raw["model_state"]["embed.weight"] = torch.full_like(raw["model_state"]["embed.weight"], float("nan"))
+    torch.save(raw, tmp_path / "edited.pt")
+    with pytest.raises(MctError, match="embed.weight and unembed.weight are one tied tensor.*different values"):
+        load_checkpoint(tmp_path / "edited.pt")
+    raw["model_state"]["unembed.weight"] = raw["model_state"]["embed.weight"].clone()  # the same NaNs: one tensor
+    torch.save(raw, tmp_path / "both.pt")
+    assert load_checkpoint(tmp_path / "both.pt").model.embed.weight.isnan().all()
+
+
 def test_inspect_checkpoint_summarises_without_building_the_model(saved):
     path, model, _ = saved
     info = inspect_checkpoint(path)

@@ -112,7 +112,7 @@ def _train_help(key: str, extra: str = "") -> str:
 @app.command()
 def gen(
     task: Annotated[str, typer.Argument(help="Task: add, sub, mul or mod.")],
-    ood_longest: Annotated[Optional[int], typer.Argument(hidden=True, help="The D of `--ood-digits C D`.")] = None,
+    ood_longest: Annotated[Optional[int], typer.Argument(help="With --ood-digits C, the longest OOD operand D (`--ood-digits 11 50` = `--ood-digits 11-50`).", show_default=False)] = None,
     instances: Annotated[Optional[int], typer.Option("--instances", "-n", help=_help("data.n_train", "mod: set by --train-fraction."))] = None,
     val: Annotated[Optional[int], typer.Option("--val", help=_help("data.n_val"))] = None,
     test: Annotated[Optional[int], typer.Option("--test", help=_help("data.n_test", "Also the size of test_ood."))] = None,

@@ -254,7 +254,8 @@ def train(
         raise MctError("--resume DIR continues DIR; do not also give a different --out")
     if seeds is not None:
         if resume is not None:
-            raise MctError("--seeds starts new runs; resume one of them with --resume OUT/seed-N")
+            raise MctError("--resume continues one run; a --seeds sweep goes on where it stopped when the same --seeds "
+                           "command runs again (or resume one seed with --resume OUT/seed-N)")
         if seed is not None:
             raise MctError("--seeds gives each run its seed; drop --seed")
         seed_list = parse_seeds(seeds)

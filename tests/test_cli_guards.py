@@ -184,3 +184,8 @@ def test_messages_a_tester_found_without_their_fix(ckpt, tmp_path, capsys):
     torch.save(raw, tmp_path / "cut.pt")
     refused(["generate", str(tmp_path / "cut.pt"), "1+1="], capsys, "missing tokenizer",
             "use the original file or train again")
+
+
+def test_resume_with_seeds_says_how_a_sweep_goes_on(tmp_path, capsys):
+    refused(["train", "--seeds", "0-1", "--resume", str(tmp_path)], capsys,
+            "a --seeds sweep goes on where it stopped when the same --seeds command runs again")

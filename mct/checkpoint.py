@@ -161,10 +161,12 @@ def read_checkpoint_file(path: str | Path) -> dict:
     path = Path(path)
     if not path.exists():
         raise MctError(f"checkpoint {path} does not exist; pass the best.pt or last.pt of a run folder (`mct train` writes them)")
-    if not path.is_file():
+    if path.is_dir():
         inside = next((path / name for name in ("best.pt", "last.pt") if (path / name).is_file()), None)
         raise MctError(f"checkpoint {path} is a folder, not a file; pass "
                        + (f"{inside}" if inside else "the best.pt or last.pt of a run folder"))
+    if not path.is_file():
+        raise MctError(f"checkpoint {path} is not a regular file; pass the best.pt or last.pt of a run folder")
     reason = _sniff(path)
     if reason is not None:
         raise MctError(f"{path} is not an mct checkpoint: {reason}; pass a .pt file written by `mct train`")

@@ -19,8 +19,8 @@ from typing import Callable
 
 import torch
 
-from mct.checkpoint import load_checkpoint
-from mct.config import Config
+from mct.checkpoint import load_checkpoint, read_checkpoint_file
+from mct.config import Config, validate_config
 from mct.data.format import DataFormat
 from mct.data.generate import hard_split, make_record
 from mct.data.stream import first_scored
@@ -281,13 +281,13 @@ class _Run:
     def _check_resumable(self, train_state: dict) -> None:
         """A finished run is not resumed: resuming one took a step past its end (a cooldown already at a
         learning rate of 0) or, at max_steps, evaluated it again and rewrote eval.json."""
-        step, stopped, max_steps = int(train_state["step"]), train_state.get("stopped"), self.config.train.max_steps
-        if stopped == "target_reached":
+        step, max_steps = int(train_state["step"]), self.config.train.max_steps
+        if train_state.get("stopped") == "target_reached":
             reached = train_state.get("cooldown_from") or step
             raise MctError(f"{self.folder.path} is finished: it reached its target accuracy at step {reached} and "
                            f"stopped at step {step}; nothing to resume. Evaluate it with `mct eval`, or start a "
                            "new run (another --out, or --force to replace this one)")
-        if step > max_steps or (step == max_steps and stopped == "max_steps"):
+        if step > max_steps or run_finished(train_state, max_steps):
             where = "past" if step > max_steps else "at"
             raise MctError(f"{self.folder / 'last.pt'} is at step {step}, {where} train.max_steps = {max_steps}: "
                            f"give more steps to train on (--max-steps N, N > {step})")
@@ -527,20 +527,26 @@ def train(config: Config, run_dir: str | Path, resume: bool = False, force: bool
             random.setstate(python_state)
 
 
+def run_finished(train_state: dict, max_steps: int) -> bool:
+    """Whether the run that saved `train_state` ended for good: it reached its target (and cooled down), or
+    it ran `max_steps` (a larger max_steps trains it on). An interrupted run is not finished."""
+    stopped = train_state.get("stopped")
+    return stopped == "target_reached" or (stopped == "max_steps" and int(train_state["step"]) >= max_steps)
+
+
 def finished_run(run_dir: Path, config: Config) -> TrainResult | None:
     """The summary of the run in `run_dir` when it finished (reached its target, or ran `config`'s
     max_steps), else None (no run, or one to resume). MctError when it is a run of another model or data."""
     if not (run_dir / "last.pt").is_file():
         return None
-    saved = load_checkpoint(run_dir / "last.pt", device="cpu", with_train_state=True)
-    diffs = config_differences(saved.config, config)
+    saved = read_checkpoint_file(run_dir / "last.pt")  # its config and state: no model to build
+    diffs = config_differences(validate_config(saved["config"], source=f"checkpoint {run_dir / 'last.pt'}"), config)
     if diffs:
         raise MctError(f"{run_dir} holds a run of another model or data config ({'; '.join(diffs)}); choose "
                        "another --out, or pass --force to train it again")
-    state = saved.train_state or {}
-    stopped = state.get("stopped")
-    if not (stopped == "target_reached" or (stopped == "max_steps" and int(state["step"]) >= config.train.max_steps)):
-        return None
+    state = saved.get("train_state")
+    if not isinstance(state, dict) or type(state.get("step")) is not int or not run_finished(state, config.train.max_steps):
+        return None  # to resume (train checks a damaged state and says so)
     summary = run_dir / "summary.json"
     if not summary.is_file():
         raise MctError(f"{run_dir} holds a finished run without summary.json (an older mct wrote it); "

@@ -6,10 +6,10 @@ import tomli_w
 from mct.cli import main
 
 
-def run_main(argv: list[str], capsys) -> tuple[int, str, str]:
-    """(exit code, stdout, stderr) of `mct ARGV`, run in this process."""
+def run_main(argv: list, capsys) -> tuple[int, str, str]:
+    """(exit code, stdout, stderr) of `mct ARGV` (paths may be Path objects), run in this process."""
     with pytest.raises(SystemExit) as info:
-        main(argv)
+        main([str(a) for a in argv])
     captured = capsys.readouterr()
     return info.value.code, captured.out, captured.err
 

@@ -5,7 +5,7 @@ import json
 import pytest
 import torch
 
-from mct.cli import main
+from cli_helpers import run_main as run
 from tiny_checkpoint import make_checkpoint
 
 
@@ -20,13 +20,6 @@ def data_file(tmp_path_factory):
     problems = [(12, 34), (99, 1), (5, 5), (123, 877), (7, 0), (450, 55)]
     path.write_text("".join(json.dumps({"prompt": f"{a}+{b}=", "answer": str(a + b)}) + "\n" for a, b in problems))
     return path
-
-
-def run(argv, capsys):
-    with pytest.raises(SystemExit) as info:
-        main([str(a) for a in argv])
-    captured = capsys.readouterr()
-    return info.value.code, captured.out, captured.err
 
 
 def assert_one_line_error(code, err, *needles):
